@@ -1,0 +1,12 @@
+//! Byte logic of Hornbeam, free of any Erlang or Python symbol so that
+//! `cargo test` links it on its own.
+//!
+//! * [`ws_frame`]  — RFC 6455 server-side frame decoder/encoder.
+//! * [`message`]   — Phoenix V2 `[join_ref, ref, topic, event, payload]` codec.
+//! * [`json`]      — depth-limited JSON parsing shared by the NIF's term conversion.
+//! * [`router`]    — compiled topic patterns (`room:*`, `chat:{id}`).
+
+pub mod json;
+pub mod message;
+pub mod router;
+pub mod ws_frame;
