@@ -5,7 +5,9 @@
 //! * [`message`]   — Phoenix V2 `[join_ref, ref, topic, event, payload]` codec.
 //! * [`json`]      — depth-limited JSON parsing shared by the NIF's term conversion.
 //! * [`router`]    — compiled topic patterns (`room:*`, `chat:{id}`).
+//! * [`etf`]       — Erlang external term format, for the Python worker port.
 
+pub mod etf;
 pub mod json;
 pub mod message;
 pub mod router;
