@@ -1,0 +1,133 @@
+%% @doc The Rust NIF: WebSocket frame codec, channel message codec, JSON,
+%% topic router. All logic lives in `native/hornbeam_core'; this module only
+%% declares the functions and loads `priv/hornbeam_nif.so'.
+%%
+%% Dirty schedulers: only `json_decode/2', and only for inputs over 64 KiB
+%% (chosen here, in Erlang), because building the terms of a large document
+%% can take longer than 1 ms. The frame and message codecs do linear work
+%% over at most `max_frame_size' bytes (unmasking runs at several GB/s, so
+%% 1 MiB stays well under 1 ms) and stay on normal schedulers.
+-module(hornbeam_nif).
+
+-export([ws_decoder_new/1, ws_decode/2, ws_buffered/1,
+         ws_encode/2, ws_encode_close/2,
+         msg_decode/2, msg_encode/5, msg_encode_frame/5,
+         json_decode/1, json_decode/2, json_encode/1,
+         nif_json_decode/2, nif_json_decode_dirty/2,
+         router_new/2, router_match/2]).
+
+-on_load(init/0).
+
+-type ws_decoder() :: reference().
+-type router() :: reference().
+-type ws_message() :: {text, binary()} | {binary, binary()} | {ping, binary()} | {pong, binary()}
+                    | {close, none | {1000..4999, binary()}}.
+-type ws_error() :: unmasked_frame | reserved_bits | unknown_opcode | control_frame_too_long
+                  | fragmented_control_frame | frame_too_large | invalid_utf8
+                  | unexpected_continuation | expected_continuation | invalid_close_payload.
+-type opcode() :: text | binary | ping | pong.
+-type msg_ref() :: null | integer() | binary().
+-type json() :: null | true | false | number() | binary() | [json()] | #{binary() => json()}.
+-export_type([ws_decoder/0, router/0, ws_message/0, ws_error/0, opcode/0, msg_ref/0, json/0]).
+
+-define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
+
+init() ->
+    Path = filename:join(priv_dir(), "hornbeam_nif"),
+    case erlang:load_nif(Path, 0) of
+        ok -> ok;
+        {error, {reload, _}} -> ok;
+        {error, Reason} ->
+            logger:error("hornbeam: cannot load the NIF from ~ts.so: ~p. "
+                         "Build it with `make build` (or `bash scripts/build_native.sh`, "
+                         "which needs cargo).", [Path, Reason]),
+            {error, Reason}
+    end.
+
+priv_dir() ->
+    case code:priv_dir(hornbeam) of
+        {error, bad_name} ->
+            %% Loaded outside an application (an escript, a bare -pa): find
+            %% priv/ next to the ebin/ this module came from.
+            Ebin = filename:dirname(code:which(?MODULE)),
+            filename:join(filename:dirname(Ebin), "priv");
+        Dir -> Dir
+    end.
+
+%% --- WebSocket frames ---------------------------------------------------
+
+%% @doc A new incremental decoder for client frames of at most MaxFrameSize
+%% bytes (also the limit for a reassembled message).
+-spec ws_decoder_new(pos_integer()) -> ws_decoder().
+ws_decoder_new(_MaxFrameSize) -> ?NOT_LOADED.
+
+%% @doc Feed bytes; get every complete message, and the protocol error that
+%% stopped decoding, if any (with its RFC 6455 close code).
+-spec ws_decode(ws_decoder(), binary()) ->
+    {ok, [ws_message()]} | {error, [ws_message()], ws_error(), 1002 | 1007 | 1009}.
+ws_decode(_Decoder, _Bytes) -> ?NOT_LOADED.
+
+-spec ws_buffered(ws_decoder()) -> non_neg_integer().
+ws_buffered(_Decoder) -> ?NOT_LOADED.
+
+%% @doc An unmasked server frame, FIN set.
+-spec ws_encode(opcode(), iodata()) -> binary().
+ws_encode(_Opcode, _Payload) -> ?NOT_LOADED.
+
+-spec ws_encode_close(1000..4999, iodata()) -> binary().
+ws_encode_close(_Code, _Reason) -> ?NOT_LOADED.
+
+%% --- Channel messages ---------------------------------------------------
+
+%% @doc Decode `[join_ref, ref, topic, event, payload]'. The payload stays raw
+%% JSON text so it can be forwarded without decoding.
+-spec msg_decode(binary(), pos_integer()) ->
+    {ok, {msg_ref(), msg_ref(), binary(), binary(), binary()}} | {error, atom(), binary()}.
+msg_decode(_Bin, _MaxDepth) -> ?NOT_LOADED.
+
+%% @doc Encode a message, splicing the raw JSON payload in as it is.
+-spec msg_encode(msg_ref(), msg_ref(), iodata(), iodata(), iodata()) -> binary().
+msg_encode(_JoinRef, _Ref, _Topic, _Event, _Payload) -> ?NOT_LOADED.
+
+%% @doc `msg_encode/5' wrapped in a WebSocket text frame: the bytes a
+%% connection writes as they are (the broadcast fastlane).
+-spec msg_encode_frame(msg_ref(), msg_ref(), iodata(), iodata(), iodata()) -> binary().
+msg_encode_frame(_JoinRef, _Ref, _Topic, _Event, _Payload) -> ?NOT_LOADED.
+
+%% --- JSON ---------------------------------------------------------------
+
+%% Inputs above this size are decoded on a dirty CPU scheduler: building the
+%% terms of a large document can take longer than the 1 ms a NIF may run.
+-define(DIRTY_JSON_BYTES, 65536).
+-define(DEFAULT_JSON_DEPTH, 64).
+
+-spec json_decode(iodata()) -> {ok, json()} | {error, atom(), binary()}.
+json_decode(Input) -> json_decode(Input, ?DEFAULT_JSON_DEPTH).
+
+-spec json_decode(iodata(), pos_integer()) -> {ok, json()} | {error, atom(), binary()}.
+json_decode(Input, MaxDepth) ->
+    case iolist_size(Input) > ?DIRTY_JSON_BYTES of
+        true -> nif_json_decode_dirty(Input, MaxDepth);
+        false -> nif_json_decode(Input, MaxDepth)
+    end.
+
+-spec nif_json_decode(iodata(), pos_integer()) -> {ok, json()} | {error, atom(), binary()}.
+nif_json_decode(_Input, _MaxDepth) -> ?NOT_LOADED.
+
+-spec nif_json_decode_dirty(iodata(), pos_integer()) -> {ok, json()} | {error, atom(), binary()}.
+nif_json_decode_dirty(_Input, _MaxDepth) -> ?NOT_LOADED.
+
+%% @doc Maps with binary, atom or integer keys become objects; lists arrays;
+%% binaries strings; atoms other than null/true/false strings.
+-spec json_encode(term()) -> {ok, binary()} | {error, {not_json, term()}}.
+json_encode(_Term) -> ?NOT_LOADED.
+
+%% --- Topic router -------------------------------------------------------
+
+-spec router_new([binary()], pos_integer()) ->
+    {ok, router()} | {error, {atom(), binary(), binary()}}.
+router_new(_Patterns, _MaxTopicLength) -> ?NOT_LOADED.
+
+-spec router_match(router(), binary()) ->
+    {ok, non_neg_integer(), #{binary() => binary()}} | nomatch | {error, topic_too_long}.
+router_match(_Router, _Topic) -> ?NOT_LOADED.
