@@ -1,0 +1,224 @@
+%% @doc The WebSocket opening handshake (RFC 6455 §4.2), as pure functions.
+%%
+%% `validate/1' checks a request and computes `Sec-WebSocket-Accept'.
+%% `check_origin/2' decides whether the request's `Origin' is allowed:
+%% <ul>
+%% <li>`false': every origin is allowed.</li>
+%% <li>`default': allowed when `Origin' is absent, or when its host[:port]
+%%     equals the `Host' header's (case-insensitive; a default port, 80 for
+%%     http/ws and 443 for https/wss, is the same as no port; a `Host' port of
+%%     80 or 443 is the same as no port, since a TLS proxy may sit in front).</li>
+%% <li>a list of allowed origins, each one of:
+%%     <ul>
+%%     <li>`<<"https://example.com">>' — that scheme and host, and that port
+%%         (the scheme's default when none is written): `https://example.com'
+%%         and `https://example.com:443' match, `http://example.com' does not;</li>
+%%     <li>`<<"//example.com">>' — that host with any scheme and any port;
+%%         `<<"//example.com:8080">>' — that host and port, any scheme;</li>
+%%     <li>`<<"//*.example.com">>' (or `<<"https://*.example.com">>') — any
+%%         subdomain, at any depth, of example.com, but not example.com itself
+%%         (list both to allow both).</li>
+%%     </ul></li>
+%% </ul>
+%% As in Phoenix, a request without `Origin' is allowed under every policy:
+%% browsers always send it on WebSocket handshakes, so its absence means a
+%% non-browser client, which an origin check cannot stop anyway. An `Origin'
+%% of `null' (opaque origin) never matches.
+-module(hornbeam_ws_handshake).
+
+-export([validate/1, accept_key/1, check_origin/2, format_error/1]).
+
+-define(GUID, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").
+
+-type error() :: method_not_get | http_version | no_upgrade_websocket
+               | no_connection_upgrade | missing_key | bad_key | unsupported_version.
+-type policy() :: default | false | [binary()].
+-export_type([error/0, policy/0]).
+
+%% @doc Check the handshake; give the `Sec-WebSocket-Accept' value.
+-spec validate(hornbeam_http_req:req() | map()) -> {ok, binary()} | {error, error()}.
+validate(Req) ->
+    Checks = [fun method/1, fun version/1, fun upgrade/1, fun connection/1,
+              fun ws_version/1, fun key/1],
+    run(Checks, Req).
+
+%% @doc base64(sha1(Key ++ GUID)).
+-spec accept_key(binary()) -> binary().
+accept_key(Key) ->
+    base64:encode(crypto:hash(sha, [Key, <<?GUID>>])).
+
+-spec check_origin(hornbeam_http_req:req() | map(), policy()) -> ok | {error, forbidden}.
+check_origin(_Req, false) ->
+    ok;
+check_origin(Req, Policy) ->
+    case hornbeam_http_req:headers(<<"origin">>, Req) of
+        [] -> ok;
+        [Origin] -> verdict(origin_allowed(parse_origin(Origin), Req, Policy));
+        _Several -> {error, forbidden}
+    end.
+
+%% @doc Human-readable text for an error of `validate/1' (used in the 400 body).
+-spec format_error(error()) -> binary().
+format_error(method_not_get) -> <<"the WebSocket handshake must be a GET request">>;
+format_error(http_version) -> <<"the WebSocket handshake needs HTTP/1.1 or later">>;
+format_error(no_upgrade_websocket) -> <<"missing or bad Upgrade header (expected \"websocket\")">>;
+format_error(no_connection_upgrade) -> <<"the Connection header must contain \"Upgrade\"">>;
+format_error(missing_key) -> <<"missing Sec-WebSocket-Key header">>;
+format_error(bad_key) -> <<"Sec-WebSocket-Key must be the base64 encoding of 16 bytes">>;
+format_error(unsupported_version) -> <<"unsupported Sec-WebSocket-Version (this server speaks 13)">>.
+
+%% --- validate ---------------------------------------------------------------------
+
+run([], Req) ->
+    [Key] = hornbeam_http_req:headers(<<"sec-websocket-key">>, Req),
+    {ok, accept_key(hornbeam_http_req:trim(Key))};
+run([Check | Rest], Req) ->
+    case Check(Req) of
+        ok -> run(Rest, Req);
+        {error, _} = Error -> Error
+    end.
+
+method(#{method := <<"GET">>}) -> ok;
+method(_) -> {error, method_not_get}.
+
+version(#{version := {Major, Minor}}) when {Major, Minor} >= {1, 1} -> ok;
+version(_) -> {error, http_version}.
+
+upgrade(Req) ->
+    check(hornbeam_http_req:has_token(<<"upgrade">>, <<"websocket">>, Req), no_upgrade_websocket).
+
+connection(Req) ->
+    check(hornbeam_http_req:has_token(<<"connection">>, <<"upgrade">>, Req), no_connection_upgrade).
+
+ws_version(Req) ->
+    check(hornbeam_http_req:headers(<<"sec-websocket-version">>, Req) =:= [<<"13">>],
+          unsupported_version).
+
+key(Req) ->
+    case hornbeam_http_req:headers(<<"sec-websocket-key">>, Req) of
+        [] -> {error, missing_key};
+        [Key] -> check(is_key(hornbeam_http_req:trim(Key)), bad_key);
+        _Several -> {error, bad_key}
+    end.
+
+is_key(Key) when byte_size(Key) =:= 24 ->
+    try base64:decode(Key) of
+        Decoded -> byte_size(Decoded) =:= 16 andalso base64:encode(Decoded) =:= Key
+    catch _:_ -> false
+    end;
+is_key(_) ->
+    false.
+
+check(true, _Error) -> ok;
+check(false, Error) -> {error, Error}.
+
+%% --- check_origin -------------------------------------------------------------------
+
+verdict(true) -> ok;
+verdict(false) -> {error, forbidden}.
+
+%% {Scheme | undefined, Host, Port | undefined} of an origin or an allow-list
+%% entry; `error' for anything else (including `null').
+-type origin() :: {binary() | undefined, binary(), inet:port_number() | undefined} | error.
+
+-spec parse_origin(binary()) -> origin().
+parse_origin(Bin) ->
+    case binary:split(hornbeam_http_req:lowercase(hornbeam_http_req:trim(Bin)), <<"//">>) of
+        [<<>>, Rest] -> authority(undefined, Rest);
+        [SchemeColon, Rest] when byte_size(SchemeColon) > 1 ->
+            case binary:last(SchemeColon) of
+                $: -> authority(binary:part(SchemeColon, 0, byte_size(SchemeColon) - 1), Rest);
+                _ -> error
+            end;
+        _ -> error
+    end.
+
+authority(Scheme, Rest) ->
+    [Authority | _] = binary:split(Rest, [<<"/">>, <<"?">>, <<"#">>]),
+    case host_port(Authority) of
+        {ok, Host, Port} -> {Scheme, Host, Port};
+        error -> error
+    end.
+
+%% "example.com", "example.com:8080", "[::1]:4000", "[::1]"
+host_port(<<"[", Rest/binary>>) ->
+    case binary:split(Rest, <<"]">>) of
+        [Host, <<>>] -> {ok, <<"[", Host/binary, "]">>, undefined};
+        [Host, <<":", Port/binary>>] -> with_port(<<"[", Host/binary, "]">>, Port);
+        _ -> error
+    end;
+host_port(<<>>) ->
+    error;
+host_port(Authority) ->
+    case binary:split(Authority, <<":">>) of
+        [Host] -> {ok, Host, undefined};
+        [<<>>, _] -> error;
+        [Host, Port] -> with_port(Host, Port)
+    end.
+
+with_port(Host, Port) ->
+    try binary_to_integer(Port) of
+        N when N >= 0, N =< 65535 -> {ok, Host, N};
+        _ -> error
+    catch error:badarg -> error
+    end.
+
+default_port(<<"http">>) -> 80;
+default_port(<<"ws">>) -> 80;
+default_port(<<"https">>) -> 443;
+default_port(<<"wss">>) -> 443;
+default_port(_) -> undefined.
+
+origin_allowed(error, _Req, _Policy) ->
+    false;
+origin_allowed({Scheme, Host, Port}, Req, default) ->
+    case hornbeam_http_req:headers(<<"host">>, Req) of
+        [HostHeader] ->
+            case host_port(hornbeam_http_req:lowercase(hornbeam_http_req:trim(HostHeader))) of
+                {ok, Host, HostPort} ->
+                    same_port(effective_port(Scheme, Port), HostPort);
+                _ ->
+                    false
+            end;
+        _ ->
+            false
+    end;
+origin_allowed(Origin, _Req, Allowed) when is_list(Allowed) ->
+    lists:any(fun(Entry) -> entry_matches(parse_origin(Entry), Origin) end, Allowed).
+
+%% An origin's port with its scheme's default port dropped.
+effective_port(Scheme, Port) ->
+    case default_port(Scheme) of
+        Port -> undefined;
+        _ -> Port
+    end.
+
+same_port(Port, Port) -> true;
+same_port(undefined, HostPort) -> HostPort =:= 80 orelse HostPort =:= 443;
+same_port(_, _) -> false.
+
+entry_matches(error, _Origin) ->
+    false;
+entry_matches({EScheme, EHost, EPort}, {Scheme, Host, Port}) ->
+    scheme_matches(EScheme, Scheme)
+        andalso port_matches(EScheme, EPort, Scheme, Port)
+        andalso host_matches(EHost, Host).
+
+scheme_matches(undefined, _) -> true;
+scheme_matches(Scheme, Scheme) -> true;
+scheme_matches(_, _) -> false.
+
+%% A host-only entry without a port accepts any port; an entry with a scheme
+%% and no port means that scheme's default port.
+port_matches(undefined, undefined, _Scheme, _Port) -> true;
+port_matches(EScheme, EPort, Scheme, Port) ->
+    Want = case EPort of undefined -> default_port(EScheme); _ -> EPort end,
+    Have = case Port of undefined -> default_port(Scheme); _ -> Port end,
+    Want =:= Have.
+
+host_matches(<<"*.", Domain/binary>>, Host) ->
+    Suffix = <<".", Domain/binary>>,
+    byte_size(Host) > byte_size(Suffix)
+        andalso binary:longest_common_suffix([Host, Suffix]) =:= byte_size(Suffix);
+host_matches(Host, Host) -> true;
+host_matches(_, _) -> false.
