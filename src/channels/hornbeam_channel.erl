@@ -1,0 +1,104 @@
+%% @doc The channel behaviour, and the functions a channel uses on its socket.
+%%
+%% One channel process runs per joined topic per connection
+%% (`hornbeam_channel_server'). A module implementing this behaviour is
+%% mounted on a topic pattern (`{<<"room:*">>, my_room}' in the `channels'
+%% option of `hornbeam:start/2'):
+%%
+%% ```
+%% -module(my_room).
+%% -behaviour(hornbeam_channel).
+%% -export([join/3, handle_in/3]).
+%%
+%% join(<<"room:", _/binary>>, #{<<"name">> := Name}, Socket) ->
+%%     {ok, #{<<"hello">> => Name}, hornbeam_channel:assign(Socket, name, Name)};
+%% join(_Topic, _Params, _Socket) ->
+%%     {error, #{<<"reason">> => <<"name required">>}}.
+%%
+%% handle_in(<<"shout">>, Payload, Socket) ->
+%%     ok = hornbeam_channel:broadcast(Socket, <<"shout">>, Payload),
+%%     {reply, {ok, #{}}, Socket}.
+%% '''
+%%
+%% Payloads arrive decoded (maps with binary keys) unless the module's
+%% optional `payload_format/0' returns `raw', in which case they arrive as
+%% `{json, Binary}' untouched. Replies and pushes take a JSON term or
+%% `{json, iodata()}'.
+-module(hornbeam_channel).
+
+-export([assign/3, assign/2, assigns/1, topic/1, id/1, params/1, join_ref/1,
+         push/3, broadcast/3, broadcast_from/3]).
+
+-type socket() :: #{
+    id := binary(),                 %% connection id
+    topic := binary(),
+    topic_params := #{binary() => binary()},
+    pattern := binary(),            %% the route pattern that matched
+    join_ref := hornbeam_nif:msg_ref(),
+    params := map(),                %% connect params (query string)
+    assigns := map(),
+    transport_pid := pid(),         %% the connection process
+    channel_pid := pid(),
+    handler := module(),
+    dialect := hornbeam_protocol:dialect(),
+    py_assigns => binary()          %% Python channels keep assigns as JSON text
+}.
+-type reply() :: ok | error | {ok | error, hornbeam_pubsub:payload()}.
+-export_type([socket/0, reply/0]).
+
+-callback join(Topic :: binary(), Payload :: term(), Socket :: socket()) ->
+    {ok, socket()} | {ok, Reply :: hornbeam_pubsub:payload(), socket()}
+    | {error, Reply :: hornbeam_pubsub:payload()}.
+-callback handle_in(Event :: binary(), Payload :: term(), Socket :: socket()) ->
+    {noreply, socket()} | {reply, reply(), socket()}
+    | {stop, Reason :: term(), socket()} | {stop, Reason :: term(), reply(), socket()}.
+-callback handle_info(Msg :: term(), Socket :: socket()) ->
+    {noreply, socket()} | {stop, Reason :: term(), socket()}.
+-callback terminate(Reason :: term(), Socket :: socket()) -> term().
+-callback payload_format() -> decoded | raw.
+-optional_callbacks([handle_in/3, handle_info/2, terminate/2, payload_format/0]).
+
+-spec assign(socket(), term(), term()) -> socket().
+assign(Socket = #{assigns := Assigns}, Key, Value) ->
+    Socket#{assigns := Assigns#{Key => Value}}.
+
+-spec assign(socket(), map()) -> socket().
+assign(Socket = #{assigns := Assigns}, New) when is_map(New) ->
+    Socket#{assigns := maps:merge(Assigns, New)}.
+
+-spec assigns(socket()) -> map().
+assigns(#{assigns := A}) -> A.
+
+-spec topic(socket()) -> binary().
+topic(#{topic := T}) -> T.
+
+-spec id(socket()) -> binary().
+id(#{id := Id}) -> Id.
+
+-spec params(socket()) -> map().
+params(#{params := P}) -> P.
+
+-spec join_ref(socket()) -> hornbeam_nif:msg_ref().
+join_ref(#{join_ref := R}) -> R.
+
+%% @doc Send Event to this channel's client only.
+-spec push(socket(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
+push(#{transport_pid := Transport, topic := Topic, join_ref := JoinRef}, Event, Payload) ->
+    case hornbeam_pubsub:encode_payload(Payload) of
+        {ok, Json} ->
+            Frame = hornbeam_nif:msg_encode_frame(JoinRef, null, Topic, Event, Json),
+            Transport ! {'$hb_out', Frame},
+            ok;
+        Error ->
+            Error
+    end.
+
+%% @doc Send Event to every subscriber of this channel's topic, cluster-wide.
+-spec broadcast(socket(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
+broadcast(#{topic := Topic}, Event, Payload) ->
+    hornbeam_pubsub:broadcast(Topic, Event, Payload).
+
+%% @doc Like broadcast/3, except to this channel's own client.
+-spec broadcast_from(socket(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
+broadcast_from(#{topic := Topic, channel_pid := Self}, Event, Payload) ->
+    hornbeam_pubsub:broadcast_from(Self, Topic, Event, Payload).

@@ -1,0 +1,230 @@
+%% @doc One process per joined topic per connection: runs the channel
+%% module's callbacks and keeps the socket (and its assigns).
+%%
+%% Life: started by the connection with the join request; joins in
+%% `handle_continue' (so the connection never waits on a slow join) and tells
+%% the connection `{'$hb_joined', self(), ok | error, ReplyFrame}'. Events
+%% arrive as `{'$hb_in', Event, Ref, Payload}' and run in arrival order.
+%% Frames for the client go to the connection as `{'$hb_out', Frame}'.
+%%
+%% Endings, and what the client sees (the connection sends it):
+%%   * `{stop, ...}' from a callback, leave, duplicate join, or the
+%%     connection closing: a normal/`{shutdown, _}' exit → `phx_close';
+%%   * an exception in a callback: logged here, the connection is told with
+%%     `{'$hb_crashed', self()}' → `phx_error'; the process then exits with
+%%     `{shutdown, crashed}' so no second crash report is written;
+%%   * any other exit (a kill, a linked crash) → `phx_error' too.
+-module(hornbeam_channel_server).
+-behaviour(gen_server).
+
+-export([start_link/1, push/3]).
+-export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-type start_args() :: #{
+    socket := hornbeam_channel:socket(),
+    join_ref := hornbeam_nif:msg_ref(),
+    ref := hornbeam_nif:msg_ref(),
+    payload := binary(),                %% raw JSON of the join payload
+    max_json_depth := pos_integer()
+}.
+-export_type([start_args/0]).
+
+-record(state, {
+    socket :: hornbeam_channel:socket(),
+    joined = false :: boolean(),
+    join_ref_msg :: hornbeam_nif:msg_ref(),
+    join_payload :: binary() | undefined,
+    max_json_depth :: pos_integer()
+}).
+
+-spec start_link(start_args()) -> {ok, pid()} | {error, term()}.
+start_link(Args) ->
+    gen_server:start_link(?MODULE, Args, []).
+
+%% @doc Push Event to the client of the channel process ChannelPid (used by
+%% the Python worker's `push(socket, ...)').
+-spec push(pid(), binary(), hornbeam_pubsub:payload()) -> ok.
+push(ChannelPid, Event, Payload) ->
+    gen_server:cast(ChannelPid, {push, Event, Payload}).
+
+-spec init(start_args()) -> {ok, #state{}, {continue, join}}.
+init(#{socket := Socket0, ref := Ref, payload := Payload, max_json_depth := Depth}) ->
+    Socket = Socket0#{channel_pid => self()},
+    #{transport_pid := Transport, topic := Topic, id := ConnId} = Socket,
+    logger:set_process_metadata(#{conn_id => ConnId, topic => Topic}),
+    _ = erlang:monitor(process, Transport),
+    {ok, #state{socket = Socket, join_ref_msg = Ref, join_payload = Payload,
+                max_json_depth = Depth}, {continue, join}}.
+
+-spec handle_continue(join, #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_continue(join, State = #state{socket = Socket, join_payload = Raw}) ->
+    #{handler := Handler, topic := Topic} = Socket,
+    Result =
+        case payload_in(Handler, Raw, State) of
+            {ok, Payload} -> run(fun() -> Handler:join(Topic, Payload, Socket) end);
+            {error, _, _} = E -> {bad_payload, E}
+        end,
+    State1 = State#state{join_payload = undefined},
+    case Result of
+        {ok, {ok, NewSocket}} when is_map(NewSocket) ->
+            joined(ok, {json, <<"{}">>}, NewSocket, State1);
+        {ok, {ok, Reply, NewSocket}} when is_map(NewSocket) ->
+            joined(ok, Reply, NewSocket, State1);
+        {ok, {error, Reply}} ->
+            join_refused(Reply, State1);
+        {ok, Other} ->
+            logger:error("channel ~s join/3 returned an invalid value: ~0p", [Handler, Other]),
+            join_refused(#{<<"reason">> => <<"join crashed">>}, State1);
+        {bad_payload, {error, Why, Text}} ->
+            logger:info("join payload is not usable JSON (~s): ~s", [Why, Text]),
+            join_refused(#{<<"reason">> => <<"invalid payload">>}, State1);
+        {crashed, Class, Reason, Stack} ->
+            logger:error("channel ~s join/3 crashed: ~0p:~0p~n~p",
+                         [Handler, Class, Reason, Stack]),
+            join_refused(#{<<"reason">> => <<"join crashed">>}, State1)
+    end.
+
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
+handle_call(socket, _From, State = #state{socket = Socket}) ->
+    {reply, Socket, State};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast({push, Event, Payload}, State = #state{socket = Socket}) ->
+    _ = hornbeam_channel:push(Socket, Event, Payload),
+    {noreply, State};
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({'$hb_in', Event, Ref, Raw}, State = #state{socket = Socket}) ->
+    #{handler := Handler} = Socket,
+    case payload_in(Handler, Raw, State) of
+        {ok, Payload} ->
+            Result = run(fun() -> call_handle_in(Handler, Event, Payload, Socket) end),
+            handle_in_result(Result, Event, Ref, State);
+        {error, Why, Text} ->
+            logger:info("event ~s payload is not usable JSON (~s): ~s", [Event, Why, Text]),
+            reply(Ref, {error, #{<<"reason">> => <<"invalid payload">>}}, Socket),
+            {noreply, State}
+    end;
+handle_info({'$hb_leave', Reason}, State) ->
+    {stop, {shutdown, Reason}, State};
+handle_info({'DOWN', _, process, Pid, _}, State = #state{socket = #{transport_pid := Pid}}) ->
+    {stop, {shutdown, closed}, State};
+handle_info(Msg, State = #state{socket = Socket = #{handler := Handler}}) ->
+    case erlang:function_exported(Handler, handle_info, 2) of
+        true ->
+            case run(fun() -> Handler:handle_info(Msg, Socket) end) of
+                {ok, {noreply, NewSocket}} -> {noreply, State#state{socket = NewSocket}};
+                {ok, {stop, Reason, NewSocket}} -> {stop, stop_reason(Reason), State#state{socket = NewSocket}};
+                {ok, Other} ->
+                    logger:error("channel ~s handle_info/2 returned an invalid value: ~0p", [Handler, Other]),
+                    crashed(State);
+                {crashed, Class, Reason, Stack} ->
+                    logger:error("channel ~s handle_info/2 crashed: ~0p:~0p~n~p", [Handler, Class, Reason, Stack]),
+                    crashed(State)
+            end;
+        false ->
+            logger:debug("channel ~s ignored message ~0p", [Handler, Msg]),
+            {noreply, State}
+    end.
+
+-spec terminate(term(), #state{}) -> ok.
+terminate(Reason, #state{joined = true, socket = Socket = #{handler := Handler}}) ->
+    case erlang:function_exported(Handler, terminate, 2) of
+        true ->
+            case run(fun() -> Handler:terminate(Reason, Socket) end) of
+                {crashed, Class, Why, Stack} ->
+                    logger:error("channel ~s terminate/2 crashed: ~0p:~0p~n~p", [Handler, Class, Why, Stack]);
+                _ -> ok
+            end;
+        false -> ok
+    end;
+terminate(_Reason, _State) ->
+    ok.
+
+%% --- internals ---------------------------------------------------------------
+
+run(Fun) ->
+    try {ok, Fun()}
+    catch Class:Reason:Stack -> {crashed, Class, Reason, Stack}
+    end.
+
+call_handle_in(Handler, Event, Payload, Socket) ->
+    case erlang:function_exported(Handler, handle_in, 3) of
+        true -> Handler:handle_in(Event, Payload, Socket);
+        false -> {reply, {error, #{<<"reason">> => <<"unhandled event">>}}, Socket}
+    end.
+
+payload_in(Handler, Raw, #state{max_json_depth = Depth}) ->
+    case erlang:function_exported(Handler, payload_format, 0) andalso Handler:payload_format() of
+        raw -> {ok, {json, Raw}};
+        _ ->
+            case hornbeam_nif:json_decode(Raw, Depth) of
+                {ok, Term} -> {ok, Term};
+                {error, Why, Text} -> {error, Why, Text}
+            end
+    end.
+
+joined(Status, Reply, NewSocket, State = #state{socket = Socket}) ->
+    %% The callback may not change who we are, only assigns.
+    Kept = maps:merge(NewSocket, maps:with([id, topic, topic_params, pattern, join_ref, params,
+                                            transport_pid, channel_pid, handler, dialect], Socket)),
+    Frame = reply_frame(State#state.join_ref_msg, {Status, Reply}, Kept),
+    maps:get(transport_pid, Socket) ! {'$hb_joined', self(), ok, Frame},
+    {noreply, State#state{socket = Kept, joined = true}}.
+
+join_refused(Reply, State = #state{socket = Socket}) ->
+    Frame = reply_frame(State#state.join_ref_msg, {error, Reply}, Socket),
+    maps:get(transport_pid, Socket) ! {'$hb_joined', self(), error, Frame},
+    {stop, normal, State}.
+
+handle_in_result({ok, {noreply, NewSocket}}, _Event, _Ref, State) when is_map(NewSocket) ->
+    {noreply, State#state{socket = NewSocket}};
+handle_in_result({ok, {reply, Reply, NewSocket}}, _Event, Ref, State) when is_map(NewSocket) ->
+    reply(Ref, Reply, NewSocket),
+    {noreply, State#state{socket = NewSocket}};
+handle_in_result({ok, {stop, Reason, NewSocket}}, _Event, _Ref, State) when is_map(NewSocket) ->
+    {stop, stop_reason(Reason), State#state{socket = NewSocket}};
+handle_in_result({ok, {stop, Reason, Reply, NewSocket}}, _Event, Ref, State) when is_map(NewSocket) ->
+    reply(Ref, Reply, NewSocket),
+    {stop, stop_reason(Reason), State#state{socket = NewSocket}};
+handle_in_result({ok, Other}, Event, Ref, State = #state{socket = Socket = #{handler := Handler}}) ->
+    logger:error("channel ~s handle_in/3 for ~s returned an invalid value: ~0p", [Handler, Event, Other]),
+    reply(Ref, {error, #{<<"reason">> => <<"handler returned an invalid value">>}}, Socket),
+    {noreply, State};
+handle_in_result({crashed, Class, Reason, Stack}, Event, _Ref, State = #state{socket = #{handler := Handler}}) ->
+    logger:error("channel ~s handle_in/3 for ~s crashed: ~0p:~0p~n~p", [Handler, Event, Class, Reason, Stack]),
+    crashed(State).
+
+%% A deliberate stop is reported to the client as phx_close: keep it a
+%% "normal" exit for the supervisor and the connection.
+stop_reason(normal) -> normal;
+stop_reason(shutdown) -> shutdown;
+stop_reason({shutdown, _} = R) -> R;
+stop_reason(Other) -> {shutdown, Other}.
+
+crashed(State = #state{socket = #{transport_pid := Transport}}) ->
+    Transport ! {'$hb_crashed', self()},
+    {stop, {shutdown, crashed}, State}.
+
+reply(Ref, Reply, Socket) ->
+    Frame = reply_frame(Ref, normalize_reply(Reply), Socket),
+    maps:get(transport_pid, Socket) ! {'$hb_out', Frame},
+    ok.
+
+normalize_reply(ok) -> {ok, {json, <<"{}">>}};
+normalize_reply(error) -> {error, {json, <<"{}">>}};
+normalize_reply({Status, Payload}) when Status =:= ok; Status =:= error -> {Status, Payload};
+normalize_reply(Other) -> {ok, Other}.
+
+reply_frame(Ref, {Status, Payload}, #{dialect := Dialect, join_ref := JoinRef, topic := Topic}) ->
+    Json = case hornbeam_pubsub:encode_payload(Payload) of
+               {ok, J} -> J;
+               {error, Bad} ->
+                   logger:error("reply is not JSON-encodable: ~0p", [Bad]),
+                   <<"{\"reason\":\"reply is not JSON-encodable\"}">>
+           end,
+    hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic, {Status, Json}).

@@ -1,0 +1,157 @@
+%% @doc The endpoint: what the HTTP layer calls for each request. WebSocket
+%% upgrades on `ws_path' (and `ws_path ++ "/websocket"', for phoenix.js)
+%% become `hornbeam_socket' processes; other paths answer 404 until an app
+%% serves HTTP. Holds the endpoint's configuration (limits, routes) in one
+%% map, built once by `config/1' and stored in `persistent_term'.
+-module(hornbeam_endpoint).
+-behaviour(hornbeam_http_handler).
+
+-export([config/1, defaults/0, route/2]).
+-export([handle_http/2, websocket_upgrade/2, websocket_enter/3]).
+
+-type config() :: #{
+    ws_path := binary(),
+    check_origin := default | false | [binary()],
+    max_frame_size := pos_integer(),
+    max_send_queue := pos_integer(),
+    max_json_depth := pos_integer(),
+    max_channels_per_connection := pos_integer(),
+    max_topic_length := pos_integer(),
+    heartbeat_timeout := pos_integer(),
+    router := hornbeam_nif:router(),
+    handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
+    connect := undefined | fun((map(), map()) -> {ok, map()} | {error, term()})
+}.
+-export_type([config/0]).
+
+%% @doc Every endpoint limit and default, in one place (see README "Limits").
+-spec defaults() -> map().
+defaults() ->
+    #{ws_path => <<"/ws">>,
+      check_origin => default,
+      max_frame_size => 1048576,               %% bytes; bigger frame/message → close 1009
+      max_send_queue => 1048576,               %% bytes queued to a client that does not read → close 1008
+      max_json_depth => 64,                    %% nesting of a message payload → close 1007
+      max_channels_per_connection => 100,      %% → join error "too many channels joined"
+      max_topic_length => 255,                 %% bytes → join error "unmatched topic"
+      heartbeat_timeout => 60000,              %% ms without any message → close 1000
+      channels => [],                          %% [{Pattern, Module}] Erlang channels
+      connect => undefined}.
+
+%% @doc Build the endpoint configuration from user options (a map with the
+%% keys of defaults/0; unknown keys are ignored here).
+-spec config(map()) -> {ok, config()} | {error, term()}.
+config(Opts) ->
+    Merged = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    #{channels := Channels, max_topic_length := MaxTopic} = Merged,
+    Patterns = [to_binary(P) || {P, _} <- Channels],
+    case hornbeam_nif:router_new(Patterns, MaxTopic) of
+        {ok, Router} ->
+            Handlers = list_to_tuple([{M, to_binary(P)} || {P, M} <- Channels]),
+            Config = maps:remove(channels, Merged#{ws_path := to_binary(maps:get(ws_path, Merged)),
+                                                   router => Router, handlers => Handlers}),
+            {ok, Config};
+        {error, Reason} ->
+            {error, {bad_channel_pattern, Reason}}
+    end.
+
+%% @doc The channel module for Topic.
+-spec route(config(), binary()) ->
+    {ok, module(), binary(), #{binary() => binary()}} | {error, unmatched_topic | topic_too_long}.
+route(#{router := Router, handlers := Handlers}, Topic) ->
+    case hornbeam_nif:router_match(Router, Topic) of
+        {ok, Id, Params} ->
+            {Module, Pattern} = element(Id + 1, Handlers),
+            {ok, Module, Pattern, Params};
+        nomatch -> {error, unmatched_topic};
+        {error, topic_too_long} -> {error, topic_too_long}
+    end.
+
+%% --- hornbeam_http_handler ------------------------------------------------------
+
+-spec handle_http(hornbeam_http_req:req(), config()) ->
+    {100..599, [{binary(), iodata()}], iodata()}.
+handle_http(#{path := Path}, Config) ->
+    case is_ws_path(Path, Config) of
+        true -> {400, [{<<"content-type">>, <<"text/plain">>}],
+                 <<"this endpoint speaks WebSocket only\n">>};
+        false -> {404, [{<<"content-type">>, <<"text/plain">>}], <<"not found\n">>}
+    end.
+
+-spec websocket_upgrade(hornbeam_http_req:req(), config()) ->
+    {ok, hornbeam_socket:conn_info(), [{binary(), iodata()}]}
+    | {refuse, 100..599, [{binary(), iodata()}], iodata()}.
+websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
+    Params = maps:from_list(hornbeam_http_req:query_params(Req)),
+    case {is_ws_path(Path, Config), vsn_ok(Params), hornbeam_ws_handshake:check_origin(Req, Policy)} of
+        {false, _, _} ->
+            refuse(404, <<"not found\n">>);
+        {true, false, _} ->
+            logger:info("WebSocket refused: unsupported vsn ~0p", [maps:get(<<"vsn">>, Params)]),
+            refuse(403, <<"unsupported protocol version; this server speaks vsn 2.x "
+                          "(Phoenix V2 JSON)\n">>);
+        {true, true, {error, _}} ->
+            logger:info("WebSocket refused: origin ~0p not allowed",
+                        [hornbeam_http_req:header(<<"origin">>, Req)]),
+            refuse(403, <<"origin not allowed\n">>);
+        {true, true, ok} ->
+            ConnectInfo = connect_info(Req),
+            case connect(Config, Params, ConnectInfo) of
+                {ok, Assigns} ->
+                    Conn = #{id => new_id(), params => Params, assigns => Assigns,
+                             connect_info => ConnectInfo, endpoint => Config},
+                    {ok, Conn, []};
+                {error, Reason} ->
+                    logger:info("WebSocket refused by connect: ~0p", [Reason]),
+                    refuse(403, <<"connection refused\n">>)
+            end
+    end.
+
+-spec websocket_enter(gen_tcp:socket(), binary(), hornbeam_socket:conn_info()) -> no_return().
+websocket_enter(Sock, Buffered, Conn) ->
+    hornbeam_socket:enter(Sock, Buffered, Conn).
+
+%% --- internals ----------------------------------------------------------------
+
+is_ws_path(Path, #{ws_path := WsPath}) ->
+    Trimmed = trim_slash(Path),
+    Trimmed =:= trim_slash(WsPath) orelse Trimmed =:= <<(trim_slash(WsPath))/binary, "/websocket">>.
+
+trim_slash(<<>>) -> <<"/">>;
+trim_slash(<<"/">>) -> <<"/">>;
+trim_slash(Path) ->
+    case binary:last(Path) of
+        $/ -> binary:part(Path, 0, byte_size(Path) - 1);
+        _ -> Path
+    end.
+
+vsn_ok(#{<<"vsn">> := <<"2.", _/binary>>}) -> true;
+vsn_ok(#{<<"vsn">> := <<"2">>}) -> true;
+vsn_ok(#{<<"vsn">> := _}) -> false;
+vsn_ok(_) -> true.
+
+connect_info(Req) ->
+    #{peer => maps:get(peer, Req, undefined),
+      origin => hornbeam_http_req:header(<<"origin">>, Req),
+      headers => maps:get(headers, Req, [])}.
+
+connect(#{connect := undefined}, _Params, _Info) -> {ok, #{}};
+connect(#{connect := Fun}, Params, Info) ->
+    try Fun(Params, Info) of
+        {ok, Assigns} when is_map(Assigns) -> {ok, Assigns};
+        {error, Reason} -> {error, Reason};
+        Other -> {error, {invalid_connect_result, Other}}
+    catch Class:Reason:Stack ->
+        logger:error("connect handler crashed: ~0p:~0p~n~p", [Class, Reason, Stack]),
+        {error, crashed}
+    end.
+
+refuse(Status, Body) ->
+    {refuse, Status, [{<<"content-type">>, <<"text/plain">>}], Body}.
+
+new_id() ->
+    binary:encode_hex(crypto:strong_rand_bytes(8)).
+
+to_binary(B) when is_binary(B) -> B;
+to_binary(L) when is_list(L) -> unicode:characters_to_binary(L);
+to_binary(A) when is_atom(A) -> atom_to_binary(A).

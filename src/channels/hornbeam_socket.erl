@@ -1,0 +1,401 @@
+%% @doc One process per WebSocket connection (the HTTP connection process
+%% becomes this one after the upgrade; see `hornbeam_endpoint').
+%%
+%% It owns the TCP socket: decodes frames and channel messages with the NIF,
+%% routes `phx_join' to a new `hornbeam_channel_server' per topic, forwards
+%% events to joined channels, writes what channels and broadcasts send back,
+%% answers heartbeats, and enforces the connection's limits. A broadcast
+%% arrives already encoded (`{'$hb_broadcast', Topic, Frame, Exclude}') and is
+%% written as it is.
+%%
+%% Writes use `port_command/3' with `nosuspend': when the kernel buffer and
+%% the port queue (`max_send_queue' bytes, the socket's high watermark) are
+%% full, the client is not reading, and it is closed with 1008 instead of
+%% letting this process's memory grow.
+-module(hornbeam_socket).
+-behaviour(gen_server).
+
+-export([enter/3]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-type conn_info() :: #{
+    id := binary(),
+    params := map(),
+    assigns := map(),
+    connect_info := map(),
+    endpoint := hornbeam_endpoint:config()
+}.
+-export_type([conn_info/0]).
+
+-record(channel, {
+    pid :: pid(),
+    monitor :: reference(),
+    join_ref :: hornbeam_nif:msg_ref(),
+    join_msg_ref :: hornbeam_nif:msg_ref(),  %% ref of the phx_join, for a crash during join
+    dialect :: hornbeam_protocol:dialect(),
+    joined = false :: boolean(),
+    close_after_join = [] :: [{hornbeam_nif:msg_ref(), hornbeam_protocol:dialect()}]
+}).
+
+-record(state, {
+    sock :: gen_tcp:socket(),
+    decoder :: hornbeam_nif:ws_decoder(),
+    id :: binary(),
+    params :: map(),
+    assigns :: map(),
+    config :: hornbeam_endpoint:config(),
+    channels = #{} :: #{binary() => #channel{}},
+    by_pid = #{} :: #{pid() => binary()},
+    last_recv :: integer(),
+    closing = false :: boolean()
+}).
+
+%% @doc Become the WebSocket process for Sock (already upgraded). Never returns.
+-spec enter(gen_tcp:socket(), binary(), conn_info()) -> no_return().
+enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
+    #{max_frame_size := MaxFrame, max_send_queue := MaxQueue} = Config,
+    logger:update_process_metadata(#{conn_id => Id}),
+    ok = inet:setopts(Sock, [{high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
+                             {send_timeout, 30000}, {send_timeout_close, true}]),
+    State = #state{sock = Sock, decoder = hornbeam_nif:ws_decoder_new(MaxFrame),
+                   id = Id, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
+                   config = Config, last_recv = now_ms()},
+    schedule_heartbeat_check(Config),
+    self() ! {'$hb_data', Buffered},
+    gen_server:enter_loop(?MODULE, [], State).
+
+-spec init(term()) -> {stop, not_started_this_way}.
+init(_) -> {stop, not_started_this_way}.
+
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
+handle_call(channels, _From, State = #state{channels = Channels}) ->
+    {reply, maps:keys(Channels), State};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({tcp, Sock, Data}, State = #state{sock = Sock}) ->
+    received(Data, State#state{last_recv = now_ms()});
+handle_info({'$hb_data', <<>>}, State = #state{sock = Sock}) ->
+    ok = inet:setopts(Sock, [{active, once}]),
+    {noreply, State};
+handle_info({'$hb_data', Data}, State) ->
+    received(Data, State);
+handle_info({tcp_closed, Sock}, State = #state{sock = Sock}) ->
+    logger:debug("client closed the connection"),
+    {stop, normal, State};
+handle_info({tcp_error, Sock, Reason}, State = #state{sock = Sock}) ->
+    logger:info("connection error: ~0p", [Reason]),
+    {stop, normal, State};
+handle_info({inet_reply, _Sock, ok}, State) ->
+    {noreply, State};
+handle_info({inet_reply, _Sock, {error, Reason}}, State) ->
+    logger:info("write failed: ~0p", [Reason]),
+    {stop, normal, State};
+handle_info({'$hb_out', Frame}, State) ->
+    write(Frame, State);
+handle_info({'$hb_broadcast', Topic, Frame, Exclude}, State = #state{channels = Channels}) ->
+    case Channels of
+        #{Topic := #channel{pid = Exclude}} -> {noreply, State};
+        #{Topic := #channel{joined = true}} -> write(Frame, State);
+        _ -> {noreply, State}
+    end;
+handle_info({'$hb_joined', Pid, Outcome, Frame}, State) ->
+    join_answered(Pid, Outcome, Frame, State);
+handle_info({'$hb_crashed', Pid}, State) ->
+    channel_gone(Pid, crashed, State);
+handle_info({'DOWN', _Mon, process, Pid, Reason}, State) ->
+    channel_gone(Pid, Reason, State);
+handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_recv = Last}) ->
+    #{heartbeat_timeout := Timeout} = Config,
+    case now_ms() - Last >= Timeout of
+        true ->
+            logger:info("no message for ~b ms (heartbeat_timeout); closing", [Timeout]),
+            close(1000, <<"heartbeat timeout">>, State);
+        false ->
+            schedule_heartbeat_check(Config),
+            {noreply, State}
+    end;
+handle_info(Msg, State) ->
+    logger:warning("unexpected message ~0p", [Msg]),
+    {noreply, State}.
+
+-spec terminate(term(), #state{}) -> ok.
+terminate(_Reason, #state{sock = Sock}) ->
+    _ = gen_tcp:close(Sock),
+    ok.
+
+%% --- receiving -----------------------------------------------------------------
+
+received(Data, State = #state{decoder = Decoder, sock = Sock}) ->
+    case hornbeam_nif:ws_decode(Decoder, Data) of
+        {ok, Messages} ->
+            case handle_frames(Messages, State) of
+                {noreply, State1} ->
+                    ok = setopts_active(Sock),
+                    {noreply, State1};
+                Stop ->
+                    Stop
+            end;
+        {error, Messages, Why, Code} ->
+            case handle_frames(Messages, State) of
+                {noreply, State1} ->
+                    logger:info("WebSocket protocol error ~s; closing with ~b", [Why, Code]),
+                    close(Code, atom_to_binary(Why), State1);
+                Stop ->
+                    Stop
+            end
+    end.
+
+setopts_active(Sock) ->
+    case inet:setopts(Sock, [{active, once}]) of
+        ok -> ok;
+        {error, _} -> self() ! {tcp_closed, Sock}, ok
+    end.
+
+handle_frames([], State) ->
+    {noreply, State};
+handle_frames([Frame | Rest], State) ->
+    case handle_frame(Frame, State) of
+        {noreply, State1} -> handle_frames(Rest, State1);
+        Stop -> Stop
+    end.
+
+handle_frame({text, Text}, State = #state{config = #{max_json_depth := Depth}}) ->
+    case hornbeam_nif:msg_decode(Text, Depth) of
+        {ok, {JoinRef, Ref, Topic, Event, Payload}} ->
+            handle_message(JoinRef, Ref, Topic, Event, Payload, State);
+        {error, Why, Text1} ->
+            logger:info("invalid channel message (~s): ~s; closing with 1007", [Why, Text1]),
+            close(1007, <<"invalid message: ", Text1/binary>>, State)
+    end;
+handle_frame({binary, _}, State) ->
+    logger:info("binary frame received; closing with 1003"),
+    close(1003, <<"binary frames are not supported">>, State);
+handle_frame({ping, Payload}, State) ->
+    write(hornbeam_nif:ws_encode(pong, Payload), State);
+handle_frame({pong, _}, State) ->
+    {noreply, State};
+handle_frame({close, Close}, State) ->
+    %% Echo the close (RFC 6455 5.5.1), then end.
+    Code = case Close of {C, _} -> C; none -> 1000 end,
+    logger:debug("client sent close ~p", [Close]),
+    _ = send_now(hornbeam_nif:ws_encode_close(Code, <<>>), State),
+    {stop, normal, State#state{closing = true}}.
+
+handle_message(_JoinRef, Ref, Topic, Event, Payload, State) ->
+    case hornbeam_protocol:classify(Topic, Event) of
+        {heartbeat, Dialect} ->
+            write(hornbeam_protocol:reply_frame(Dialect, null, Ref, Topic, {ok, <<"{}">>}), State);
+        {join, Dialect} ->
+            join(_JoinRef, Ref, Topic, Payload, Dialect, State);
+        {leave, Dialect} ->
+            leave(_JoinRef, Ref, Topic, Dialect, State);
+        {{event, Name}, _} ->
+            event(_JoinRef, Ref, Topic, Name, Payload, State)
+    end.
+
+%% --- join / leave / events ------------------------------------------------------
+
+join(JoinRef, Ref, Topic, Payload, Dialect, State0) ->
+    %% A duplicate join replaces the joined channel: shut it down now, answer
+    %% the new join, then tell the client the old join_ref is closed.
+    {CloseAfter, State} =
+        case State0#state.channels of
+            #{Topic := Old} ->
+                {[{Old#channel.join_ref, Old#channel.dialect}],
+                 drop_channel(Topic, Old, duplicate_join, State0)};
+            _ ->
+                {[], State0}
+        end,
+    #state{channels = Channels, config = Config} = State,
+    #{max_channels_per_connection := MaxChannels} = Config,
+    case map_size(Channels) >= MaxChannels of
+        true ->
+            logger:info("join of ~s refused: max_channels_per_connection (~b) reached", [Topic, MaxChannels]),
+            State1 = do_write(hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic,
+                                 {error, <<"{\"reason\":\"too many channels joined\"}">>}), State),
+            write_closes(CloseAfter, Topic, State1);
+        false ->
+            case hornbeam_endpoint:route(Config, Topic) of
+                {ok, Handler, Pattern, TopicParams} ->
+                    start_channel(JoinRef, Ref, Topic, Payload, Dialect, Handler, Pattern,
+                                  TopicParams, CloseAfter, State);
+                {error, Why} ->
+                    logger:info("join of ~s refused: ~s", [Topic, Why]),
+                    State1 = do_write(hornbeam_protocol:reply_frame(Dialect, null, Ref, Topic,
+                                         {error, <<"{\"reason\":\"unmatched topic\"}">>}), State),
+                    write_closes(CloseAfter, Topic, State1)
+            end
+    end.
+
+start_channel(JoinRef, Ref, Topic, Payload, Dialect, Handler, Pattern, TopicParams, CloseAfter,
+              State = #state{channels = Channels, by_pid = ByPid, config = Config}) ->
+    Socket = #{id => State#state.id, topic => Topic, topic_params => TopicParams,
+               pattern => Pattern, join_ref => JoinRef, params => State#state.params,
+               assigns => State#state.assigns, transport_pid => self(), channel_pid => self(),
+               handler => Handler, dialect => Dialect},
+    Args = #{socket => Socket, join_ref => JoinRef, ref => Ref, payload => Payload,
+             max_json_depth => maps:get(max_json_depth, Config)},
+    case hornbeam_channel_sup:start_channel(Args) of
+        {ok, Pid} ->
+            Mon = erlang:monitor(process, Pid),
+            Channel = #channel{pid = Pid, monitor = Mon, join_ref = JoinRef, join_msg_ref = Ref,
+                               dialect = Dialect, close_after_join = CloseAfter},
+            {noreply, State#state{channels = Channels#{Topic => Channel},
+                                  by_pid = ByPid#{Pid => Topic}}};
+        {error, Reason} ->
+            logger:error("could not start a channel for ~s: ~0p", [Topic, Reason]),
+            State1 = do_write(hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic,
+                                 {error, <<"{\"reason\":\"join crashed\"}">>}), State),
+            write_closes(CloseAfter, Topic, State1)
+    end.
+
+join_answered(Pid, Outcome, Frame, State = #state{by_pid = ByPid, channels = Channels}) ->
+    case ByPid of
+        #{Pid := Topic} ->
+            #{Topic := Channel} = Channels,
+            State1 = do_write(Frame, State),
+            State2 = emit_closes(Channel#channel.close_after_join, Topic, State1),
+            case Outcome of
+                ok ->
+                    ok = hornbeam_pubsub:subscribe(Topic),
+                    C = Channel#channel{joined = true, close_after_join = []},
+                    after_write(State2#state{channels = Channels#{Topic := C}});
+                error ->
+                    erlang:demonitor(Channel#channel.monitor, [flush]),
+                    after_write(forget(Topic, Pid, State2))
+            end;
+        _ ->
+            %% The channel was dropped (duplicate join, leave) before it answered.
+            {noreply, State}
+    end.
+
+leave(JoinRef, Ref, Topic, Dialect, State = #state{channels = Channels}) ->
+    case Channels of
+        #{Topic := Channel = #channel{join_ref = JoinRef}} ->
+            State1 = drop_channel(Topic, Channel, left, State),
+            State2 = do_write(hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic, {ok, <<"{}">>}), State1),
+            write_closes([{JoinRef, Channel#channel.dialect}], Topic, State2);
+        #{Topic := _Stale} ->
+            logger:debug("leave of ~s with a stale join_ref ignored", [Topic]),
+            {noreply, State};
+        _ ->
+            write_reply(Dialect, JoinRef, Ref, Topic, ok, <<"{}">>, State)
+    end.
+
+event(JoinRef, Ref, Topic, Event, Payload, State = #state{channels = Channels}) ->
+    case Channels of
+        #{Topic := #channel{join_ref = JoinRef, pid = Pid}} ->
+            Pid ! {'$hb_in', Event, Ref, Payload},
+            {noreply, State};
+        #{Topic := _Stale} ->
+            logger:debug("event ~s on ~s with a stale join_ref ignored", [Event, Topic]),
+            {noreply, State};
+        _ ->
+            write_reply(phoenix, null, Ref, Topic, error, <<"{\"reason\":\"unmatched topic\"}">>, State)
+    end.
+
+%% Stop a channel that the client no longer wants: no phx_close/phx_error
+%% comes from its exit any more.
+drop_channel(Topic, #channel{pid = Pid, monitor = Mon, joined = Joined}, Reason, State) ->
+    erlang:demonitor(Mon, [flush]),
+    Pid ! {'$hb_leave', Reason},
+    _ = Joined andalso hornbeam_pubsub:unsubscribe(Topic),
+    forget(Topic, Pid, State).
+
+forget(Topic, Pid, State = #state{channels = Channels, by_pid = ByPid}) ->
+    State#state{channels = maps:remove(Topic, Channels), by_pid = maps:remove(Pid, ByPid)}.
+
+channel_gone(Pid, Reason, State = #state{by_pid = ByPid, channels = Channels}) ->
+    case ByPid of
+        #{Pid := Topic} ->
+            #{Topic := Channel = #channel{monitor = Mon, joined = Joined, dialect = Dialect,
+                                          join_ref = JoinRef}} = Channels,
+            erlang:demonitor(Mon, [flush]),
+            _ = Joined andalso hornbeam_pubsub:unsubscribe(Topic),
+            State1 = forget(Topic, Pid, State),
+            case {Joined, clean_exit(Reason)} of
+                {false, _} ->
+                    %% Died before answering its join.
+                    logger:error("channel for ~s died during join: ~0p", [Topic, Reason]),
+                    write_reply(Dialect, JoinRef, Channel#channel.join_msg_ref, Topic, error,
+                                <<"{\"reason\":\"join crashed\"}">>, State1);
+                {true, true} ->
+                    write(hornbeam_protocol:close_frame(Dialect, JoinRef, Topic), State1);
+                {true, false} ->
+                    case Reason of
+                        crashed -> ok;
+                        _ -> logger:error("channel for ~s exited: ~0p", [Topic, Reason])
+                    end,
+                    write(hornbeam_protocol:error_frame(Dialect, JoinRef, Topic,
+                                                        <<"{\"reason\":\"channel_crash\"}">>), State1)
+            end;
+        _ ->
+            {noreply, State}
+    end.
+
+clean_exit(normal) -> true;
+clean_exit(shutdown) -> true;
+clean_exit({shutdown, crashed}) -> false;
+clean_exit({shutdown, _}) -> true;
+clean_exit(_) -> false.
+
+%% --- writing --------------------------------------------------------------------
+
+write_reply(Dialect, JoinRef, Ref, Topic, Status, Json, State) ->
+    write(hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic, {Status, Json}), State).
+
+write_closes(Closes, Topic, State) ->
+    after_write(emit_closes(Closes, Topic, State)).
+
+emit_closes(Closes, Topic, State) ->
+    lists:foldl(fun({JoinRef, Dialect}, S) ->
+                        do_write(hornbeam_protocol:close_frame(Dialect, JoinRef, Topic), S)
+                end, State, Closes).
+
+write(Frame, State) ->
+    after_write(do_write(Frame, State)).
+
+%% Queue Frame on the socket without blocking; a full queue marks the
+%% connection for closing (checked by after_write/1).
+do_write(_Frame, State = #state{closing = true}) ->
+    State;
+do_write(Frame, State = #state{sock = Sock}) ->
+    case send_now(Frame, State) of
+        true -> State;
+        false ->
+            #{max_send_queue := Max} = State#state.config,
+            logger:warning("client is not reading: send queue over max_send_queue (~b bytes); "
+                           "closing with 1008", [Max]),
+            _ = gen_tcp:close(Sock),
+            State#state{closing = true}
+    end.
+
+send_now(Frame, #state{sock = Sock}) ->
+    try erlang:port_command(Sock, Frame, [nosuspend])
+    catch error:badarg -> true   %% socket already closed; tcp_closed follows
+    end.
+
+after_write(State = #state{closing = true}) -> {stop, normal, State};
+after_write(State) -> {noreply, State}.
+
+close(Code, Reason, State) ->
+    Short = binary:part(Reason, 0, min(byte_size(Reason), 120)),
+    _ = send_now(hornbeam_nif:ws_encode_close(Code, valid_utf8_prefix(Short)), State),
+    {stop, normal, State#state{closing = true}}.
+
+valid_utf8_prefix(Bin) ->
+    case unicode:characters_to_binary(Bin) of
+        B when is_binary(B) -> B;
+        {_, Good, _} -> Good
+    end.
+
+schedule_heartbeat_check(#{heartbeat_timeout := Timeout}) ->
+    erlang:start_timer(max(100, Timeout div 2), self(), heartbeat_check).
+
+now_ms() -> erlang:monotonic_time(millisecond).

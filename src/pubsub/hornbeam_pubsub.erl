@@ -1,0 +1,119 @@
+%% @doc Cluster-wide pub/sub over OTP `pg'.
+%%
+%% Subscribers are connection (socket) processes: each joins the pg group
+%% `{topic, Topic}' once per joined topic. A broadcast is encoded into a
+%% WebSocket frame once per node and that same binary is sent to every local
+%% subscriber (the fastlane: join_ref and ref are null). Every other node gets
+%% one message, to its relay (this module's gen_server, a member of the group
+%% `relays'), which encodes once and fans out to its own local subscribers.
+-module(hornbeam_pubsub).
+-behaviour(gen_server).
+
+-export([scope/0, start_link/0,
+         subscribe/1, unsubscribe/1, subscribers/1,
+         broadcast/3, broadcast_from/4, local_broadcast/3, local_broadcast_from/4,
+         encode_payload/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-define(SCOPE, hornbeam).
+-define(RELAYS, relays).
+
+%% A JSON payload: a term `hornbeam_nif:json_encode/1' accepts, or raw JSON
+%% text as `{json, iodata()}' (forwarded without decoding).
+-type payload() :: {json, iodata()} | hornbeam_nif:json() | map().
+%% `none', or the channel process whose own connection must not get it.
+-type exclude() :: none | pid().
+-export_type([payload/0, exclude/0]).
+
+-spec scope() -> atom().
+scope() -> ?SCOPE.
+
+-spec start_link() -> {ok, pid()} | ignore | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc Subscribe the calling process (a connection) to Topic. It will receive
+%% `{'$hb_broadcast', Topic, Frame :: binary(), Exclude :: exclude()}'.
+-spec subscribe(binary()) -> ok.
+subscribe(Topic) ->
+    pg:join(?SCOPE, {topic, Topic}, self()).
+
+-spec unsubscribe(binary()) -> ok | not_joined.
+unsubscribe(Topic) ->
+    pg:leave(?SCOPE, {topic, Topic}, self()).
+
+%% @doc Local subscriber processes of Topic.
+-spec subscribers(binary()) -> [pid()].
+subscribers(Topic) ->
+    pg:get_local_members(?SCOPE, {topic, Topic}).
+
+%% @doc Send Event with Payload to every subscriber of Topic in the cluster.
+-spec broadcast(binary(), binary(), payload()) -> ok | {error, term()}.
+broadcast(Topic, Event, Payload) ->
+    cluster_broadcast(Topic, Event, Payload, none).
+
+%% @doc Like broadcast/3, but the connection of channel FromPid does not get it.
+-spec broadcast_from(pid(), binary(), binary(), payload()) -> ok | {error, term()}.
+broadcast_from(FromPid, Topic, Event, Payload) when is_pid(FromPid) ->
+    cluster_broadcast(Topic, Event, Payload, FromPid).
+
+%% @doc Broadcast to this node's subscribers only.
+-spec local_broadcast(binary(), binary(), payload()) -> ok | {error, term()}.
+local_broadcast(Topic, Event, Payload) ->
+    local_broadcast_from(none, Topic, Event, Payload).
+
+-spec local_broadcast_from(exclude(), binary(), binary(), payload()) -> ok | {error, term()}.
+local_broadcast_from(Exclude, Topic, Event, Payload) ->
+    case encode_payload(Payload) of
+        {ok, Json} -> deliver_local(Topic, Event, Json, Exclude);
+        Error -> Error
+    end.
+
+%% @doc Payload as JSON text.
+-spec encode_payload(payload()) -> {ok, iodata()} | {error, {not_json, term()}}.
+encode_payload({json, Json}) -> {ok, Json};
+encode_payload(Term) -> hornbeam_nif:json_encode(Term).
+
+cluster_broadcast(Topic, Event, Payload, Exclude) ->
+    case encode_payload(Payload) of
+        {ok, Json} ->
+            Msg = {'$hb_remote_broadcast', Topic, Event, Json, Exclude},
+            Self = node(),
+            _ = [Relay ! Msg || Relay <- pg:get_members(?SCOPE, ?RELAYS), node(Relay) =/= Self],
+            deliver_local(Topic, Event, Json, Exclude);
+        Error ->
+            Error
+    end.
+
+deliver_local(Topic, Event, Json, Exclude) ->
+    case pg:get_local_members(?SCOPE, {topic, Topic}) of
+        [] ->
+            ok;
+        Subscribers ->
+            Frame = hornbeam_nif:msg_encode_frame(null, null, Topic, Event, Json),
+            Msg = {'$hb_broadcast', Topic, Frame, Exclude},
+            lists:foreach(fun(Pid) -> Pid ! Msg end, Subscribers)
+    end.
+
+%% --- relay -----------------------------------------------------------------
+
+-spec init([]) -> {ok, #{}}.
+init([]) ->
+    ok = pg:join(?SCOPE, ?RELAYS, self()),
+    {ok, #{}}.
+
+-spec handle_call(term(), gen_server:from(), map()) -> {reply, {error, unknown_call}, map()}.
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+-spec handle_cast(term(), map()) -> {noreply, map()}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), map()) -> {noreply, map()}.
+handle_info({'$hb_remote_broadcast', Topic, Event, Json, Exclude}, State) ->
+    _ = deliver_local(Topic, Event, Json, Exclude),
+    {noreply, State};
+handle_info(Msg, State) ->
+    logger:warning("hornbeam_pubsub: unexpected message ~0p", [Msg]),
+    {noreply, State}.
