@@ -1,0 +1,62 @@
+# Entry points. `make test` is what CI runs (see .ci/run and the README).
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export MIX_REBAR3 ?= $(shell command -v rebar3 2>/dev/null || echo /usr/bin/rebar3)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all bootstrap build test test-rust test-erlang test-elixir test-python test-js \
+        lint dialyzer fuzz run bench bench-nif clean
+
+all: build
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+build: bootstrap
+	rebar3 compile
+
+test: bootstrap build test-rust test-erlang test-elixir test-python test-js
+	@echo "make test: every suite passed"
+
+test-rust:
+	cargo test --workspace --quiet
+
+test-erlang:
+	rebar3 eunit
+	rebar3 ct --name ct@127.0.0.1 --setcookie hornbeam_ct
+
+test-elixir:
+	@if ls test/elixir/*_test.exs >/dev/null 2>&1; then mix test; else echo "no Elixir tests"; fi
+
+test-python:
+	@if ls test/python/test_*.py >/dev/null 2>&1; then python3 -m pytest -q test/python; else echo "no Python tests"; fi
+
+test-js:
+	@if ls test/js/*.test.mjs >/dev/null 2>&1; then node --test test/js/; else echo "no JS tests"; fi
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+	rebar3 dialyzer
+
+dialyzer:
+	rebar3 dialyzer
+
+# Fuzz the frame and message decoders for FUZZ_SECONDS each (needs cargo-fuzz;
+# installed on first use). RUSTC_BOOTSTRAP lets the stable toolchain accept
+# the sanitizer flags cargo-fuzz passes.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install --quiet cargo-fuzz
+	cd native/hornbeam_core && for t in frame_decoder message_decoder; do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+run: build
+	bin/hornbeam run app:app --pythonpath examples/channels_chat --channel-module app
+
+clean:
+	rm -rf _build target priv/*.so priv/hornbeam_worker
+
+# The NIF against pure Erlang + jiffy for frame decode/encode (issue: "is the NIF worth its call?").
+bench-nif: build
+	@mkdir -p _build/bench && erlc -o _build/bench bench/nif/nif_vs_erlang.erl
+	erl -noshell -pa _build/bench -pa _build/default/lib/hornbeam/ebin \
+	  -eval 'nif_vs_erlang:main(), halt().'

@@ -1,0 +1,33 @@
+defmodule Hornbeam do
+  @moduledoc """
+  Elixir face of Hornbeam Channels & Presence. The application itself is the
+  Erlang module `:hornbeam`; these functions delegate to it.
+
+      Hornbeam.start("chat:app", %{channel_modules: ["chat"], bind: "127.0.0.1:8000"})
+      Hornbeam.broadcast("room:lobby", "new_msg", %{"body" => "hi"})
+      Hornbeam.stop()
+  """
+
+  @type payload :: map() | list() | String.t() | number() | boolean() | nil | {:json, iodata()}
+
+  @doc "Start serving `app_spec` (`\"module:attr\"`, or `:none` for channels only)."
+  @spec start(:none | String.t(), map()) :: :ok | {:error, term()}
+  def start(app_spec, opts \\ %{}), do: :hornbeam.start(app_spec, opts)
+
+  @doc "Stop the listener, its connections and the Python workers."
+  @spec stop() :: :ok | {:error, :not_started}
+  def stop, do: :hornbeam.stop()
+
+  @doc "The TCP port being served."
+  @spec port() :: :inet.port_number()
+  def port, do: :hornbeam.port()
+
+  @doc "Send `event` with `payload` to every subscriber of `topic` in the cluster."
+  @spec broadcast(String.t(), String.t(), payload()) :: :ok | {:error, term()}
+  def broadcast(topic, event, payload), do: :hornbeam.broadcast(topic, event, payload)
+
+  @doc "Like `broadcast/3`, except to the client of the channel process `from`."
+  @spec broadcast_from(pid(), String.t(), String.t(), payload()) :: :ok | {:error, term()}
+  def broadcast_from(from, topic, event, payload),
+    do: :hornbeam.broadcast_from(from, topic, event, payload)
+end
