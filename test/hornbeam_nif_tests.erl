@@ -120,7 +120,7 @@ msg_encode_test() ->
     ?assertEqual(<<"[null,null,\"a\\\"b\",\"e\",[1]]">>,
                  hornbeam_nif:msg_encode(null, null, <<"a\"b">>, "e", [$[, <<"1">>, $]])),
     Frame = hornbeam_nif:msg_encode_frame(null, null, <<"t">>, <<"e">>, <<"{}">>),
-    ?assertEqual(<<16#81, 23, "[null,null,\"t\",\"e\",{}]">>, Frame),
+    ?assertEqual(<<16#81, 22, "[null,null,\"t\",\"e\",{}]">>, Frame),
     ?assertError(badarg, hornbeam_nif:msg_encode(1.5, null, <<"t">>, <<"e">>, <<"{}">>)),
     ?assertError(badarg, hornbeam_nif:msg_encode(null, null, <<255>>, <<"e">>, <<"{}">>)).
 
