@@ -334,7 +334,9 @@ impl<'a> Reader<'a> {
             SMALL_INTEGER_EXT => Ok(Term::Int(i64::from(self.u8()?))),
             INTEGER_EXT => {
                 let b = self.take(4)?;
-                Ok(Term::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))))
+                Ok(Term::Int(i64::from(i32::from_be_bytes([
+                    b[0], b[1], b[2], b[3],
+                ]))))
             }
             SMALL_BIG_EXT => {
                 let n = usize::from(self.u8()?);
@@ -386,7 +388,9 @@ impl<'a> Reader<'a> {
             STRING_EXT => {
                 let n = usize::from(self.u16()?);
                 let b = self.take(n)?;
-                Ok(Term::List(b.iter().map(|&c| Term::Int(i64::from(c))).collect()))
+                Ok(Term::List(
+                    b.iter().map(|&c| Term::Int(i64::from(c))).collect(),
+                ))
             }
             LIST_EXT => {
                 let n = self.u32()? as usize;
@@ -584,17 +588,20 @@ mod tests {
     fn known_encodings_from_the_vm() {
         // term_to_binary({call, 1, join, #{}}) in OTP 25 (ATOM_EXT atoms)
         let otp25 = [
-            131, 104, 4, 100, 0, 4, 99, 97, 108, 108, 97, 1, 100, 0, 4, 106, 111, 105, 110, 116,
-            0, 0, 0, 0,
+            131, 104, 4, 100, 0, 4, 99, 97, 108, 108, 97, 1, 100, 0, 4, 106, 111, 105, 110, 116, 0,
+            0, 0, 0,
         ];
         // the same in OTP 26+ (SMALL_ATOM_UTF8_EXT), which is also what we write
         let bytes = [
-            131, 104, 4, 119, 4, 99, 97, 108, 108, 97, 1, 119, 4, 106, 111, 105, 110, 116, 0, 0,
-            0, 0,
+            131, 104, 4, 119, 4, 99, 97, 108, 108, 97, 1, 119, 4, 106, 111, 105, 110, 116, 0, 0, 0,
+            0,
         ];
         let t = decode(&bytes).unwrap();
         assert_eq!(decode(&otp25).unwrap(), t);
-        assert_eq!(decode(&[131, 115, 2, b'o', b'k']).unwrap(), Term::atom("ok"));
+        assert_eq!(
+            decode(&[131, 115, 2, b'o', b'k']).unwrap(),
+            Term::atom("ok")
+        );
         assert_eq!(
             t,
             Term::tuple(vec![
@@ -606,15 +613,24 @@ mod tests {
         );
         assert_eq!(encode(&t).unwrap(), bytes);
         // term_to_binary(<<"hi">>)
-        assert_eq!(decode(&[131, 109, 0, 0, 0, 2, b'h', b'i']).unwrap(), Term::binary("hi"));
+        assert_eq!(
+            decode(&[131, 109, 0, 0, 0, 2, b'h', b'i']).unwrap(),
+            Term::binary("hi")
+        );
         // term_to_binary("ab") is STRING_EXT
         assert_eq!(
             decode(&[131, 107, 0, 2, b'a', b'b']).unwrap(),
             Term::list(vec![Term::Int(97), Term::Int(98)])
         );
         // term_to_binary(-1), term_to_binary(1 bsl 40), term_to_binary(1.5)
-        assert_eq!(decode(&[131, 98, 255, 255, 255, 255]).unwrap(), Term::Int(-1));
-        assert_eq!(decode(&[131, 110, 6, 0, 0, 0, 0, 0, 0, 1]).unwrap(), Term::Int(1 << 40));
+        assert_eq!(
+            decode(&[131, 98, 255, 255, 255, 255]).unwrap(),
+            Term::Int(-1)
+        );
+        assert_eq!(
+            decode(&[131, 110, 6, 0, 0, 0, 0, 0, 0, 1]).unwrap(),
+            Term::Int(1 << 40)
+        );
         assert_eq!(
             decode(&[131, 70, 63, 248, 0, 0, 0, 0, 0, 0]).unwrap(),
             Term::Float(1.5)
@@ -655,7 +671,10 @@ mod tests {
             decode(&[131, 110, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
             Err(EtfError::IntegerTooLarge)
         );
-        assert_eq!(decode(&[131, 111, 0, 0, 0, 1, 0, 1]), Err(EtfError::IntegerTooLarge));
+        assert_eq!(
+            decode(&[131, 111, 0, 0, 0, 1, 0, 1]),
+            Err(EtfError::IntegerTooLarge)
+        );
     }
 
     #[test]
@@ -685,7 +704,10 @@ mod tests {
             decode(&[131, 70, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0]),
             Err(EtfError::NonFiniteFloat)
         );
-        assert_eq!(encode(&Term::Float(f64::NAN)), Err(EtfError::NonFiniteFloat));
+        assert_eq!(
+            encode(&Term::Float(f64::NAN)),
+            Err(EtfError::NonFiniteFloat)
+        );
         assert_eq!(encode(&Term::Atom("a".repeat(256))), Err(EtfError::BadAtom));
         // invalid UTF-8 atom
         assert_eq!(decode(&[131, 119, 1, 0xff]), Err(EtfError::BadAtom));

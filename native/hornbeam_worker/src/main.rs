@@ -1,0 +1,455 @@
+//! `hornbeam_worker`: the Python worker port of Hornbeam.
+//!
+//! Erlang opens this binary with `{packet, 4}`; every frame is one
+//! `term_to_binary/1` term (see `src/python/README.md` for the protocol).
+//!
+//! Threads (plain std threads; the loop is the only concurrency Python sees):
+//! * main: the reader. Blocks on stdin for a frame, decodes it, and for a
+//!   call takes the GIL to convert it to Python objects and schedule
+//!   `hornbeam_runtime.dispatch` on the loop with `call_soon_threadsafe`
+//!   (all frames already buffered go under one GIL acquisition).
+//!   `erl_reply` frames wake the waiting `_hornbeam.call` without the GIL.
+//! * `python`: owns the asyncio event loop. Runs `hornbeam_runtime.init`,
+//!   then `loop.run_forever()`; sync handlers run inline on the loop,
+//!   `async def` handlers as tasks, so several async calls overlap.
+//! * `writer`: the single writer of stdout. Everything (results, emits,
+//!   logs, erl_calls) is queued on one channel and written length-prefixed,
+//!   flushing when the queue is empty; an emit queued before a result is
+//!   written before it.
+//!
+//! (An earlier version read and wrote through tokio tasks; the extra
+//! thread hops of `tokio::fs` and a separate submitter thread doubled the
+//! round-trip latency, so the worker uses blocking I/O threads instead.)
+//!
+//! Closing stdin stops the loop and exits with status 0. The real stdin and
+//! stdout are kept for the protocol only: Python sees `/dev/null` as fd 0 and
+//! stderr as fd 1, so a stray `print()` cannot corrupt a frame.
+
+mod convert;
+mod hbmod;
+mod state;
+
+use std::fs::File;
+use std::io;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hornbeam_core::etf::{self, Term};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
+use std::io::{Read, Write};
+
+use crate::convert::{json_to_py, py_to_term, term_to_py};
+use crate::state::{event_loop, shared, Job, LoopRef, Out, Pending, Reply, Shared};
+
+/// Frames larger than this are a protocol error (the VM never sends them).
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// How long a stopping worker waits for the loop to wind down.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+fn main() {
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
+    let (proto_in, proto_out) = match protocol_files() {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("hornbeam_worker: cannot set up stdin/stdout: {e}");
+            return 2;
+        }
+    };
+    let (out_tx, out_rx) = mpsc::channel();
+    let st = Shared::install(out_tx);
+
+    use crate::hbmod::hornbeam_native;
+    pyo3::append_to_inittab!(hornbeam_native);
+    Python::initialize();
+    if let Err(e) = Python::attach(isolate_std_fds) {
+        eprintln!("hornbeam_worker: cannot redirect fds 0/1: {e}");
+    }
+
+    let (init_tx, init_rx) = mpsc::channel::<Term>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("python".into())
+        .spawn(move || python_main(init_rx, done_tx))
+        .and_then(|_| {
+            std::thread::Builder::new()
+                .name("writer".into())
+                .spawn(move || writer(proto_out, out_rx))
+        });
+    if let Err(e) = spawned {
+        eprintln!("hornbeam_worker: cannot start threads: {e}");
+        return 2;
+    }
+
+    reader(proto_in, init_tx, st);
+
+    // stdin closed: stop the loop, give it a moment, flush, leave.
+    let futures = st.close();
+    Python::attach(|py| {
+        for future in futures {
+            let reply = Reply::Error("the hornbeam worker is shutting down".to_owned());
+            run_job(py, Job::Resolve { future, reply });
+        }
+        if let Some(lr) = event_loop() {
+            let _ = lr.call_soon_threadsafe.call1(py, (lr.stop.clone_ref(py),));
+        }
+    });
+    let _ = done_rx.recv_timeout(STOP_GRACE);
+    flush(st);
+    0
+}
+
+/// Duplicates fds 0 and 1 (close-on-exec) for the protocol.
+fn protocol_files() -> io::Result<(File, File)> {
+    use std::os::fd::AsFd;
+    let input = io::stdin().as_fd().try_clone_to_owned()?;
+    let output = io::stdout().as_fd().try_clone_to_owned()?;
+    Ok((File::from(input), File::from(output)))
+}
+
+/// Points fd 0 at /dev/null and fd 1 at stderr, for everything but the
+/// protocol (Python's `print`, C extensions, child processes).
+fn isolate_std_fds(py: Python<'_>) -> PyResult<()> {
+    py.run(
+        c"import os, sys\n\
+          _fd = os.open(os.devnull, os.O_RDONLY)\n\
+          os.dup2(_fd, 0)\n\
+          os.close(_fd)\n\
+          os.dup2(2, 1)\n\
+          del _fd\n\
+          sys.argv = ['hornbeam_worker']\n",
+        None,
+        None,
+    )
+}
+
+fn flush(st: &Shared) {
+    let (ack_tx, ack_rx) = mpsc::channel();
+    st.flush(ack_tx);
+    let _ = ack_rx.recv_timeout(STOP_GRACE);
+}
+
+// ---------------------------------------------------------------------------
+// stdin / stdout
+// ---------------------------------------------------------------------------
+
+fn reader(file: File, init_tx: mpsc::Sender<Term>, st: &'static Shared) {
+    let mut input = io::BufReader::with_capacity(64 * 1024, file);
+    let mut init_tx = Some(init_tx);
+    let mut jobs = Vec::new();
+    loop {
+        // Block for one frame, then take every complete frame already
+        // buffered, so a burst of calls costs one GIL acquisition.
+        loop {
+            match read_frame(&mut input) {
+                Ok(Some(body)) => match etf::decode(&body) {
+                    Ok(term) => handle_frame(term, &mut init_tx, &mut jobs, st),
+                    Err(e) => st.log("error", &format!("undecodable frame from Erlang: {e}")),
+                },
+                Ok(None) => return,
+                Err(e) => {
+                    st.log("error", &format!("worker stdin: {e}"));
+                    return;
+                }
+            }
+            if !frame_buffered(input.buffer()) {
+                break;
+            }
+        }
+        if !jobs.is_empty() {
+            Python::attach(|py| {
+                for job in jobs.drain(..) {
+                    run_job(py, job);
+                }
+            });
+        }
+    }
+}
+
+/// One `{packet, 4}` frame; `None` at a clean end of input.
+fn read_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; 4];
+    if let Err(e) = input.read_exact(&mut header) {
+        return if e.kind() == io::ErrorKind::UnexpectedEof {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is over the limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    input.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+/// Whether `buf` starts with a complete frame.
+fn frame_buffered(buf: &[u8]) -> bool {
+    match buf {
+        [a, b, c, d, rest @ ..] => rest.len() >= u32::from_be_bytes([*a, *b, *c, *d]) as usize,
+        _ => false,
+    }
+}
+
+fn handle_frame(
+    term: Term,
+    init_tx: &mut Option<mpsc::Sender<Term>>,
+    jobs: &mut Vec<Job>,
+    st: &Shared,
+) {
+    let Term::Tuple(items) = term else {
+        st.log("warning", "ignoring a frame that is not a tuple");
+        return;
+    };
+    let tag = items
+        .first()
+        .and_then(Term::as_atom)
+        .unwrap_or("")
+        .to_owned();
+    let mut it = items.into_iter().skip(1);
+    match (tag.as_str(), it.next(), it.next(), it.next(), it.next()) {
+        ("call", Some(Term::Int(id)), Some(Term::Atom(kind)), Some(args), None) => {
+            jobs.push(Job::Call { id, kind, args });
+        }
+        ("call", Some(Term::Int(id)), _, _, _) => {
+            send_result(st, id, crash("malformed call frame"));
+        }
+        ("init", Some(config @ Term::Map(_)), None, None, None) => match init_tx.take() {
+            Some(tx) => {
+                let _ = tx.send(config);
+            }
+            None => st.log("warning", "ignoring a second init frame"),
+        },
+        ("erl_reply", Some(Term::Int(id)), Some(reply), None, None) => {
+            let reply = match reply {
+                Term::Tuple(r) => match r.as_slice() {
+                    [ok, Term::Binary(json)] if ok.is_atom("ok") => Reply::Ok(json.clone()),
+                    [err, msg] if err.is_atom("error") => Reply::Error(
+                        msg.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("{msg:?}")),
+                    ),
+                    _ => Reply::Error("malformed erl_reply".to_owned()),
+                },
+                _ => Reply::Error("malformed erl_reply".to_owned()),
+            };
+            match u64::try_from(id).ok().and_then(|id| st.take_pending(id)) {
+                Some(Pending::Sync(tx)) => {
+                    let _ = tx.send(reply);
+                }
+                Some(Pending::Async(future)) => jobs.push(Job::Resolve { future, reply }),
+                None => st.log("warning", &format!("erl_reply {id} has no waiting caller")),
+            }
+        }
+        (tag, ..) => st.log("warning", &format!("ignoring unknown frame {tag:?}")),
+    }
+}
+
+fn crash(message: &str) -> Term {
+    Term::tuple(vec![Term::atom("crash"), Term::binary(message)])
+}
+
+fn send_result(st: &Shared, id: i64, result: Term) {
+    st.send(&Term::tuple(vec![
+        Term::atom("result"),
+        Term::Int(id),
+        result,
+    ]));
+}
+
+fn writer(file: File, rx: mpsc::Receiver<Out>) {
+    let mut out = io::BufWriter::with_capacity(64 * 1024, file);
+    while let Ok(first) = rx.recv() {
+        let mut acks = Vec::new();
+        let mut next = Some(first);
+        // write everything queued, then flush once
+        while let Some(msg) = next.take() {
+            match msg {
+                Out::Frame(bytes) => {
+                    let Ok(len) = u32::try_from(bytes.len()) else {
+                        eprintln!("hornbeam_worker: dropping a frame over 4 GiB");
+                        continue;
+                    };
+                    let written = out
+                        .write_all(&len.to_be_bytes())
+                        .and_then(|()| out.write_all(&bytes));
+                    if let Err(e) = written {
+                        stdout_gone(e);
+                    }
+                }
+                Out::Flush(ack) => acks.push(ack),
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = out.flush() {
+            stdout_gone(e);
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+fn stdout_gone(e: io::Error) -> ! {
+    // The VM closed our stdout: nobody is listening any more.
+    eprintln!("hornbeam_worker: stdout closed ({e}); exiting");
+    std::process::exit(1)
+}
+
+/// Runs one job with the GIL held.
+fn run_job(py: Python<'_>, job: Job) {
+    let Some(st) = shared() else { return };
+    let Some(lr) = event_loop() else {
+        if let Job::Call { id, .. } = job {
+            send_result(st, id, crash("the worker is not initialised"));
+        }
+        return;
+    };
+    match job {
+        Job::Call { id, kind, args } => {
+            let scheduled = term_to_py(py, &args).and_then(|args| {
+                lr.call_soon_threadsafe
+                    .call1(py, (lr.dispatch.clone_ref(py), id, kind, args))
+            });
+            if let Err(e) = scheduled {
+                send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
+            }
+        }
+        Job::Resolve { future, reply } => {
+            let (ok, value) = match reply {
+                Reply::Ok(json) => match json_to_py(py, &json) {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, PyString::new(py, &e.to_string()).into_any()),
+                },
+                Reply::Error(msg) => (false, PyString::new(py, &msg).into_any()),
+            };
+            let resolved = lr
+                .call_soon_threadsafe
+                .call1(py, (lr.resolve.clone_ref(py), future, ok, value));
+            if let Err(e) = resolved {
+                st.log("error", &format!("cannot complete an erl_call future: {e}"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The Python thread
+// ---------------------------------------------------------------------------
+
+fn python_main(init_rx: mpsc::Receiver<Term>, done: mpsc::Sender<()>) {
+    if let Ok(config) = init_rx.recv() {
+        let started = Python::attach(|py| match run_python(py, &config) {
+            Ok(started) => started,
+            Err(e) => {
+                let (message, trace) = describe(py, &e);
+                if let Some(st) = shared() {
+                    st.log(
+                        "error",
+                        &format!("python runtime failed: {message}\n{trace}"),
+                    );
+                }
+                true
+            }
+        });
+        if let Some(st) = shared() {
+            if started && !st.is_closing() {
+                // The loop ended on its own: calls could no longer run.
+                st.log(
+                    "error",
+                    "the asyncio loop stopped unexpectedly; worker exits",
+                );
+                flush(st);
+                std::process::exit(3);
+            }
+        }
+    }
+    let _ = done.send(());
+}
+
+/// Imports the runtime, runs init and, if it succeeded, the loop. Returns
+/// whether the loop was started.
+fn run_python(py: Python<'_>, config: &Term) -> PyResult<bool> {
+    let Some(st) = shared() else { return Ok(false) };
+    if let Some(id) = config.get("worker_id").and_then(Term::as_int) {
+        st.worker_id.store(
+            u64::try_from(id).unwrap_or(0),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+    if let Some(paths) = config.get("pythonpath").and_then(Term::as_list) {
+        let sys_path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+        for (i, p) in paths.iter().enumerate() {
+            match p.as_str() {
+                Some(p) => sys_path.insert(i, p)?,
+                None => st.log("warning", &format!("ignoring pythonpath entry {p:?}")),
+            }
+        }
+    }
+    let init_result = py.import("hornbeam_runtime").and_then(|rt| {
+        let result = rt.call_method1("init", (term_to_py(py, config)?,))?;
+        Ok((rt, py_to_term(&result)?))
+    });
+    let (rt, result) = match init_result {
+        Ok(ok) => ok,
+        Err(e) => {
+            let (message, trace) = describe(py, &e);
+            st.send(&Term::tuple(vec![
+                Term::atom("init_error"),
+                Term::binary("hornbeam_runtime"),
+                Term::binary(message),
+                Term::binary(trace),
+            ]));
+            return Ok(false);
+        }
+    };
+    if !result
+        .as_tuple()
+        .and_then(<[Term]>::first)
+        .is_some_and(|t| t.is_atom("init_ok"))
+    {
+        st.send(&result);
+        return Ok(false);
+    }
+    let event_loop = rt.getattr("loop")?;
+    let lr = LoopRef {
+        call_soon_threadsafe: event_loop.getattr("call_soon_threadsafe")?.unbind(),
+        stop: event_loop.getattr("stop")?.unbind(),
+        dispatch: rt.getattr("dispatch")?.unbind(),
+        resolve: rt.getattr("resolve")?.unbind(),
+    };
+    state::set_loop(lr);
+    // Only now may Erlang send calls.
+    st.send(&result);
+    event_loop.call_method0("run_forever")?;
+    Ok(true)
+}
+
+/// `"TypeName: message"` and the formatted traceback of a Python error.
+fn describe(py: Python<'_>, e: &PyErr) -> (String, String) {
+    let message = format!(
+        "{}: {}",
+        e.get_type(py)
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "Exception".into()),
+        e.value(py)
+    );
+    let trace = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|lines| {
+            let lines: Vec<String> = lines.extract()?;
+            Ok(lines.concat())
+        })
+        .unwrap_or_else(|_| message.clone());
+    (message, trace)
+}

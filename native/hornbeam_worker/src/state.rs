@@ -1,0 +1,147 @@
+//! State shared by the reader, the writer, the Python thread and
+//! the `_hornbeam` module functions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex, MutexGuard};
+
+use hornbeam_core::etf::{self, Term};
+use once_cell::sync::OnceCell;
+use pyo3::prelude::*;
+
+/// What the writer task receives.
+pub enum Out {
+    /// One encoded term (version byte included, no length prefix).
+    Frame(Vec<u8>),
+    /// Flush stdout, then acknowledge.
+    Flush(mpsc::Sender<()>),
+}
+
+/// Erlang's answer to an `erl_call`.
+pub enum Reply {
+    /// JSON text of the result.
+    Ok(Vec<u8>),
+    Error(String),
+}
+
+/// Who waits for an `erl_call` answer.
+pub enum Pending {
+    /// `_hornbeam.call`: a thread blocked (without the GIL) on this channel.
+    Sync(mpsc::Sender<Reply>),
+    /// `_hornbeam.call_async`: an asyncio future, completed on the loop.
+    Async(Py<PyAny>),
+}
+
+/// Work triggered by a frame from Erlang that needs the GIL.
+pub enum Job {
+    Call { id: i64, kind: String, args: Term },
+    Resolve { future: Py<PyAny>, reply: Reply },
+}
+
+/// The running asyncio loop and the runtime functions scheduled onto it.
+pub struct LoopRef {
+    pub call_soon_threadsafe: Py<PyAny>,
+    pub stop: Py<PyAny>,
+    pub dispatch: Py<PyAny>,
+    pub resolve: Py<PyAny>,
+}
+
+pub struct Shared {
+    out: mpsc::Sender<Out>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_erl_call: AtomicU64,
+    closing: AtomicBool,
+    pub worker_id: AtomicU64,
+}
+
+static SHARED: OnceCell<Shared> = OnceCell::new();
+static LOOP: OnceCell<LoopRef> = OnceCell::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind;
+    // carry on with it rather than poisoning the whole worker.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn install(out: mpsc::Sender<Out>) -> &'static Shared {
+        SHARED.get_or_init(|| Shared {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next_erl_call: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            worker_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Encodes `term` and queues it for stdout. Encoding errors are logged.
+    pub fn send(&self, term: &Term) {
+        match etf::encode(term) {
+            Ok(bytes) => {
+                // The receiver only goes away at exit; nothing to do then.
+                let _ = self.out.send(Out::Frame(bytes));
+            }
+            Err(e) => eprintln!("hornbeam_worker: cannot encode frame: {e}"),
+        }
+    }
+
+    pub fn flush(&self, ack: mpsc::Sender<()>) {
+        let _ = self.out.send(Out::Flush(ack));
+    }
+
+    /// Sends `{log, Level, Message}`.
+    pub fn log(&self, level: &str, message: &str) {
+        self.send(&Term::tuple(vec![
+            Term::atom("log"),
+            Term::atom(level),
+            Term::binary(message),
+        ]));
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Marks the worker as closing and fails every waiting synchronous
+    /// `erl_call`; returns the futures of the asynchronous ones.
+    pub fn close(&self) -> Vec<Py<PyAny>> {
+        self.closing.store(true, Ordering::SeqCst);
+        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        let mut futures = Vec::new();
+        for p in drained {
+            match p {
+                // dropping the sender wakes the blocked thread with an error
+                Pending::Sync(tx) => drop(tx),
+                Pending::Async(future) => futures.push(future),
+            }
+        }
+        futures
+    }
+
+    /// Registers a waiter and returns its call id.
+    pub fn register(&self, waiter: Pending) -> u64 {
+        let id = self.next_erl_call.fetch_add(1, Ordering::SeqCst);
+        lock(&self.pending).insert(id, waiter);
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        lock(&self.pending).remove(&id);
+    }
+
+    pub fn take_pending(&self, id: u64) -> Option<Pending> {
+        lock(&self.pending).remove(&id)
+    }
+}
+
+pub fn shared() -> Option<&'static Shared> {
+    SHARED.get()
+}
+
+pub fn set_loop(l: LoopRef) -> bool {
+    LOOP.set(l).is_ok()
+}
+
+pub fn event_loop() -> Option<&'static LoopRef> {
+    LOOP.get()
+}

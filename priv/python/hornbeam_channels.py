@@ -1,0 +1,466 @@
+"""Hornbeam channels: Phoenix-style channel handlers in Python.
+
+    from hornbeam_channels import channel, broadcast, on_connect
+
+    room = channel("room:*")
+
+    @room.on_join
+    def join(topic, topic_params, params, socket):
+        return ("ok", {}, socket.assign("user", params.get("user")))
+
+    @room.on("new_msg")
+    async def new_msg(payload, socket):
+        broadcast(socket.topic, "new_msg", {"body": payload["body"]})
+        return ("reply", {"ok": True}, socket)
+
+Return values
+-------------
+* join:  ``('ok', response, socket)`` | ``('ok', response)`` | ``('error', reason)``
+* event: ``('reply', response, socket)`` | ``('reply', response)`` |
+  ``('reply', ('error', response), socket)`` | ``('noreply', socket)`` |
+  ``('stop', reason, socket)`` | ``None`` (no reply)
+* leave: anything (ignored); exceptions are logged.
+* on_connect: ``('ok', assigns)`` | ``('error', reason)``
+
+Responses and reasons are dicts (a ``str`` reason becomes ``{"reason": ...}``;
+``None`` becomes ``{}``). Handlers may be ``def`` or ``async def``. Anything
+else is logged as an invalid return value, and exceptions are logged with
+their traceback; the client only sees Phoenix's generic error.
+
+This module imports without the worker (for tests and IDEs); then
+``broadcast``, ``broadcast_from``, ``push`` and ``call`` raise RuntimeError.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json as _json
+import math
+from types import MappingProxyType
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, TypeVar, Union
+
+try:  # the native module exists only inside hornbeam_worker
+    import _hornbeam  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the environment
+    _hornbeam = None
+
+__all__ = [
+    "Channel",
+    "ErlangError",
+    "Socket",
+    "broadcast",
+    "broadcast_from",
+    "call",
+    "call_async",
+    "channel",
+    "channels",
+    "on_connect",
+    "push",
+]
+
+JSON = Any
+F = TypeVar("F", bound=Callable[..., Any])
+MaybeAwaitable = Union[Any, Awaitable[Any]]
+
+NOT_IN_WORKER = "not running inside a hornbeam worker"
+
+if _hornbeam is not None:
+    ErlangError = _hornbeam.ErlangError
+else:
+
+    class ErlangError(RuntimeError):  # type: ignore[no-redef]
+        """An Erlang call answered with an error."""
+
+
+# The id of the worker call being handled (0 outside a call); emits carry it
+# so Erlang applies them before that call's reply. asyncio tasks copy it.
+current_call: contextvars.ContextVar[int] = contextvars.ContextVar("hornbeam_call", default=0)
+
+
+# ---------------------------------------------------------------------------
+# JSON (in Rust inside the worker; the json module outside, same rules)
+# ---------------------------------------------------------------------------
+
+
+def check_json(value: Any, where: str = "value") -> None:
+    """Raise TypeError/ValueError unless ``value`` is JSON-compatible:
+    dict (str keys), list, str, int, float (finite), bool or None."""
+    stack = [(value, where, 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if depth > 128:
+            raise ValueError(f"{path}: nested deeper than 128 levels")
+        if v is None or isinstance(v, (str, bool)):
+            continue
+        if isinstance(v, int):
+            if not -(2**63) <= v < 2**64:
+                raise ValueError(f"{path}: integer does not fit in 64 bits")
+            continue
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError(f"{path}: {v} is not allowed in JSON")
+            continue
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"{path}: keys must be str, not {type(k).__name__}")
+                stack.append((item, f"{path}[{k!r}]", depth + 1))
+            continue
+        if isinstance(v, list):
+            for i, item in enumerate(v):
+                stack.append((item, f"{path}[{i}]", depth + 1))
+            continue
+        raise TypeError(f"{path}: {type(v).__name__} is not JSON-compatible")
+
+
+def json_encode(value: Any) -> bytes:
+    if _hornbeam is not None:
+        return _hornbeam.json_encode(value)
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        value = dict(value)
+    check_json(_lists(value))
+    return _json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _lists(value: Any) -> Any:
+    # tuples are JSON arrays, as in the worker's encoder
+    if isinstance(value, tuple):
+        return [_lists(v) for v in value]
+    if isinstance(value, list):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def json_decode(data: Union[bytes, str]) -> Any:
+    if _hornbeam is not None:
+        return _hornbeam.json_decode(data)
+    return _json.loads(data)
+
+
+# ---------------------------------------------------------------------------
+# Socket
+# ---------------------------------------------------------------------------
+
+_UNSET: Any = object()
+
+
+class Socket:
+    """An immutable view of the channel's state. ``assign`` and
+    ``merge_assigns`` return new sockets; return the new socket from the
+    handler to keep the change.
+
+    Assign values must be JSON-compatible (the channel process keeps them
+    between calls, and any worker may run the next event). Treat nested
+    values as read-only."""
+
+    __slots__ = ("_id", "_topic", "_channel", "_assigns", "_assigns_json", "_params", "_params_json",
+                 "_join_ref", "_join_ref_json")
+
+    def __init__(
+        self,
+        id: Optional[str] = None,
+        topic: str = "",
+        join_ref: Any = None,
+        assigns: Optional[Mapping[str, Any]] = None,
+        params: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        assigns = dict(assigns or {})
+        for k, v in assigns.items():
+            _check_assign(k, v)
+        self._set(id=id, topic=topic, channel=None, assigns=assigns, assigns_json=None,
+                  params=dict(params or {}), params_json=None, join_ref=join_ref, join_ref_json=None)
+
+    def _set(self, **fields: Any) -> None:
+        for k, v in fields.items():
+            object.__setattr__(self, "_" + k, v)
+
+    @classmethod
+    def _from_wire(cls, sock: Mapping[str, Any]) -> "Socket":
+        """Build from the map Erlang sends (binaries; JSON text for assigns,
+        params and join_ref, decoded on first use)."""
+        s = cls.__new__(cls)
+        s._set(
+            id=_text(sock.get("id")),
+            topic=_text(sock.get("topic")) or "",
+            channel=sock.get("channel") if isinstance(sock.get("channel"), bytes) else None,
+            assigns=_UNSET, assigns_json=_json_or(sock.get("assigns"), b"{}"),
+            params=_UNSET, params_json=_json_or(sock.get("params"), b"{}"),
+            join_ref=_UNSET, join_ref_json=_json_or(sock.get("join_ref"), b"null"),
+        )
+        return s
+
+    def _replace(self, assigns: Dict[str, Any]) -> "Socket":
+        s = Socket.__new__(Socket)
+        s._set(id=self._id, topic=self._topic, channel=self._channel,
+               assigns=assigns, assigns_json=None,
+               params=self._params, params_json=self._params_json,
+               join_ref=self._join_ref, join_ref_json=self._join_ref_json)
+        return s
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Socket is immutable: use socket.assign(key, value), which returns a new socket")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Socket is immutable")
+
+    def _assigns_dict(self) -> Dict[str, Any]:
+        if self._assigns is _UNSET:
+            decoded = json_decode(self._assigns_json)
+            object.__setattr__(self, "_assigns", decoded if isinstance(decoded, dict) else {})
+        return self._assigns
+
+    @property
+    def assigns(self) -> Mapping[str, Any]:
+        """Read-only mapping of the channel's assigns."""
+        return MappingProxyType(self._assigns_dict())
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def id(self) -> Optional[str]:
+        """The connection id (one per WebSocket)."""
+        return self._id
+
+    @property
+    def join_ref(self) -> Any:
+        if self._join_ref is _UNSET:
+            object.__setattr__(self, "_join_ref", json_decode(self._join_ref_json))
+        return self._join_ref
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The connect params of the WebSocket."""
+        if self._params is _UNSET:
+            decoded = json_decode(self._params_json)
+            object.__setattr__(self, "_params", decoded if isinstance(decoded, dict) else {})
+        return MappingProxyType(self._params)
+
+    def assign(self, key: str, value: Any) -> "Socket":
+        """A new socket with ``assigns[key] = value``."""
+        _check_assign(key, value)
+        assigns = dict(self._assigns_dict())
+        assigns[key] = value
+        return self._replace(assigns)
+
+    def merge_assigns(self, values: Mapping[str, Any]) -> "Socket":
+        """A new socket with every key of ``values`` assigned."""
+        for k, v in values.items():
+            _check_assign(k, v)
+        assigns = dict(self._assigns_dict())
+        assigns.update(values)
+        return self._replace(assigns)
+
+    def _assigns_payload(self) -> bytes:
+        """JSON text of the assigns (the original bytes when unchanged)."""
+        if self._assigns_json is not None and self._assigns is _UNSET:
+            return self._assigns_json
+        return json_encode(self._assigns_dict())
+
+    def __repr__(self) -> str:
+        return f"Socket(id={self._id!r}, topic={self._topic!r}, assigns={self._assigns_dict()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Socket):
+            return NotImplemented
+        return (self._id, self._topic, self._channel, self._assigns_dict()) == (
+            other._id, other._topic, other._channel, other._assigns_dict())
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _check_assign(key: Any, value: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"assign key must be a str, not {type(key).__name__} ({key!r})")
+    try:
+        check_json(value, where=key)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"assign {key!r}: value is not JSON-compatible: {e}") from None
+
+
+def _text(b: Any) -> Optional[str]:
+    if isinstance(b, bytes):
+        return b.decode("utf-8", "replace")
+    if isinstance(b, str):
+        return b
+    return None
+
+
+def _json_or(b: Any, default: bytes) -> bytes:
+    return b if isinstance(b, bytes) and b else default
+
+
+# ---------------------------------------------------------------------------
+# Channels
+# ---------------------------------------------------------------------------
+
+
+def handler_name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _check_arity(fn: Callable[..., Any], n: int, what: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} handler must be callable, got {fn!r}")
+    try:
+        inspect.signature(fn).bind(*([None] * n))
+    except TypeError:
+        raise TypeError(f"{what} handler {handler_name(fn)} must accept {n} positional arguments") from None
+    except ValueError:  # no signature (builtins): trust it
+        pass
+
+
+class Channel:
+    """Handlers of one topic pattern; create with :func:`channel`."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.join_handler: Optional[Callable[..., MaybeAwaitable]] = None
+        self.leave_handler: Optional[Callable[..., MaybeAwaitable]] = None
+        self.event_handlers: Dict[str, Callable[..., MaybeAwaitable]] = {}
+
+    def on_join(self, fn: F) -> F:
+        """``fn(topic, topic_params, params, socket)``."""
+        if self.join_handler is not None:
+            raise ValueError(f"channel {self.pattern!r} already has a join handler "
+                             f"({handler_name(self.join_handler)})")
+        _check_arity(fn, 4, "join")
+        self.join_handler = fn
+        return fn
+
+    def on(self, event: str) -> Callable[[F], F]:
+        """``fn(payload, socket)`` for the client event ``event``."""
+        if not isinstance(event, str) or not event:
+            raise ValueError("event name must be a non-empty str")
+        if event.startswith("phx_"):
+            raise ValueError(f"{event!r} is reserved by the protocol; use on_join / on_leave")
+
+        def register(fn: F) -> F:
+            if event in self.event_handlers:
+                raise ValueError(f"channel {self.pattern!r} already handles {event!r} "
+                                 f"({handler_name(self.event_handlers[event])})")
+            _check_arity(fn, 2, f"{event!r}")
+            self.event_handlers[event] = fn
+            return fn
+
+        return register
+
+    def on_leave(self, fn: F) -> F:
+        """``fn(topic, socket)``; the return value is ignored."""
+        if self.leave_handler is not None:
+            raise ValueError(f"channel {self.pattern!r} already has a leave handler "
+                             f"({handler_name(self.leave_handler)})")
+        _check_arity(fn, 2, "leave")
+        self.leave_handler = fn
+        return fn
+
+    @property
+    def events(self) -> list:
+        return list(self.event_handlers)
+
+    def __repr__(self) -> str:
+        return f"Channel({self.pattern!r}, events={self.events!r})"
+
+
+_channels: Dict[str, Channel] = {}
+_connect_handler: Optional[Callable[..., MaybeAwaitable]] = None
+
+
+def channel(pattern: str) -> Channel:
+    """Register a channel for a topic pattern (``"room:*"``, ``"room:lobby"``,
+    ``"chat:{id}"``). Registering the same pattern twice is a ValueError."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError("channel pattern must be a non-empty str")
+    if pattern in _channels:
+        raise ValueError(f"channel {pattern!r} is already registered")
+    ch = Channel(pattern)
+    _channels[pattern] = ch
+    return ch
+
+
+def channels() -> Mapping[str, Channel]:
+    """The registered channels, by pattern (read-only)."""
+    return MappingProxyType(_channels)
+
+
+def on_connect(fn: F) -> F:
+    """``fn(params, connect_info) -> ('ok', assigns) | ('error', reason)``:
+    accepts or refuses a WebSocket before any channel is joined."""
+    global _connect_handler
+    if _connect_handler is not None:
+        raise ValueError(f"on_connect is already registered ({handler_name(_connect_handler)})")
+    _check_arity(fn, 2, "on_connect")
+    _connect_handler = fn
+    return fn
+
+
+def connect_handler() -> Optional[Callable[..., MaybeAwaitable]]:
+    return _connect_handler
+
+
+def _reset() -> None:
+    """Forget every channel and the on_connect handler (tests only)."""
+    global _connect_handler
+    _channels.clear()
+    _connect_handler = None
+
+
+# ---------------------------------------------------------------------------
+# Side effects
+# ---------------------------------------------------------------------------
+
+
+def _native() -> Any:
+    if _hornbeam is None:
+        raise RuntimeError(NOT_IN_WORKER)
+    return _hornbeam
+
+
+def _check_payload(payload: Any) -> None:
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"payload must be a dict, not {type(payload).__name__}")
+
+
+def _channel_of(socket: Socket) -> bytes:
+    if not isinstance(socket, Socket):
+        raise TypeError(f"expected a Socket, got {type(socket).__name__}")
+    if socket._channel is None:
+        raise ValueError("this socket does not belong to a channel process (it was not given to a handler)")
+    return socket._channel
+
+
+def broadcast(topic: str, event: str, payload: Mapping[str, Any]) -> None:
+    """Send ``event`` to every subscriber of ``topic`` on every node."""
+    _check_payload(payload)
+    _native().emit("broadcast", topic, event, payload, call_id=current_call.get())
+
+
+def broadcast_from(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
+    """Like :func:`broadcast` on ``socket.topic``, except to ``socket`` itself."""
+    _check_payload(payload)
+    native = _native()
+    native.emit("broadcast_from", _channel_of(socket), socket.topic, event, payload,
+                call_id=current_call.get())
+
+
+def push(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
+    """Send ``event`` to this socket's client only."""
+    _check_payload(payload)
+    native = _native()
+    native.emit("push", _channel_of(socket), event, payload, call_id=current_call.get())
+
+
+def call(name: str, args: Any = None) -> Any:
+    """Call the Erlang function registered as ``name`` and wait for its
+    answer (blocks the worker's event loop; prefer :func:`call_async` in
+    ``async def`` handlers). Raises ErlangError on an error answer."""
+    return _native().call(name, args)
+
+
+async def call_async(name: str, args: Any = None) -> Any:
+    """Like :func:`call` without blocking other handlers."""
+    return await _native().call_async(name, args)

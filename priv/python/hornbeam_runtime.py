@@ -1,0 +1,384 @@
+"""Dispatch of worker calls to channel handlers, and validation of what the
+handlers return. Used by hornbeam_worker; not a public API.
+
+The worker calls :func:`init` once, then schedules :func:`dispatch` on
+:data:`loop` for every ``{call, Id, Kind, Args}`` frame. Frames are plain
+Python values that the worker maps to Erlang terms: ``str`` is an atom,
+``bytes`` a binary, tuples/lists/dicts/ints as themselves. Payloads, assigns
+and reasons travel as JSON text (bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import sys
+import traceback
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+
+import hornbeam_channels as hc
+
+try:
+    import _hornbeam  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - outside the worker
+    _hornbeam = None
+
+#: The worker's event loop (set by init).
+loop: Optional[asyncio.AbstractEventLoop] = None
+
+#: Loaded ``app`` object ("module:attr" of the init config), for ASGI later.
+app: Any = None
+
+Result = Any  # a tuple or atom (str) as described above
+
+
+def _default_sink(call_id: int, result: Result) -> None:
+    if _hornbeam is None:
+        raise RuntimeError(hc.NOT_IN_WORKER)
+    _hornbeam.result(call_id, result)
+
+
+def _default_log(level: str, message: str) -> None:
+    if _hornbeam is not None:
+        _hornbeam.log(level, message)
+    else:
+        print(f"[{level}] {message}", file=sys.stderr)
+
+
+#: Where results go (replaced in tests).
+sink: Callable[[int, Result], None] = _default_sink
+#: Where log lines go (replaced in tests).
+log: Callable[[str, str], None] = _default_log
+
+_tasks: set = set()  # running handler tasks (strong references)
+
+
+# ---------------------------------------------------------------------------
+# init
+# ---------------------------------------------------------------------------
+
+
+class _ErlangLogHandler(logging.Handler):
+    """Forwards Python logging to Erlang's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno >= logging.ERROR:
+                level = "error"
+            elif record.levelno >= logging.WARNING:
+                level = "warning"
+            elif record.levelno >= logging.INFO:
+                level = "info"
+            else:
+                level = "debug"
+            log(level, f"{record.name}: {self.format(record)}")
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def _text(v: Any) -> Optional[str]:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, str) and v != "undefined":
+        return v
+    return None
+
+
+def init(config: Mapping[str, Any]) -> Result:
+    """Import the app and channel modules. Returns ``('init_ok', info)`` or
+    ``('init_error', module, message, traceback)``."""
+    global loop, app
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    root = logging.getLogger()
+    if _hornbeam is not None and not any(isinstance(h, _ErlangLogHandler) for h in root.handlers):
+        root.addHandler(_ErlangLogHandler())
+        if root.level == logging.WARNING:  # untouched default
+            root.setLevel(logging.INFO)
+
+    modules = [m for m in (_text(x) for x in config.get("channel_modules") or []) if m]
+    app_spec = _text(config.get("app"))
+    if app_spec:
+        mod_name, _, attr = app_spec.partition(":")
+        try:
+            module = importlib.import_module(mod_name)
+            app = module
+            for part in filter(None, attr.split(".")):
+                app = getattr(app, part)
+        except BaseException as e:  # noqa: BLE001 - reported to Erlang
+            return _init_error(mod_name, e)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:  # noqa: BLE001
+            return _init_error(name, e)
+    return ("init_ok", info())
+
+
+def info() -> Dict[str, Any]:
+    """What init reports: the registered channels and on_connect."""
+    return {
+        "channels": [
+            {"pattern": ch.pattern.encode(), "events": [e.encode() for e in ch.event_handlers]}
+            for ch in hc.channels().values()
+        ],
+        "on_connect": hc.connect_handler() is not None,
+    }
+
+
+def _init_error(module: str, e: BaseException) -> Result:
+    message = f"{type(e).__name__}: {e}"
+    trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return ("init_error", module.encode(), message.encode(), trace.encode())
+
+
+# ---------------------------------------------------------------------------
+# dispatch
+# ---------------------------------------------------------------------------
+
+
+class Invalid(Exception):
+    """A handler returned something that is not one of its return forms."""
+
+
+def dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
+    """Run one call (on the loop thread). The result is always sent, exactly
+    once: by now for sync handlers, by a task for awaitables."""
+    token = hc.current_call.set(call_id)
+    try:
+        _dispatch(call_id, kind, args)
+    except BaseException as e:  # noqa: BLE001 - a bug here must not kill the loop
+        log("error", f"hornbeam_runtime: {kind} call failed:\n{traceback.format_exc()}")
+        sink(call_id, ("crash", f"{type(e).__name__}: {e}".encode()))
+    finally:
+        hc.current_call.reset(token)
+
+
+def _dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
+    prepared = _prepare(kind, args)
+    if not isinstance(prepared, Prepared):
+        sink(call_id, prepared)
+        return
+    fn, fn_args, finish, crash_result = prepared
+    name = hc.handler_name(fn)
+    try:
+        value = fn(*fn_args)
+    except BaseException as e:  # noqa: BLE001
+        sink(call_id, _crashed(name, e, crash_result))
+        return
+    if inspect.isawaitable(value):
+        if loop is None:
+            raise RuntimeError("hornbeam_runtime.init was not called")
+        task = loop.create_task(_await(call_id, name, value, finish, crash_result))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+    else:
+        sink(call_id, _finish(name, value, finish))
+
+
+async def _await(call_id: int, name: str, aw: Any, finish: Callable[[Any], Result],
+                 crash_result: Callable[[str], Result]) -> None:
+    try:
+        value = await aw
+    except BaseException as e:  # noqa: BLE001 - includes CancelledError
+        result = _crashed(name, e, crash_result)
+    else:
+        result = _finish(name, value, finish)
+    try:
+        sink(call_id, result)
+    except Exception as e:  # noqa: BLE001 - the caller must get an answer
+        log("error", f"hornbeam_runtime: cannot send the result of {name}:\n{traceback.format_exc()}")
+        sink(call_id, ("crash", f"{type(e).__name__}: {e}".encode()))
+
+
+def _crashed(name: str, e: BaseException, crash_result: Callable[[str], Result]) -> Result:
+    trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    log("error", f"handler {name} raised {type(e).__name__}: {e}\n{trace}")
+    return crash_result(f"handler {name} raised {type(e).__name__}: {e}")
+
+
+def _finish(name: str, value: Any, finish: Callable[[Any], Result]) -> Result:
+    try:
+        return finish(value)
+    except (Invalid, TypeError, ValueError) as e:
+        message = f"handler {name} returned an invalid value: {e}"
+        log("error", message)
+        return ("invalid", message.encode())
+
+
+class Prepared(NamedTuple):
+    """A call ready to run: the handler, its arguments, and how to turn its
+    return value (or its exception message) into a result."""
+
+    handler: Callable[..., Any]
+    args: Tuple[Any, ...]
+    finish: Callable[[Any], Result]
+    crash: Callable[[str], Result]
+
+
+def _crash(message: str) -> Result:
+    return ("crash", message.encode())
+
+
+def _prepare(kind: str, args: Mapping[str, Any]) -> Any:
+    if kind == "join":
+        return _prepare_join(args)
+    if kind == "event":
+        return _prepare_event(args)
+    if kind == "leave":
+        return _prepare_leave(args)
+    if kind == "connect":
+        return _prepare_connect(args)
+    return ("invalid", f"unknown call kind {kind!r}".encode())
+
+
+def _channel_for(args: Mapping[str, Any]) -> Optional[hc.Channel]:
+    pattern = args.get("pattern")
+    if isinstance(pattern, bytes):
+        pattern = pattern.decode("utf-8", "replace")
+    return hc.channels().get(pattern) if isinstance(pattern, str) else None
+
+
+def _str(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")
+
+
+def _decode(v: Any, default: Any) -> Any:
+    return hc.json_decode(v) if isinstance(v, (bytes, str)) and v else default
+
+
+def _prepare_join(args: Mapping[str, Any]) -> Any:
+    ch = _channel_for(args)
+    if ch is None or ch.join_handler is None:
+        return ("no_handler", f"no join handler for {_str(args.get('pattern'))}".encode())
+    socket = hc.Socket._from_wire(args.get("socket") or {})
+    topic = _str(args.get("topic"))
+    topic_params = {_str(k): _str(v) for k, v in (args.get("topic_params") or {}).items()}
+    params = _decode(args.get("payload"), {})
+    return Prepared(ch.join_handler, (topic, topic_params, params, socket),
+                      lambda value: _join_result(value, socket), _crash)
+
+
+def _prepare_event(args: Mapping[str, Any]) -> Any:
+    ch = _channel_for(args)
+    event = _str(args.get("event"))
+    fn = ch.event_handlers.get(event) if ch is not None else None
+    if fn is None:
+        return ("no_handler", f"no handler for event {event!r} on {_str(args.get('pattern'))}".encode())
+    socket = hc.Socket._from_wire(args.get("socket") or {})
+    payload = _decode(args.get("payload"), {})
+    return Prepared(fn, (payload, socket), lambda value: _event_result(value, socket), _crash)
+
+
+def _prepare_leave(args: Mapping[str, Any]) -> Any:
+    ch = _channel_for(args)
+    if ch is None or ch.leave_handler is None:
+        return "ok"
+    socket = hc.Socket._from_wire(args.get("socket") or {})
+    return Prepared(ch.leave_handler, (_str(args.get("topic")), socket), lambda _value: "ok", _crash)
+
+
+def _prepare_connect(args: Mapping[str, Any]) -> Any:
+    fn = hc.connect_handler()
+    if fn is None:
+        return "no_handler"
+    params = _decode(args.get("params"), {})
+    connect_info = _decode(args.get("connect_info"), {})
+    return Prepared(fn, (params, connect_info), _connect_result, _crash)
+
+
+# ---------------------------------------------------------------------------
+# return-value validation
+# ---------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _response(value: Any, what: str) -> bytes:
+    """JSON of a response/reason: a dict; None is {}; a str is {"reason": str}."""
+    if value is None:
+        value = {}
+    elif isinstance(value, str):
+        value = {"reason": value}
+    elif not isinstance(value, Mapping):
+        raise Invalid(f"the {what} must be a dict, got {_describe(value)}")
+    return hc.json_encode(value)
+
+
+def _socket(value: Any) -> hc.Socket:
+    if not isinstance(value, hc.Socket):
+        raise Invalid(f"expected a Socket, got {_describe(value)}")
+    return value
+
+
+def _join_result(value: Any, socket: hc.Socket) -> Result:
+    if isinstance(value, tuple):
+        if len(value) == 3 and value[0] == "ok":
+            new = _socket(value[2])
+            return ("ok", _response(value[1], "response"), new._assigns_payload())
+        if len(value) == 2 and value[0] == "ok":
+            return ("ok", _response(value[1], "response"), socket._assigns_payload())
+        if len(value) == 2 and value[0] == "error":
+            return ("error", _response(value[1], "reason"))
+    raise Invalid(f"{_describe(value)}; expected ('ok', response, socket), ('ok', response) "
+                  "or ('error', reason)")
+
+
+def _reply_status(value: Any) -> Tuple[str, Any]:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] in ("ok", "error"):
+        return value[0], value[1]
+    if value in ("ok", "error"):
+        return value, None
+    return "ok", value
+
+
+def _event_result(value: Any, socket: hc.Socket) -> Result:
+    if value is None:
+        return ("noreply", socket._assigns_payload())
+    if isinstance(value, tuple) and value:
+        tag = value[0]
+        if tag == "reply" and len(value) in (2, 3):
+            status, resp = _reply_status(value[1])
+            new = _socket(value[2]) if len(value) == 3 else socket
+            return ("reply", status, _response(resp, "response"), new._assigns_payload())
+        if tag == "noreply" and len(value) == 2:
+            return ("noreply", _socket(value[1])._assigns_payload())
+        if tag == "stop" and len(value) == 3:
+            new = _socket(value[2])
+            return ("stop", hc.json_encode(value[1]), new._assigns_payload())
+    raise Invalid(f"{_describe(value)}; expected ('reply', response, socket), ('reply', response), "
+                  "('noreply', socket), ('stop', reason, socket) or None")
+
+
+def _connect_result(value: Any) -> Result:
+    if isinstance(value, tuple) and len(value) == 2:
+        if value[0] == "ok":
+            assigns = value[1] if value[1] is not None else {}
+            if not isinstance(assigns, Mapping):
+                raise Invalid(f"the assigns must be a dict, got {_describe(assigns)}")
+            for k, v in assigns.items():
+                hc._check_assign(k, v)
+            return ("ok", hc.json_encode(assigns))
+        if value[0] == "error":
+            return ("error", _response(value[1], "reason"))
+    raise Invalid(f"{_describe(value)}; expected ('ok', assigns) or ('error', reason)")
+
+
+# ---------------------------------------------------------------------------
+# erl_call futures
+# ---------------------------------------------------------------------------
+
+
+def resolve(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    """Complete a ``call_async`` future (scheduled on the loop by the worker)."""
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(hc.ErlangError(value))

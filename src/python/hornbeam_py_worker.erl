@@ -1,0 +1,415 @@
+%% @doc One Python worker: a gen_server owning one `hornbeam_worker' port.
+%%
+%% Many calls are in flight on the port at once (the worker runs async
+%% handlers concurrently). Each call has its own timer: when it fires the
+%% caller gets `{error, timeout}', the port is killed (a running CPython
+%% cannot be interrupted), every other call in flight on it gets
+%% `{error, worker_crashed}', and a fresh port is started. A port that exits
+%% by itself is handled the same way. Restarts back off exponentially
+%% (100 ms doubling to 5 s; reset once a port has stayed up for 10 s) and
+%% re-run init. Calls that arrive while the port is (re)starting wait in a
+%% queue, under their own timers.
+%%
+%% Frames from the port are applied in order: emits (broadcast,
+%% broadcast_from, push) go through the `emit_handler' before the result of
+%% the same call is replied, so their effects come first.
+-module(hornbeam_py_worker).
+-behaviour(gen_server).
+
+-export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0]).
+-export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-define(BACKOFF_MIN, 100).
+-define(BACKOFF_MAX, 5000).
+-define(STABLE_AFTER, 10000).
+
+-record(call, {from :: gen_server:from(),
+               timer :: reference(),
+               kind :: atom(),
+               sent :: boolean()}).
+
+-record(st, {ix :: pos_integer(),
+             load :: atomics:atomics_ref(),
+             opts :: map(),
+             port :: port() | undefined,
+             os_pid :: non_neg_integer() | undefined,
+             status = starting :: starting | ready | backoff | failed,
+             %% true until the first successful init: failures then stop
+             %% the pool's start instead of being retried
+             first = true :: boolean(),
+             penalized = true :: boolean(),
+             init_timer :: reference() | undefined,
+             started_at = 0 :: integer(),
+             backoff = ?BACKOFF_MIN :: pos_integer(),
+             calls = #{} :: #{pos_integer() => #call{}},
+             queued = [] :: [{pos_integer(), atom(), map()}],
+             next_id = 1 :: pos_integer(),
+             waiters = [] :: [gen_server:from()],
+             info = #{} :: map(),
+             error :: term(),
+             restarts = 0 :: non_neg_integer()}).
+
+-type state() :: #st{}.
+
+%% ---------------------------------------------------------------------------
+%% API
+%% ---------------------------------------------------------------------------
+
+-spec start_link(pos_integer(), atomics:atomics_ref(), map()) -> {ok, pid()} | {error, term()}.
+start_link(Ix, Load, Opts) ->
+    gen_server:start_link({local, name(Ix)}, ?MODULE, {Ix, Load, Opts}, []).
+
+-spec name(pos_integer()) -> atom().
+name(Ix) ->
+    list_to_atom("hornbeam_py_worker_" ++ integer_to_list(Ix)).
+
+%% @doc Wait for this worker's first init: `{ok, Info}' (the channels and
+%% on_connect it reported) or `{error, Reason}'.
+-spec await_ready(atom() | pid(), timeout()) -> {ok, map()} | {error, term()}.
+await_ready(Worker, Timeout) ->
+    gen_server:call(Worker, await_ready, Timeout).
+
+-spec info(atom() | pid()) -> map().
+info(Worker) ->
+    try gen_server:call(Worker, info, 5000)
+    catch exit:Reason -> #{name => Worker, status => down, reason => Reason}
+    end.
+
+%% @doc Every atom the worker may put in a frame. Frames are decoded with
+%% `binary_to_term(Bin, [safe])', which only accepts existing atoms; naming
+%% them here guarantees they exist once this module is loaded.
+-spec frame_atoms() -> [atom()].
+frame_atoms() ->
+    [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
+     result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
+     emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug].
+
+%% ---------------------------------------------------------------------------
+%% gen_server
+%% ---------------------------------------------------------------------------
+
+-spec init({pos_integer(), atomics:atomics_ref(), map()}) -> {ok, state(), {continue, start}}.
+init({Ix, Load, Opts}) ->
+    process_flag(trap_exit, true),
+    logger:update_process_metadata(#{domain => [hornbeam, python], worker => Ix}),
+    atomics:put(Load, Ix, hornbeam_python:unavailable()),
+    {ok, #st{ix = Ix, load = Load, opts = Opts}, {continue, start}}.
+
+-spec handle_continue(start, state()) -> {noreply, state()}.
+handle_continue(start, St) ->
+    {noreply, start_port(St)}.
+
+-spec handle_call(term(), gen_server:from(), state()) ->
+          {reply, term(), state()} | {noreply, state()}.
+handle_call({call, _Kind, _Args, _Timeout}, _From, #st{status = failed} = St) ->
+    done(St),
+    {reply, {error, worker_crashed}, St};
+handle_call({call, Kind, Args, Timeout}, From, #st{next_id = Id} = St) ->
+    Timer = start_timer(Timeout, Id),
+    Call = #call{from = From, timer = Timer, kind = Kind, sent = false},
+    St1 = St#st{next_id = Id + 1},
+    case St#st.status of
+        ready ->
+            send(St#st.port, {call, Id, Kind, Args}),
+            {noreply, St1#st{calls = maps:put(Id, Call#call{sent = true}, St#st.calls)}};
+        _ ->
+            {noreply, St1#st{calls = maps:put(Id, Call, St#st.calls),
+                             queued = [{Id, Kind, Args} | St#st.queued]}}
+    end;
+handle_call(await_ready, From, #st{status = Status} = St) ->
+    case {Status, St#st.first} of
+        {ready, _} -> {reply, {ok, St#st.info}, St};
+        {failed, _} -> {reply, {error, St#st.error}, St};
+        {_, false} -> {reply, {ok, St#st.info}, St};
+        {_, true} -> {noreply, St#st{waiters = [From | St#st.waiters]}}
+    end;
+handle_call(info, _From, St) ->
+    {reply, #{ix => St#st.ix, pid => self(), os_pid => St#st.os_pid,
+              status => St#st.status, in_flight => maps:size(St#st.calls),
+              queued => length(St#st.queued), restarts => St#st.restarts,
+              backoff => St#st.backoff}, St};
+handle_call(_Other, _From, St) ->
+    {reply, {error, unknown_call}, St}.
+
+-spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast(_Msg, St) ->
+    {noreply, St}.
+
+-spec handle_info(term(), state()) -> {noreply, state()}.
+handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
+    try binary_to_term(Bin, [safe]) of
+        Frame -> {noreply, frame(Frame, St)}
+    catch
+        error:badarg ->
+            ?LOG_ERROR("undecodable frame from python worker ~b (~b bytes)",
+                       [St#st.ix, byte_size(Bin)]),
+            {noreply, St}
+    end;
+handle_info({Port, {exit_status, Status}}, #st{port = Port} = St) ->
+    ?LOG_WARNING("python worker ~b (os pid ~p) exited with status ~b",
+                 [St#st.ix, St#st.os_pid, Status]),
+    {noreply, port_down(St#st{port = undefined}, {worker_exited, Status})};
+handle_info({timeout, Timer, {call_timeout, Id}}, St) ->
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{timer = Timer, sent = true, from = From, kind = Kind}} ->
+            ?LOG_ERROR("python ~p call timed out on worker ~b; killing os pid ~p",
+                       [Kind, St#st.ix, St#st.os_pid]),
+            gen_server:reply(From, {error, timeout}),
+            done(St),
+            St1 = St#st{calls = maps:remove(Id, St#st.calls)},
+            {noreply, port_down(kill_port(St1), call_timeout)};
+        {ok, #call{timer = Timer, sent = false, from = From}} ->
+            gen_server:reply(From, {error, timeout}),
+            done(St),
+            {noreply, St#st{calls = maps:remove(Id, St#st.calls),
+                            queued = lists:keydelete(Id, 1, St#st.queued)}};
+        _ ->
+            {noreply, St}
+    end;
+handle_info({timeout, Timer, init_timeout}, #st{init_timer = Timer, status = starting} = St) ->
+    ?LOG_ERROR("python worker ~b did not finish init in time", [St#st.ix]),
+    {noreply, port_down(kill_port(St#st{init_timer = undefined}), init_timeout)};
+handle_info(restart, #st{status = backoff} = St) ->
+    {noreply, start_port(St)};
+handle_info({erl_reply, Port, CallId, Reply}, #st{port = Port} = St) when Port =/= undefined ->
+    send(Port, {erl_reply, CallId, Reply}),
+    {noreply, St};
+handle_info({'EXIT', Port, _Reason}, St) when is_port(Port) ->
+    %% exit_status (or our own kill) already handled it
+    {noreply, St};
+handle_info({'EXIT', _Pid, Reason}, St) ->
+    %% the parent supervisor is handled by gen_server itself
+    {noreply, St#st{error = Reason}};
+handle_info(_Stale, St) ->
+    %% frames of a port we already replaced, stale timers, late erl_replies
+    {noreply, St}.
+
+-spec terminate(term(), state()) -> ok.
+terminate(_Reason, St) ->
+    _ = kill_port(St),
+    fail_sent(St, worker_crashed),
+    ok.
+
+%% ---------------------------------------------------------------------------
+%% Frames from the worker
+%% ---------------------------------------------------------------------------
+
+frame({result, Id, Result}, St) ->
+    case maps:take(Id, St#st.calls) of
+        {#call{from = From, timer = Timer}, Calls} ->
+            _ = erlang:cancel_timer(Timer, [{async, true}, {info, false}]),
+            gen_server:reply(From, {ok, Result}),
+            done(St),
+            St#st{calls = Calls};
+        error ->
+            St
+    end;
+frame({emit, _Id, Emit}, St) ->
+    apply_emit(Emit, St),
+    St;
+frame({erl_call, CallId, Name, ArgsJson}, #st{port = Port} = St) ->
+    Self = self(),
+    Meta = logger:get_process_metadata(),
+    _ = spawn(fun() ->
+                      logger:set_process_metadata(Meta),
+                      Self ! {erl_reply, Port, CallId, run_erl_call(Name, ArgsJson)}
+              end),
+    St;
+frame({log, Level, Message}, St) when is_binary(Message) ->
+    Lvl = case Level of
+              error -> error;
+              warning -> warning;
+              info -> info;
+              _ -> debug
+          end,
+    ?LOG(Lvl, "python worker ~b: ~ts", [St#st.ix, Message]),
+    St;
+frame({init_ok, Info}, #st{status = starting} = St) ->
+    cancel(St#st.init_timer),
+    Info1 = normalize_info(Info),
+    [gen_server:reply(W, {ok, Info1}) || W <- St#st.waiters],
+    ?LOG_INFO("python worker ~b ready (os pid ~p)", [St#st.ix, St#st.os_pid]),
+    flush_queue(unpenalize(St#st{status = ready, first = false, init_timer = undefined,
+                                 info = Info1, waiters = [],
+                                 started_at = erlang:monotonic_time(millisecond)}));
+frame({init_error, Module, Message, Trace}, #st{status = starting} = St) ->
+    ?LOG_ERROR("python worker ~b cannot import ~ts: ~ts~n~ts",
+               [St#st.ix, Module, Message, Trace]),
+    port_down(kill_port(St), {python_import, Module, Message});
+frame(Other, St) ->
+    ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
+    St.
+
+normalize_info(Info) when is_map(Info) ->
+    Channels = [#{pattern => P, events => Es}
+                || #{pattern := P, events := Es} <- maps:get(channels, Info, [])],
+    #{channels => Channels, on_connect => maps:get(on_connect, Info, false) =:= true};
+normalize_info(_) ->
+    #{channels => [], on_connect => false}.
+
+%% A reply that is not `{ok, Json}' / `{error, Message}' reaches Python as
+%% ErlangError("malformed erl_reply").
+run_erl_call(Name, ArgsJson) ->
+    try hornbeam_python_calls:handle(Name, ArgsJson)
+    catch
+        Class:Reason:Stack ->
+            ?LOG_ERROR("erl_call ~ts crashed: ~p:~0P~n~0P",
+                       [Name, Class, Reason, 20, Stack, 30]),
+            {error, <<"erl_call ", Name/binary, " crashed">>}
+    end.
+
+apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
+    case decode_emit(Emit) of
+        {ok, E} ->
+            try Handler:handle_emit(E)
+            catch Class:Reason:Stack ->
+                    ?LOG_ERROR("emit handler ~p crashed on ~0P: ~p:~0P~n~0P",
+                               [Handler, E, 10, Class, Reason, 20, Stack, 30])
+            end;
+        error ->
+            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [St#st.ix, Emit, 10])
+    end.
+
+decode_emit({broadcast, Topic, Event, Json} = E)
+  when is_binary(Topic), is_binary(Event), is_binary(Json) ->
+    {ok, E};
+decode_emit({broadcast_from, Token, Topic, Event, Json})
+  when is_binary(Topic), is_binary(Event), is_binary(Json) ->
+    case token(Token) of
+        {ok, From} -> {ok, {broadcast_from, From, Topic, Event, Json}};
+        error -> error
+    end;
+decode_emit({push, Token, Event, Json}) when is_binary(Event), is_binary(Json) ->
+    case token(Token) of
+        {ok, Channel} -> {ok, {push, Channel, Event, Json}};
+        error -> error
+    end;
+decode_emit(_) ->
+    error.
+
+token(Bin) when is_binary(Bin) ->
+    try {ok, binary_to_term(Bin, [safe])}
+    catch error:badarg -> error
+    end;
+token(_) ->
+    error.
+
+%% ---------------------------------------------------------------------------
+%% Port lifecycle
+%% ---------------------------------------------------------------------------
+
+start_port(#st{opts = Opts, ix = Ix} = St) ->
+    Path = maps:get(worker_path, Opts),
+    Env = [{"PYTHONUNBUFFERED", "1"}, {"HORNBEAM_WORKER_ID", integer_to_list(Ix)}
+           | maps:get(env, Opts, [])],
+    try open_port({spawn_executable, Path},
+                  [{packet, 4}, binary, exit_status, use_stdio, {env, Env}]) of
+        Port ->
+            OsPid = case erlang:port_info(Port, os_pid) of
+                        {os_pid, P} -> P;
+                        undefined -> undefined
+                    end,
+            send(Port, {init, #{app => maps:get(app, Opts),
+                                channel_modules => maps:get(channel_modules, Opts),
+                                pythonpath => maps:get(pythonpath, Opts),
+                                worker_id => Ix}}),
+            InitTimer = case maps:get(init_timeout, Opts) of
+                            infinity -> undefined;
+                            T -> erlang:start_timer(T, self(), init_timeout)
+                        end,
+            St#st{port = Port, os_pid = OsPid, status = starting, init_timer = InitTimer}
+    catch
+        error:Reason ->
+            ?LOG_ERROR("cannot start python worker ~ts: ~p", [Path, Reason]),
+            port_down(St#st{port = undefined, status = starting}, {open_port, Reason})
+    end.
+
+%% Kill the OS process (it may be stuck in Python code) and close the port.
+kill_port(#st{port = undefined} = St) ->
+    St;
+kill_port(#st{port = Port, os_pid = OsPid} = St) ->
+    case OsPid of
+        undefined -> ok;
+        _ -> _ = os:cmd("kill -9 " ++ integer_to_list(OsPid) ++ " 2>/dev/null"), ok
+    end,
+    catch port_close(Port),
+    St#st{port = undefined}.
+
+%% The port is gone (or never came up): fail what was sent on it, then
+%% either stop trying (first start) or schedule a restart.
+port_down(St0, Reason) ->
+    St = penalize(St0#st{port = undefined}),
+    cancel(St#st.init_timer),
+    fail_sent(St, worker_crashed),
+    Calls = maps:filter(fun(_, #call{sent = Sent}) -> not Sent end, St#st.calls),
+    St1 = St#st{calls = Calls, init_timer = undefined},
+    case St1#st.first of
+        true ->
+            Error = first_start_error(Reason),
+            [gen_server:reply(W, {error, Error}) || W <- St1#st.waiters],
+            %% fail the queued calls too: this pool never started
+            maps:foreach(fun(_, #call{from = From}) ->
+                                 gen_server:reply(From, {error, worker_crashed}), done(St1)
+                         end, Calls),
+            St1#st{status = failed, error = Error, waiters = [], calls = #{}, queued = []};
+        false ->
+            Now = erlang:monotonic_time(millisecond),
+            Backoff = case Now - St1#st.started_at >= ?STABLE_AFTER of
+                          true -> ?BACKOFF_MIN;
+                          false -> St1#st.backoff
+                      end,
+            ?LOG_INFO("restarting python worker ~b in ~b ms (~0p)", [St1#st.ix, Backoff, Reason]),
+            erlang:send_after(Backoff, self(), restart),
+            St1#st{status = backoff, os_pid = undefined,
+                   backoff = min(Backoff * 2, ?BACKOFF_MAX),
+                   restarts = St1#st.restarts + 1}
+    end.
+
+first_start_error({python_import, Module, Message}) -> {python_import, Module, Message};
+first_start_error(init_timeout) -> init_timeout;
+first_start_error(Other) -> {worker_start_failed, Other}.
+
+fail_sent(St, Error) ->
+    maps:foreach(fun(_, #call{sent = true, from = From, timer = Timer}) ->
+                         cancel(Timer),
+                         gen_server:reply(From, {error, Error}),
+                         done(St);
+                    (_, _) ->
+                         ok
+                 end, St#st.calls).
+
+flush_queue(#st{queued = []} = St) ->
+    St;
+flush_queue(#st{queued = Queued, port = Port, calls = Calls0} = St) ->
+    Calls = lists:foldl(fun({Id, Kind, Args}, Acc) ->
+                                send(Port, {call, Id, Kind, Args}),
+                                maps:update_with(Id, fun(C) -> C#call{sent = true} end, Acc)
+                        end, Calls0, lists:reverse(Queued)),
+    St#st{queued = [], calls = Calls}.
+
+send(Port, Term) ->
+    try port_command(Port, term_to_binary(Term))
+    catch error:badarg -> ok   % port already closed; exit_status follows
+    end.
+
+start_timer(infinity, _Id) -> make_ref();
+start_timer(Timeout, Id) -> erlang:start_timer(Timeout, self(), {call_timeout, Id}).
+
+cancel(undefined) -> ok;
+cancel(Timer) -> _ = erlang:cancel_timer(Timer, [{async, true}, {info, false}]), ok.
+
+%% One call finished (replied to): it no longer counts as load.
+done(#st{load = Load, ix = Ix}) ->
+    atomics:sub(Load, Ix, 1).
+
+penalize(#st{penalized = true} = St) -> St;
+penalize(#st{load = Load, ix = Ix} = St) ->
+    atomics:add(Load, Ix, hornbeam_python:unavailable()),
+    St#st{penalized = true}.
+
+unpenalize(#st{penalized = false} = St) -> St;
+unpenalize(#st{load = Load, ix = Ix} = St) ->
+    atomics:sub(Load, Ix, hornbeam_python:unavailable()),
+    St#st{penalized = false}.

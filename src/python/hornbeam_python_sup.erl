@@ -1,0 +1,153 @@
+%% @doc Supervisor of the Python worker pool.
+%%
+%% `start_link(Opts)' starts `workers' `hornbeam_py_worker' processes (one
+%% `hornbeam_worker' port each), waits until every one has imported the
+%% Python modules, and only then returns `{ok, Pid}'. Options:
+%%
+%% <ul>
+%% <li>`app' — `"module:attr"' (or `undefined'), imported first;</li>
+%% <li>`channel_modules' — Python modules that register channels;</li>
+%% <li>`pythonpath' — extra `sys.path' entries (`priv/python' always comes first);</li>
+%% <li>`workers' — default `erlang:system_info(schedulers_online)';</li>
+%% <li>`timeout' — default call timeout in ms, 30000;</li>
+%% <li>`init_timeout' — how long a worker may take to import, 60000;</li>
+%% <li>`worker_path' — default `priv/hornbeam_worker';</li>
+%% <li>`emit_handler' — module with `handle_emit/1', default `hornbeam_python_emit';</li>
+%% <li>`env' — extra OS environment for the worker, `[{Name, Value}]'.</li>
+%% </ul>
+%%
+%% Errors: `{error, {worker_binary_missing, Path, Hint}}',
+%% `{error, {python_import, Module, Message}}' (traceback logged),
+%% `{error, {worker_start_failed, Reason}}'.
+-module(hornbeam_python_sup).
+-behaviour(supervisor).
+
+-export([start_link/0, start_link/1, stop/0, priv_dir/0, normalize_opts/1]).
+-export([init/1]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-define(POOL_KEY, {hornbeam_python, pool}).
+-define(INFO_KEY, {hornbeam_python, info}).
+
+-type opts() :: #{app => binary() | string() | undefined,
+                  channel_modules => [binary() | string() | atom()],
+                  pythonpath => [binary() | string()],
+                  workers => pos_integer(),
+                  timeout => timeout(),
+                  init_timeout => timeout(),
+                  worker_path => file:filename_all(),
+                  emit_handler => module(),
+                  env => [{string(), string() | false}]}.
+-export_type([opts/0]).
+
+-spec start_link() -> {ok, pid()} | {error, term()}.
+start_link() ->
+    start_link(#{}).
+
+-spec start_link(opts()) -> {ok, pid()} | {error, term()}.
+start_link(Opts0) ->
+    Opts = normalize_opts(Opts0),
+    Path = maps:get(worker_path, Opts),
+    case filelib:is_regular(Path) of
+        false ->
+            ?LOG_ERROR("python worker binary ~ts not found; run `make build`", [Path],
+                       #{domain => [hornbeam, python]}),
+            {error, {worker_binary_missing, Path, "run `make build`"}};
+        true ->
+            case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
+                {ok, Sup} -> await_workers(Sup, Opts);
+                {error, Reason} -> {error, {worker_start_failed, Reason}}
+            end
+    end.
+
+%% @doc Stop a pool started with start_link/1 (tests, shutdown).
+-spec stop() -> ok.
+stop() ->
+    case whereis(?MODULE) of
+        undefined -> ok;
+        Sup -> stop_sup(Sup)
+    end.
+
+stop_sup(Sup) ->
+    Ref = monitor(process, Sup),
+    unlink(Sup),
+    exit(Sup, shutdown),
+    receive {'DOWN', Ref, process, Sup, _} -> ok end,
+    _ = persistent_term:erase(?POOL_KEY),
+    ok.
+
+await_workers(Sup, #{workers := N, init_timeout := InitTimeout}) ->
+    Names = [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, N)],
+    Wait = case InitTimeout of infinity -> infinity; T -> T + 5000 end,
+    Results = [catch hornbeam_py_worker:await_ready(Name, Wait) || Name <- Names],
+    case [R || R <- Results, not is_ok(R)] of
+        [] ->
+            {ok, Info} = hd(Results),
+            case persistent_term:get(?INFO_KEY, undefined) of
+                Info -> ok;
+                _ -> persistent_term:put(?INFO_KEY, Info)
+            end,
+            {ok, Sup};
+        [Error | _] ->
+            stop_sup(Sup),
+            case Error of
+                {error, Reason} -> {error, Reason};
+                Other -> {error, {worker_start_failed, Other}}
+            end
+    end.
+
+is_ok({ok, _}) -> true;
+is_ok(_) -> false.
+
+%% @doc Options with every default filled in and paths as binaries.
+-spec normalize_opts(opts()) -> map().
+normalize_opts(Opts) ->
+    Priv = priv_dir(),
+    Paths = [bin(P) || P <- maps:get(pythonpath, Opts, [])],
+    App = case maps:get(app, Opts, undefined) of
+              undefined -> undefined;
+              A -> bin(A)
+          end,
+    #{app => App,
+      channel_modules => [bin(M) || M <- maps:get(channel_modules, Opts, [])],
+      pythonpath => [bin(filename:join(Priv, "python")) | Paths],
+      workers => maps:get(workers, Opts, erlang:system_info(schedulers_online)),
+      timeout => maps:get(timeout, Opts, 30000),
+      init_timeout => maps:get(init_timeout, Opts, 60000),
+      worker_path => maps:get(worker_path, Opts, filename:join(Priv, "hornbeam_worker")),
+      emit_handler => maps:get(emit_handler, Opts, hornbeam_python_emit),
+      env => maps:get(env, Opts, [])}.
+
+bin(B) when is_binary(B) -> B;
+bin(A) when is_atom(A) -> atom_to_binary(A, utf8);
+bin(L) when is_list(L) -> unicode:characters_to_binary(L).
+
+%% @doc The `priv' directory of the hornbeam application (also when the app
+%% is not installed as such, e.g. from a bare code path).
+-spec priv_dir() -> file:filename().
+priv_dir() ->
+    case code:priv_dir(hornbeam) of
+        {error, bad_name} ->
+            Ebin = filename:dirname(code:which(?MODULE)),
+            filename:join(filename:dirname(Ebin), "priv");
+        Dir ->
+            Dir
+    end.
+
+-spec init(map()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init(#{workers := N, timeout := Timeout} = Opts) ->
+    Names = [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, N)],
+    %% N in-flight counters + the round-robin cursor
+    Load = atomics:new(N + 1, [{signed, true}]),
+    [atomics:put(Load, Ix, hornbeam_python:unavailable()) || Ix <- lists:seq(1, N)],
+    persistent_term:put(?POOL_KEY, #{size => N, names => list_to_tuple(Names),
+                                      load => Load, timeout => Timeout}),
+    Children = [#{id => {hornbeam_py_worker, Ix},
+                  start => {hornbeam_py_worker, start_link, [Ix, Load, Opts]},
+                  restart => permanent,
+                  shutdown => 5000,
+                  type => worker,
+                  modules => [hornbeam_py_worker]}
+                || Ix <- lists:seq(1, N)],
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.

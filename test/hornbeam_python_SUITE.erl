@@ -1,0 +1,426 @@
+%% @doc The Python worker pool against the real `priv/hornbeam_worker' and
+%% the fixture modules in `test/python/fixtures/'.
+-module(hornbeam_python_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+%% test emit handler and logger handler
+-export([handle_emit/1, log/2]).
+-export([join_ok/1, join_ok_without_socket/1, join_error/1, join_crash/1, join_invalid/1,
+         join_no_handler/1, join_async/1, socket_fields/1,
+         event_reply/1, event_reply_without_socket/1, event_reply_error/1, event_noreply/1,
+         event_none/1, event_stop/1, event_crash/1, event_invalid/1, event_bad_json/1,
+         event_no_handler/1, event_async/1, event_async_crash/1,
+         leave_ok/1, leave_crash/1, leave_no_handler/1,
+         connect_ok/1, connect_error/1, connect_crash/1, connect_invalid/1, connect_no_handler/1,
+         channels_info/1, emits_before_result/1, erl_call_echo/1, erl_call_async/1,
+         erl_call_unknown/1, python_logging/1, crash_traceback_logged/1,
+         async_calls_overlap/1, sync_calls_overlap_on_two_workers/1,
+         os_exit_then_restart/1, all_in_flight_fail_together/1, timeout_replaces_worker/1,
+         import_error/1, missing_binary/1, throughput/1]).
+
+-define(ROOM, <<"room:*">>).
+
+all() ->
+    [join_ok, join_ok_without_socket, join_error, join_crash, join_invalid, join_no_handler,
+     join_async, socket_fields,
+     event_reply, event_reply_without_socket, event_reply_error, event_noreply, event_none,
+     event_stop, event_crash, event_invalid, event_bad_json, event_no_handler, event_async,
+     event_async_crash,
+     leave_ok, leave_crash, leave_no_handler,
+     connect_ok, connect_error, connect_crash, connect_invalid, connect_no_handler,
+     channels_info, emits_before_result, erl_call_echo, erl_call_async, erl_call_unknown,
+     python_logging, crash_traceback_logged,
+     async_calls_overlap, sync_calls_overlap_on_two_workers,
+     os_exit_then_restart, all_in_flight_fail_together, timeout_replaces_worker,
+     import_error, missing_binary, throughput].
+
+%% ---------------------------------------------------------------------------
+%% setup
+%% ---------------------------------------------------------------------------
+
+init_per_suite(Config) ->
+    Worker = filename:join(hornbeam_python_sup:priv_dir(), "hornbeam_worker"),
+    case filelib:is_regular(Worker) of
+        true -> Config;
+        false -> {fail, {no_worker_binary, Worker, "run scripts/build_native.sh"}}
+    end.
+
+end_per_suite(_Config) ->
+    ok.
+
+fixtures() ->
+    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
+    filename:join([filename:dirname(Src), "python", "fixtures"]).
+
+base_opts() ->
+    #{channel_modules => [<<"fx_room">>, <<"fx_connect">>],
+      pythonpath => [fixtures()],
+      workers => 1,
+      emit_handler => ?MODULE}.
+
+pool_opts(sync_calls_overlap_on_two_workers) -> #{workers => 2};
+pool_opts(connect_no_handler) -> #{channel_modules => [<<"fx_room">>]};
+pool_opts(throughput) -> #{workers => 2};
+pool_opts(_) -> #{}.
+
+no_pool(import_error) -> true;
+no_pool(missing_binary) -> true;
+no_pool(_) -> false.
+
+init_per_testcase(Case, Config) ->
+    case no_pool(Case) of
+        true ->
+            Config;
+        false ->
+            {ok, Sup} = hornbeam_python_sup:start_link(maps:merge(base_opts(), pool_opts(Case))),
+            unlink(Sup),
+            Config
+    end.
+
+end_per_testcase(_Case, _Config) ->
+    catch unregister(hb_emit_sink),
+    _ = logger:remove_handler(hb_test_capture),
+    hornbeam_python_sup:stop().
+
+%% test emit handler: forward to the process registered as hb_emit_sink
+handle_emit(Emit) ->
+    case whereis(hb_emit_sink) of
+        undefined -> ok;
+        Pid -> Pid ! {emit, Emit}, ok
+    end.
+
+%% logger handler callback: forward python-domain events to the test process
+log(#{msg := Msg, meta := Meta}, #{config := #{pid := Pid}}) ->
+    Text = case Msg of
+               {string, S} -> unicode:characters_to_binary(S);
+               {report, R} -> iolist_to_binary(io_lib:format("~p", [R]));
+               {Format, Args} -> unicode:characters_to_binary(io_lib:format(Format, Args))
+           end,
+    Pid ! {logged, maps:get(domain, Meta, []), Text},
+    ok.
+
+capture_logs() ->
+    ok = logger:add_handler(hb_test_capture, ?MODULE, #{config => #{pid => self()}, level => all}).
+
+await_log(Pattern) ->
+    receive
+        {logged, [hornbeam, python], Text} ->
+            case binary:match(Text, Pattern) of
+                nomatch -> await_log(Pattern);
+                _ -> Text
+            end
+    after 5000 ->
+        ct:fail({log_not_seen, Pattern})
+    end.
+
+%% ---------------------------------------------------------------------------
+%% helpers
+%% ---------------------------------------------------------------------------
+
+sock() -> sock(<<"{}">>).
+
+sock(Assigns) ->
+    #{id => <<"conn-1">>, topic => <<"room:1">>, join_ref => <<"\"1\"">>,
+      assigns => Assigns, params => <<"{\"token\":\"t\"}">>,
+      channel => term_to_binary(self())}.
+
+join(Payload) ->
+    join(?ROOM, <<"room:1">>, Payload).
+
+join(Pattern, Topic, Payload) ->
+    hornbeam_python:call(join, #{pattern => Pattern, topic => Topic,
+                                 topic_params => #{<<"id">> => <<"1">>},
+                                 payload => Payload, socket => sock()}).
+
+event(Event) -> event(Event, <<"{}">>).
+
+event(Event, Payload) -> event(Event, Payload, <<"{}">>).
+
+event(Event, Payload, Assigns) ->
+    hornbeam_python:call(event, event_args(Event, Payload, Assigns)).
+
+event_args(Event, Payload, Assigns) ->
+    #{pattern => ?ROOM, event => Event, payload => Payload, socket => sock(Assigns)}.
+
+leave(Assigns) ->
+    hornbeam_python:call(leave, #{pattern => ?ROOM, topic => <<"room:1">>,
+                                  reason => <<"leave">>, socket => sock(Assigns)}).
+
+connect(Params) ->
+    hornbeam_python:call(connect, #{params => Params,
+                                    connect_info => <<"{\"peer\":\"127.0.0.1\"}">>}).
+
+par(Funs) ->
+    Parent = self(),
+    Refs = [begin
+                Ref = make_ref(),
+                _ = spawn_link(fun() -> Parent ! {Ref, F()} end),
+                Ref
+            end || F <- Funs],
+    [receive {Ref, V} -> V after 30000 -> ct:fail(par_timeout) end || Ref <- Refs].
+
+elapsed_ms(Fun) ->
+    T0 = erlang:monotonic_time(millisecond),
+    V = Fun(),
+    {erlang:monotonic_time(millisecond) - T0, V}.
+
+os_pid() ->
+    [#{os_pid := P}] = hornbeam_python:workers(),
+    P.
+
+%% ---------------------------------------------------------------------------
+%% join
+%% ---------------------------------------------------------------------------
+
+join_ok(_) ->
+    {ok, {ok, Resp, Assigns}} = join(<<"{\"mode\":\"ok\",\"user\":\"bob\"}">>),
+    ?assertEqual(<<"{\"topic\":\"room:1\",\"topic_params\":{\"id\":\"1\"}}">>, Resp),
+    ?assertEqual(<<"{\"user\":\"bob\"}">>, Assigns).
+
+join_ok_without_socket(_) ->
+    ?assertEqual({ok, {ok, <<"{\"short\":true}">>, <<"{}">>}},
+                 join(<<"{\"mode\":\"ok_no_socket\"}">>)).
+
+join_error(_) ->
+    ?assertEqual({ok, {error, <<"{\"reason\":\"unauthorized\"}">>}},
+                 join(<<"{\"mode\":\"error\"}">>)),
+    %% a str reason becomes {"reason": str}
+    ?assertEqual({ok, {error, <<"{\"reason\":\"unauthorized\"}">>}},
+                 join(<<"{\"mode\":\"error_str\"}">>)).
+
+join_crash(_) ->
+    {ok, {crash, Msg}} = join(<<"{\"mode\":\"crash\"}">>),
+    ?assertEqual(<<"handler fx_room.join raised ValueError: join exploded">>, Msg).
+
+join_invalid(_) ->
+    {ok, {invalid, Msg}} = join(<<"{\"mode\":\"invalid\"}">>),
+    ?assertMatch({0, _}, binary:match(Msg, <<"handler fx_room.join returned an invalid value: 'yes please'">>)).
+
+join_no_handler(_) ->
+    ?assertMatch({ok, {no_handler, _}}, join(<<"nope:*">>, <<"nope:1">>, <<"{}">>)).
+
+join_async(_) ->
+    ?assertEqual({ok, {ok, <<"{\"async_join\":{\"id\":\"1\"}}">>, <<"{\"joined\":true}">>}},
+                 join(<<"async:*">>, <<"async:1">>, <<"{}">>)).
+
+socket_fields(_) ->
+    {ok, {ok, Resp, _}} = join(<<"{\"mode\":\"socket_info\"}">>),
+    ?assertEqual(<<"{\"id\":\"conn-1\",\"topic\":\"room:1\",\"join_ref\":\"1\","
+                   "\"params\":{\"token\":\"t\"},\"assigns\":{}}">>, Resp).
+
+%% ---------------------------------------------------------------------------
+%% events
+%% ---------------------------------------------------------------------------
+
+event_reply(_) ->
+    ?assertEqual({ok, {reply, ok, <<"{\"got\":{\"a\":[1,2.5,null,\"é\"]},\"n\":3}"/utf8>>,
+                       <<"{\"n\":3,\"keep\":true}">>}},
+                 event(<<"reply">>, <<"{\"a\":[1,2.5,null,\"é\"]}"/utf8>>,
+                       <<"{\"n\":2,\"keep\":true}">>)).
+
+event_reply_without_socket(_) ->
+    %% the assigns come back unchanged, byte for byte
+    Assigns = <<"{\"z\": 1, \"a\": [ ]}">>,
+    ?assertEqual({ok, {reply, ok, <<"{\"x\":1}">>, Assigns}},
+                 event(<<"reply_no_socket">>, <<"{}">>, Assigns)).
+
+event_reply_error(_) ->
+    ?assertEqual({ok, {reply, error, <<"{\"why\":\"nope\"}">>, <<"{}">>}},
+                 event(<<"reply_error">>)).
+
+event_noreply(_) ->
+    ?assertEqual({ok, {noreply, <<"{\"seen\":true}">>}}, event(<<"noreply">>)).
+
+event_none(_) ->
+    ?assertEqual({ok, {noreply, <<"{\"k\":1}">>}}, event(<<"none">>, <<"{}">>, <<"{\"k\":1}">>)).
+
+event_stop(_) ->
+    ?assertEqual({ok, {stop, <<"\"normal\"">>, <<"{\"stopping\":true}">>}}, event(<<"stop">>)).
+
+event_crash(_) ->
+    ?assertEqual({ok, {crash, <<"handler fx_room.crash raised ZeroDivisionError: division by zero">>}},
+                 event(<<"crash">>)).
+
+event_invalid(_) ->
+    {ok, {invalid, Msg}} = event(<<"invalid">>),
+    ?assertMatch({0, _}, binary:match(Msg, <<"handler fx_room.invalid returned an invalid value: 42">>)).
+
+event_bad_json(_) ->
+    {ok, {invalid, Msg}} = event(<<"bad_json">>),
+    ?assertNotEqual(nomatch, binary:match(Msg, <<"set">>)).
+
+event_no_handler(_) ->
+    ?assertMatch({ok, {no_handler, _}}, event(<<"nope">>)).
+
+event_async(_) ->
+    ?assertEqual({ok, {reply, ok, <<"{\"async\":true,\"got\":{\"q\":1}}">>, <<"{}">>}},
+                 event(<<"async_reply">>, <<"{\"q\":1}">>)).
+
+event_async_crash(_) ->
+    {ok, {crash, Msg}} = event(<<"async_crash">>),
+    ?assertEqual(<<"handler fx_room.async_crash raised KeyError: 'async exploded'">>, Msg).
+
+%% ---------------------------------------------------------------------------
+%% leave / connect
+%% ---------------------------------------------------------------------------
+
+leave_ok(_) ->
+    ?assertEqual({ok, ok}, leave(<<"{}">>)).
+
+leave_crash(_) ->
+    ?assertEqual({ok, {crash, <<"handler fx_room.leave raised RuntimeError: leave exploded">>}},
+                 leave(<<"{\"crash_on_leave\":true}">>)).
+
+leave_no_handler(_) ->
+    ?assertEqual({ok, ok},
+                 hornbeam_python:call(leave, #{pattern => <<"async:*">>, topic => <<"async:1">>,
+                                               reason => <<"leave">>, socket => sock()})).
+
+connect_ok(_) ->
+    ?assertEqual({ok, {ok, <<"{\"user_id\":7,\"peer\":\"127.0.0.1\"}">>}},
+                 connect(<<"{\"token\":\"good\"}">>)).
+
+connect_error(_) ->
+    ?assertEqual({ok, {error, <<"{\"reason\":\"bad token\"}">>}}, connect(<<"{\"token\":\"bad\"}">>)).
+
+connect_crash(_) ->
+    ?assertMatch({ok, {crash, _}}, connect(<<"{\"token\":\"crash\"}">>)).
+
+connect_invalid(_) ->
+    ?assertMatch({ok, {invalid, _}}, connect(<<"{\"token\":\"invalid\"}">>)).
+
+connect_no_handler(_) ->
+    ?assertEqual(false, hornbeam_python:has_on_connect()),
+    ?assertEqual({ok, no_handler}, connect(<<"{}">>)).
+
+channels_info(_) ->
+    ?assert(hornbeam_python:has_on_connect()),
+    Channels = lists:sort(hornbeam_python:channels()),
+    [#{pattern := <<"async:*">>, events := []},
+     #{pattern := <<"room:*">>, events := Events}] = Channels,
+    ?assert(lists:member(<<"reply">>, Events)),
+    ?assert(lists:member(<<"sleep_async">>, Events)).
+
+%% ---------------------------------------------------------------------------
+%% side effects and erl_call
+%% ---------------------------------------------------------------------------
+
+emits_before_result(_) ->
+    true = register(hb_emit_sink, self()),
+    Me = self(),
+    {ok, {reply, ok, _, _}} = event(<<"shout">>, <<"{\"a\":1}">>),
+    %% already delivered when the result came back
+    Got = [receive {emit, E} -> E after 0 -> missing end || _ <- [1, 2, 3]],
+    ?assertEqual([{broadcast, <<"room:1">>, <<"shout">>, <<"{\"a\":1}">>},
+                  {broadcast_from, Me, <<"room:1">>, <<"shout_from">>, <<"{\"a\":1}">>},
+                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got).
+
+erl_call_echo(_) ->
+    ?assertEqual({ok, {reply, ok, <<"{\"echo\":{\"a\":[1,{\"b\":null}]}}">>, <<"{}">>}},
+                 event(<<"echo_call">>, <<"{\"a\":[1,{\"b\":null}]}">>)).
+
+erl_call_async(_) ->
+    ?assertEqual({ok, {reply, ok, <<"{\"echo\":[1,2]}">>, <<"{}">>}},
+                 event(<<"echo_call_async">>, <<"[1,2]">>)).
+
+erl_call_unknown(_) ->
+    ?assertEqual({ok, {reply, ok, <<"{\"error\":\"unknown erl_call no_such_call\"}">>, <<"{}">>}},
+                 event(<<"unknown_call">>)).
+
+python_logging(_) ->
+    capture_logs(),
+    {ok, {noreply, _}} = event(<<"log">>, <<"{\"n\":42}">>),
+    await_log(<<"hello from python 42">>).
+
+crash_traceback_logged(_) ->
+    capture_logs(),
+    {ok, {crash, _}} = event(<<"crash">>),
+    Text = await_log(<<"handler fx_room.crash raised ZeroDivisionError">>),
+    ?assertNotEqual(nomatch, binary:match(Text, <<"Traceback">>)).
+
+%% ---------------------------------------------------------------------------
+%% concurrency, crashes, timeouts
+%% ---------------------------------------------------------------------------
+
+async_calls_overlap(_) ->
+    %% serially this would take at least 2000 ms
+    Sleep = fun() -> event(<<"sleep_async">>, <<"{\"ms\":1000}">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Sleep, Sleep]) end),
+    ct:pal("two 1000 ms async calls on one worker took ~b ms", [Ms]),
+    [{ok, {reply, ok, _, _}}, {ok, {reply, ok, _, _}}] = Results,
+    ?assert(Ms < 1800).
+
+sync_calls_overlap_on_two_workers(_) ->
+    %% a sync handler blocks its worker's loop: serially at least 2000 ms
+    Sleep = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":1000}">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Sleep, Sleep]) end),
+    ct:pal("two 1000 ms sync calls on two workers took ~b ms", [Ms]),
+    [{ok, {reply, ok, _, _}}, {ok, {reply, ok, _, _}}] = Results,
+    ?assert(Ms < 1800).
+
+os_exit_then_restart(_) ->
+    Before = os_pid(),
+    ?assertEqual({error, worker_crashed}, event(<<"exit">>)),
+    %% queued until the replacement has run init
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)),
+    ?assertNotEqual(Before, os_pid()),
+    [#{restarts := 1, status := ready}] = hornbeam_python:workers().
+
+all_in_flight_fail_together(_) ->
+    Slow = fun() -> event(<<"sleep_async">>, <<"{\"ms\":5000}">>) end,
+    Exit = fun() -> timer:sleep(200), event(<<"exit">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Slow, Slow, Exit]) end),
+    ?assertEqual([{error, worker_crashed}, {error, worker_crashed}, {error, worker_crashed}],
+                 Results),
+    ?assert(Ms < 2000).
+
+timeout_replaces_worker(_) ->
+    Before = os_pid(),
+    Slow = fun() -> event(<<"sleep_async">>, <<"{\"ms\":5000}">>) end,
+    Spin = fun() ->
+                   timer:sleep(200),
+                   hornbeam_python:call(event, event_args(<<"spin">>, <<"{}">>, <<"{}">>), 300)
+           end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Slow, Spin]) end),
+    ?assertEqual([{error, worker_crashed}, {error, timeout}], Results),
+    ?assert(Ms < 2000),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)),
+    After = os_pid(),
+    ?assertNotEqual(Before, After),
+    %% the spinning process is gone
+    ?assertEqual([], os:cmd("kill -0 " ++ integer_to_list(Before) ++ " 2>/dev/null && echo alive")).
+
+import_error(_) ->
+    Opts = maps:merge(base_opts(), #{channel_modules => [<<"fx_room">>, <<"fx_broken">>]}),
+    ?assertEqual({error, {python_import, <<"fx_broken">>,
+                          <<"ModuleNotFoundError: No module named 'does_not_exist_xyz'">>}},
+                 hornbeam_python_sup:start_link(Opts)),
+    ?assertEqual(undefined, whereis(hornbeam_python_sup)),
+    ?assertEqual({error, not_started}, event(<<"reply">>)).
+
+missing_binary(_) ->
+    Path = "/nonexistent/hornbeam_worker",
+    ?assertEqual({error, {worker_binary_missing, Path, "run `make build`"}},
+                 hornbeam_python_sup:start_link(maps:merge(base_opts(), #{worker_path => Path}))).
+
+%% Not a pass/fail benchmark: logs calls/s through the pool.
+throughput(_) ->
+    N = 4000,
+    Args = event_args(<<"none">>, <<"{\"a\":1}">>, <<"{\"n\":1}">>),
+    One = fun() -> {ok, {noreply, _}} = hornbeam_python:call(event, Args) end,
+    _ = [One() || _ <- lists:seq(1, 200)],                       % warm up
+    {SeqMs, _} = elapsed_ms(fun() -> [One() || _ <- lists:seq(1, N)] end),
+    Callers = 16,
+    {ParMs, _} = elapsed_ms(fun() ->
+                                    par([fun() -> [One() || _ <- lists:seq(1, N div Callers)] end
+                                         || _ <- lists:seq(1, Callers)])
+                            end),
+    Seq = N * 1000 div max(SeqMs, 1),
+    Par = N * 1000 div max(ParMs, 1),
+    ct:pal("sequential: ~b calls in ~b ms (~b calls/s, ~b us/call round trip); "
+           "~b concurrent callers over 2 workers: ~b calls/s", [N, SeqMs, Seq, SeqMs * 1000 div N, Callers, Par]),
+    ?assert(Seq > 100).
