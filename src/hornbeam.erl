@@ -34,11 +34,11 @@ start(AppSpec, Opts) when is_map(Opts) ->
 %% @doc Stop serving: the listener, its connections and the Python workers.
 -spec stop() -> ok | {error, not_started}.
 stop() ->
-    case supervisor:terminate_child(hornbeam_sup, endpoint) of
+    case catch supervisor:terminate_child(hornbeam_sup, endpoint) of
         ok ->
             _ = supervisor:delete_child(hornbeam_sup, endpoint),
             ok;
-        {error, not_found} ->
+        _ ->
             {error, not_started}
     end.
 
@@ -62,37 +62,89 @@ local_broadcast(Topic, Event, Payload) ->
 
 %% --- internals -----------------------------------------------------------------
 
-start_endpoint(_AppSpec, Opts) ->
+start_endpoint(AppSpec, Opts) ->
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
     case hornbeam_http_bind:parse(Bind) of
         {ok, {IP, Port}} ->
-            case hornbeam_endpoint:config(Opts) of
-                {ok, Config} -> start_listener(IP, Port, Config, Opts);
-                {error, _} = Error -> Error
+            Spec = #{id => endpoint, start => {hornbeam_endpoint_sup, start_link, []},
+                     type => supervisor, shutdown => infinity},
+            case supervisor:start_child(hornbeam_sup, Spec) of
+                {ok, Sup} ->
+                    case start_parts(Sup, AppSpec, IP, Port, Opts) of
+                        ok -> ok;
+                        {error, _} = Error -> _ = stop(), Error
+                    end;
+                {error, {already_started, _}} -> {error, already_started};
+                {error, already_present} -> {error, already_started};
+                {error, Reason} -> {error, Reason}
             end;
         {error, Reason} ->
             {error, {bad_bind, Bind, Reason}}
     end.
 
-start_listener(IP, Port, Config, Opts) ->
+start_parts(Sup, AppSpec, IP, Port, Opts) ->
+    case start_python(Sup, AppSpec, Opts) of
+        {ok, PyChannels, PyConnect} ->
+            ErlChannels = maps:get(channels, Opts, []),
+            Connect = case maps:get(connect, Opts, undefined) of
+                          undefined -> PyConnect;
+                          Fun -> Fun
+                      end,
+            EndpointOpts = Opts#{channels => ErlChannels ++ PyChannels, connect => Connect},
+            case hornbeam_endpoint:config(EndpointOpts) of
+                {ok, Config} -> start_listener(Sup, IP, Port, Config, Opts);
+                {error, _} = Error -> Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% Python runs when there is an app or a channel module to import.
+start_python(Sup, AppSpec, Opts) ->
+    Modules = [to_binary(M) || M <- maps:get(channel_modules, Opts, [])],
+    App = case AppSpec of
+              none -> undefined;
+              undefined -> undefined;
+              _ -> to_binary(AppSpec)
+          end,
+    case App =:= undefined andalso Modules =:= [] of
+        true ->
+            {ok, [], undefined};
+        false ->
+            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env], Opts),
+            PyOpts = PyOpts0#{app => App, channel_modules => Modules,
+                              pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]},
+            case hornbeam_endpoint_sup:start_python(Sup, PyOpts) of
+                ok ->
+                    Channels = [{P, hornbeam_py_channel} || #{pattern := P} <- hornbeam_python:channels()],
+                    Connect = case hornbeam_python:has_on_connect() of
+                                  true -> fun hornbeam_py_connect:connect/2;
+                                  false -> undefined
+                              end,
+                    {ok, Channels, Connect};
+                {error, _} = Error ->
+                    Error
+            end
+    end.
+
+start_listener(Sup, IP, Port, Config, Opts) ->
     ListenerOpts0 = maps:with([acceptors, max_connections, max_request_line_length,
                                max_header_line_length, max_headers, max_body_length,
                                request_timeout], Opts),
     ListenerOpts = ListenerOpts0#{ref => ?LISTENER_REF, ip => IP, port => Port,
                                   handler => hornbeam_endpoint, handler_opts => Config},
-    Spec = #{id => endpoint,
-             start => {hornbeam_listener_sup, start_link, [ListenerOpts]},
-             type => supervisor, shutdown => infinity},
-    case supervisor:start_child(hornbeam_sup, Spec) of
-        {ok, _} ->
+    case hornbeam_endpoint_sup:start_listener(Sup, ListenerOpts) of
+        ok ->
             logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
                           [format_bind(IP, port()), maps:get(ws_path, Config)]),
             ok;
-        {error, {already_started, _}} -> {error, already_started};
-        {error, already_present} -> {error, already_started};
-        {error, {Reason, _Child}} -> {error, Reason};
-        {error, Reason} -> {error, Reason}
+        {error, _} = Error ->
+            Error
     end.
+
+to_binary(B) when is_binary(B) -> B;
+to_binary(L) when is_list(L) -> unicode:characters_to_binary(L);
+to_binary(A) when is_atom(A) -> atom_to_binary(A).
 
 format_bind(IP, Port) when tuple_size(IP) =:= 8 ->
     io_lib:format("[~s]:~b", [inet:ntoa(IP), Port]);

@@ -82,7 +82,8 @@ params(#{params := P}) -> P.
 join_ref(#{join_ref := R}) -> R.
 
 %% @doc Send Event to this channel's client only.
--spec push(socket(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
+-spec push(#{transport_pid := pid(), topic := binary(), join_ref := hornbeam_nif:msg_ref(),
+             atom() => term()}, binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
 push(#{transport_pid := Transport, topic := Topic, join_ref := JoinRef}, Event, Payload) ->
     case hornbeam_pubsub:encode_payload(Payload) of
         {ok, Json} ->

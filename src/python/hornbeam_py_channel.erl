@@ -1,0 +1,113 @@
+%% @doc The channel module for every Python channel: runs `@room.on_join',
+%% `@room.on(event)' and `@room.on_leave' in the worker pool.
+%%
+%% The channel process (`hornbeam_channel_server') owns the socket; the
+%% assigns live here as JSON text (`py_assigns'), so any worker can run any
+%% event and a worker crash loses nothing. Payloads stay raw JSON end to end:
+%% the worker turns them into Python objects in Rust.
+-module(hornbeam_py_channel).
+-behaviour(hornbeam_channel).
+
+-export([join/3, handle_in/3, terminate/2, payload_format/0, channel_token/1]).
+
+-define(INVALID, #{<<"reason">> => <<"handler returned an invalid value">>}).
+
+-spec payload_format() -> raw.
+payload_format() -> raw.
+
+-spec join(binary(), {json, binary()}, hornbeam_channel:socket()) ->
+    {ok, hornbeam_pubsub:payload(), hornbeam_channel:socket()} | {error, hornbeam_pubsub:payload()}.
+join(Topic, {json, Payload}, Socket0) ->
+    Socket = Socket0#{py_assigns => assigns_json(Socket0)},
+    #{pattern := Pattern, topic_params := TopicParams} = Socket,
+    Args = #{pattern => Pattern, topic => Topic, topic_params => TopicParams,
+             payload => Payload, socket => py_socket(Socket)},
+    case hornbeam_python:call(join, Args) of
+        {ok, {ok, Resp, Assigns}} ->
+            {ok, {json, Resp}, Socket#{py_assigns := Assigns}};
+        {ok, {error, Reason}} ->
+            {error, {json, Reason}};
+        {ok, {invalid, Message}} ->
+            logger:error("~ts", [Message]),
+            {error, ?INVALID};
+        {ok, {no_handler, Message}} ->
+            logger:error("no Python join handler for ~ts: ~ts", [Pattern, Message]),
+            {error, #{<<"reason">> => <<"join crashed">>}};
+        {ok, {crash, Message}} ->
+            %% the traceback was logged by the worker
+            logger:info("Python join of ~ts crashed: ~ts", [Topic, Message]),
+            {error, #{<<"reason">> => <<"join crashed">>}};
+        {error, Why} ->
+            logger:error("Python join of ~ts failed: ~0p", [Topic, Why]),
+            {error, #{<<"reason">> => <<"join crashed">>}}
+    end.
+
+-spec handle_in(binary(), {json, binary()}, hornbeam_channel:socket()) ->
+    {noreply, hornbeam_channel:socket()}
+    | {reply, hornbeam_channel:reply(), hornbeam_channel:socket()}
+    | {stop, term(), hornbeam_channel:socket()}.
+handle_in(Event, {json, Payload}, Socket = #{pattern := Pattern}) ->
+    Args = #{pattern => Pattern, event => Event, payload => Payload, socket => py_socket(Socket)},
+    case hornbeam_python:call(event, Args) of
+        {ok, {reply, Status, Resp, Assigns}} ->
+            {reply, {Status, {json, Resp}}, Socket#{py_assigns := Assigns}};
+        {ok, {noreply, Assigns}} ->
+            {noreply, Socket#{py_assigns := Assigns}};
+        {ok, {stop, Reason, Assigns}} ->
+            logger:info("Python channel stopped on purpose: ~ts", [Reason]),
+            {stop, {python_stop, Reason}, Socket#{py_assigns := Assigns}};
+        {ok, {invalid, Message}} ->
+            logger:error("~ts", [Message]),
+            {reply, {error, ?INVALID}, Socket};
+        {ok, {no_handler, _}} ->
+            {reply, {error, #{<<"reason">> => <<"unhandled event">>}}, Socket};
+        {ok, {crash, Message}} ->
+            %% An exception in an event handler: phx_error, the client rejoins.
+            exit({python_exception, Event, Message});
+        {error, timeout} ->
+            logger:error("Python handler for ~ts timed out; its worker was replaced", [Event]),
+            {reply, {error, #{<<"reason">> => <<"timeout">>}}, Socket};
+        {error, Why} ->
+            logger:error("Python handler for ~ts failed: ~0p", [Event, Why]),
+            {reply, {error, #{<<"reason">> => atom_to_binary(Why)}}, Socket}
+    end.
+
+-spec terminate(term(), hornbeam_channel:socket()) -> ok.
+terminate(Reason, Socket = #{pattern := Pattern, topic := Topic}) ->
+    Args = #{pattern => Pattern, topic => Topic, reason => reason_text(Reason),
+             socket => py_socket(Socket)},
+    case hornbeam_python:call(leave, Args) of
+        {ok, ok} -> ok;
+        {ok, {crash, Message}} -> logger:info("Python on_leave crashed: ~ts", [Message]);
+        {ok, _} -> ok;
+        {error, Why} -> logger:error("Python on_leave failed: ~0p", [Why])
+    end.
+
+%% @doc The opaque token a Python socket carries so that `push' and
+%% `broadcast_from' find their way back: the connection, the channel, the
+%% topic and the join_ref.
+-spec channel_token(hornbeam_channel:socket()) -> binary().
+channel_token(#{transport_pid := T, channel_pid := C, topic := Topic, join_ref := JoinRef}) ->
+    term_to_binary(#{transport_pid => T, channel_pid => C, topic => Topic, join_ref => JoinRef}).
+
+py_socket(Socket = #{id := Id, topic := Topic, join_ref := JoinRef, params := Params}) ->
+    {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
+    #{id => Id, topic => Topic, join_ref => RefJson,
+      assigns => maps:get(py_assigns, Socket, <<"{}">>),
+      params => json(Params), channel => channel_token(Socket)}.
+
+assigns_json(#{assigns := Assigns}) -> json(Assigns).
+
+json(Term) ->
+    case hornbeam_nif:json_encode(Term) of
+        {ok, J} -> J;
+        {error, _} -> <<"{}">>
+    end.
+
+reason_text({shutdown, Reason}) -> reason_text(Reason);
+reason_text({python_stop, _}) -> <<"stop">>;
+reason_text(left) -> <<"leave">>;
+reason_text(closed) -> <<"disconnect">>;
+reason_text(duplicate_join) -> <<"duplicate_join">>;
+reason_text(Other) when is_atom(Other) -> atom_to_binary(Other);
+reason_text(_) -> <<"crash">>.

@@ -1,0 +1,44 @@
+%% @doc The endpoint's `connect' function when Python registered an
+%% `@on_connect' handler: runs it in the pool before the WebSocket upgrade.
+%% `('ok', assigns)' seeds every channel of the connection; anything else
+%% refuses it with 403.
+-module(hornbeam_py_connect).
+
+-export([connect/2]).
+
+-spec connect(map(), map()) -> {ok, map()} | {error, term()}.
+connect(Params, Info) ->
+    Args = #{params => json(Params), connect_info => json(connect_info(Info))},
+    case hornbeam_python:call(connect, Args) of
+        {ok, {ok, AssignsJson}} ->
+            case hornbeam_nif:json_decode(AssignsJson) of
+                {ok, Assigns} when is_map(Assigns) -> {ok, Assigns};
+                _ -> {error, {invalid_assigns, AssignsJson}}
+            end;
+        {ok, no_handler} -> {ok, #{}};
+        {ok, {error, Reason}} -> {error, {refused, Reason}};
+        {ok, {crash, Message}} -> {error, {crash, Message}};
+        {ok, Other} -> {error, {invalid, Other}};
+        {error, Why} -> {error, Why}
+    end.
+
+%% Peer address, origin and request headers, as JSON.
+connect_info(Info) ->
+    Peer = case maps:get(peer, Info, undefined) of
+               {IP, Port} -> #{<<"address">> => list_to_binary(inet:ntoa(IP)), <<"port">> => Port};
+               _ -> null
+           end,
+    Origin = case maps:get(origin, Info, undefined) of
+                 undefined -> null;
+                 O -> O
+             end,
+    Headers = lists:foldl(fun({K, V}, Acc) ->
+                                  maps:update_with(K, fun(Old) -> <<Old/binary, ", ", V/binary>> end, V, Acc)
+                          end, #{}, maps:get(headers, Info, [])),
+    #{<<"peer">> => Peer, <<"origin">> => Origin, <<"headers">> => Headers}.
+
+json(Term) ->
+    case hornbeam_nif:json_encode(Term) of
+        {ok, J} -> J;
+        {error, _} -> <<"{}">>
+    end.

@@ -1,0 +1,40 @@
+%% @doc Default `emit_handler' of the Python pool: applies the side effects
+%% that handlers request with `broadcast', `broadcast_from' and `push'.
+%%
+%% Emits arrive as `{broadcast, Topic, Event, Json}',
+%% `{broadcast_from, Channel, Topic, Event, Json}' and
+%% `{push, Channel, Event, Json}', where Channel is the decoded token of
+%% `hornbeam_py_channel:channel_token/1' and Json the payload's JSON text
+%% (forwarded without decoding). They run in the worker's process before the
+%% handler's result is delivered, so a client sees a handler's pushes before
+%% its reply.
+-module(hornbeam_python_emit).
+
+-export([handle_emit/1]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-type channel() :: #{transport_pid := pid(), channel_pid := pid(), topic := binary(),
+                     join_ref := hornbeam_nif:msg_ref()}.
+-type emit() :: {broadcast, binary(), binary(), binary()}
+              | {broadcast_from, channel() | term(), binary(), binary(), binary()}
+              | {push, channel() | term(), binary(), binary()}.
+-export_type([emit/0]).
+
+-spec handle_emit(emit()) -> ok.
+handle_emit({broadcast, Topic, Event, Json}) ->
+    logged(hornbeam_pubsub:broadcast(Topic, Event, {json, Json}));
+handle_emit({broadcast_from, #{channel_pid := From}, Topic, Event, Json}) when is_pid(From) ->
+    logged(hornbeam_pubsub:broadcast_from(From, Topic, Event, {json, Json}));
+handle_emit({push, Channel = #{transport_pid := T, topic := _, join_ref := _}, Event, Json})
+  when is_pid(T) ->
+    logged(hornbeam_channel:push(Channel, Event, {json, Json}));
+handle_emit(Other) ->
+    ?LOG_WARNING("dropping a Python emit with an unknown shape: ~0P", [Other, 10],
+                 #{domain => [hornbeam, python]}),
+    ok.
+
+logged(ok) -> ok;
+logged({error, Reason}) ->
+    ?LOG_WARNING("Python emit failed: ~0p", [Reason], #{domain => [hornbeam, python]}),
+    ok.

@@ -1,0 +1,235 @@
+%% Python channel handlers end to end: real WebSocket clients, the real
+%% server, real CPython in the worker ports.
+-module(hornbeam_python_e2e_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(C, hornbeam_ws_client).
+
+all() ->
+    [documented_example_works, join_return_forms, event_return_forms,
+     stop_closes_and_runs_on_leave, leave_and_disconnect_run_on_leave,
+     assigns_flow_across_events, events_of_one_channel_run_in_order,
+     slow_handlers_on_two_channels_overlap_with_two_workers,
+     push_arrives_before_the_reply_and_broadcast_from_skips_the_sender,
+     os_exit_in_a_handler_errors_that_request_only, endless_loop_times_out_and_worker_is_replaced,
+     import_error_fails_start, on_connect_accepts_and_refuses].
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(hornbeam),
+    Config.
+
+end_per_suite(_Config) ->
+    application:stop(hornbeam).
+
+fixtures() ->
+    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
+    filename:join([filename:dirname(Src), "python", "fixtures"]).
+
+opts(slow_handlers_on_two_channels_overlap_with_two_workers) -> #{workers => 2};
+opts(endless_loop_times_out_and_worker_is_replaced) -> #{timeout => 1000};
+opts(on_connect_accepts_and_refuses) -> #{channel_modules => ["fx_room", "fx_connect"]};
+opts(_) -> #{}.
+
+init_per_testcase(import_error_fails_start, Config) ->
+    Config;
+init_per_testcase(TC, Config) ->
+    _ = hornbeam:stop(),
+    Opts = maps:merge(#{bind => "127.0.0.1:0", workers => 1,
+                        channel_modules => ["fx_room", "e2e_chat"],
+                        pythonpath => [fixtures()]}, opts(TC)),
+    ok = hornbeam:start(none, Opts),
+    [{port, hornbeam:port()} | Config].
+
+end_per_testcase(_TC, _Config) ->
+    _ = hornbeam:stop(),
+    ok.
+
+connect(Config) -> connect(Config, "/ws?vsn=2.0.0").
+connect(Config, Path) ->
+    {ok, C} = ?C:connect(?config(port, Config), Path),
+    C.
+
+join(C, JoinRef, Topic, Payload) ->
+    ok = ?C:push(C, JoinRef, JoinRef, Topic, <<"phx_join">>, Payload),
+    ?C:recv_json(C).
+
+push(C, JoinRef, Ref, Topic, Event, Payload) ->
+    ok = ?C:push(C, JoinRef, Ref, Topic, Event, Payload),
+    ?C:recv_json(C).
+
+documented_example_works(Config) ->
+    A = connect(Config), B = connect(Config),
+    ?assertMatch([<<"1">>, <<"1">>, <<"chat:lobby">>, <<"phx_reply">>,
+                  #{<<"status">> := <<"error">>, <<"response">> := #{<<"reason">> := <<"username required">>}}],
+                 join(A, <<"1">>, <<"chat:lobby">>, #{})),
+    ?assertMatch([<<"2">>, <<"2">>, <<"chat:lobby">>, <<"phx_reply">>,
+                  #{<<"status">> := <<"ok">>, <<"response">> := #{<<"room_id">> := <<"lobby">>}}],
+                 join(A, <<"2">>, <<"chat:lobby">>, #{<<"username">> => <<"Alice">>})),
+    [_, _, _, _, #{<<"status">> := <<"ok">>}] = join(B, <<"1">>, <<"chat:lobby">>, #{<<"username">> => <<"Bob">>}),
+    ?assertMatch([<<"2">>, <<"3">>, _, <<"phx_reply">>,
+                  #{<<"status">> := <<"ok">>, <<"response">> := #{<<"status">> := <<"ok">>}}],
+                 push(A, <<"2">>, <<"3">>, <<"chat:lobby">>, <<"new_msg">>, #{<<"body">> => <<"Hello!">>})),
+    ?assertEqual([null, null, <<"chat:lobby">>, <<"new_msg">>,
+                  #{<<"username">> => <<"Alice">>, <<"body">> => <<"Hello!">>}], ?C:recv_json(B)),
+    ?assertEqual(timeout, ?C:recv(A, 300)).
+
+join_return_forms(Config) ->
+    C = connect(Config),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
+                                <<"response">> := #{<<"topic">> := <<"room:1">>,
+                                                    <<"topic_params">> := #{<<"room_id">> := <<"1">>}}}],
+                 join(C, <<"1">>, <<"room:1">>, #{<<"mode">> => <<"ok">>})),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"short">> := true}}],
+                 join(C, <<"2">>, <<"room:2">>, #{<<"mode">> => <<"ok_no_socket">>})),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"error">>, <<"response">> := #{<<"reason">> := <<"unauthorized">>}}],
+                 join(C, <<"3">>, <<"room:3">>, #{<<"mode">> => <<"error">>})),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"error">>, <<"response">> := #{<<"reason">> := <<"join crashed">>}}],
+                 join(C, <<"4">>, <<"room:4">>, #{<<"mode">> => <<"crash">>})),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"error">>,
+                                <<"response">> := #{<<"reason">> := <<"handler returned an invalid value">>}}],
+                 join(C, <<"5">>, <<"room:5">>, #{<<"mode">> => <<"invalid">>})).
+
+event_return_forms(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:1">>, #{}),
+    T = <<"room:1">>,
+    ?assertMatch([_, <<"2">>, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 1}}],
+                 push(C, <<"1">>, <<"2">>, T, <<"reply">>, #{})),
+    ?assertMatch([_, <<"3">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"x">> := 1}}],
+                 push(C, <<"1">>, <<"3">>, T, <<"reply_no_socket">>, #{})),
+    ?assertMatch([_, <<"4">>, _, _, #{<<"status">> := <<"error">>, <<"response">> := #{<<"why">> := <<"nope">>}}],
+                 push(C, <<"1">>, <<"4">>, T, <<"reply_error">>, #{})),
+    ok = ?C:push(C, <<"1">>, <<"5">>, T, <<"noreply">>, #{}),
+    ok = ?C:push(C, <<"1">>, <<"6">>, T, <<"none">>, #{}),
+    ?assertMatch([_, <<"7">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"async">> := true}}],
+                 push(C, <<"1">>, <<"7">>, T, <<"async_reply">>, #{})),
+    ?assertMatch([_, <<"8">>, _, _, #{<<"status">> := <<"error">>,
+                                      <<"response">> := #{<<"reason">> := <<"handler returned an invalid value">>}}],
+                 push(C, <<"1">>, <<"8">>, T, <<"invalid">>, #{})),
+    ?assertMatch([_, <<"9">>, _, _, #{<<"status">> := <<"error">>, <<"response">> := #{<<"reason">> := <<"unhandled event">>}}],
+                 push(C, <<"1">>, <<"9">>, T, <<"no_such_event">>, #{})),
+    %% an exception: phx_error (the client rejoins), never a traceback
+    ok = ?C:push(C, <<"1">>, <<"10">>, T, <<"crash">>, #{}),
+    [<<"1">>, <<"1">>, T, <<"phx_error">>, ErrPayload] = ?C:recv_json(C),
+    ?assertEqual(#{<<"reason">> => <<"channel_crash">>}, ErrPayload),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>}], join(C, <<"11">>, T, #{})),
+    ok = ?C:push(C, <<"11">>, <<"12">>, T, <<"async_crash">>, #{}),
+    ?assertMatch([<<"11">>, <<"11">>, T, <<"phx_error">>, _], ?C:recv_json(C)).
+
+stop_closes_and_runs_on_leave(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"chat:s">>, #{<<"username">> => <<"Ana">>}),
+    _ = join(B, <<"1">>, <<"chat:s">>, #{<<"username">> => <<"Ben">>}),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"chat:s">>, <<"bye">>, #{}),
+    %% on_leave runs before the channel is gone, so its own client sees the broadcast too
+    ?assertEqual([null, null, <<"chat:s">>, <<"user_left">>, #{<<"username">> => <<"Ana">>}], ?C:recv_json(A)),
+    ?assertEqual([<<"1">>, <<"1">>, <<"chat:s">>, <<"phx_close">>, #{}], ?C:recv_json(A)),
+    ?assertEqual([null, null, <<"chat:s">>, <<"user_left">>, #{<<"username">> => <<"Ana">>}], ?C:recv_json(B)).
+
+leave_and_disconnect_run_on_leave(Config) ->
+    A = connect(Config), B = connect(Config), W = connect(Config),
+    _ = join(W, <<"1">>, <<"chat:l">>, #{<<"username">> => <<"Watcher">>}),
+    _ = join(A, <<"1">>, <<"chat:l">>, #{<<"username">> => <<"Ana">>}),
+    _ = join(B, <<"1">>, <<"chat:l">>, #{<<"username">> => <<"Ben">>}),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"chat:l">>, <<"phx_leave">>, #{}),
+    ?assertEqual([null, null, <<"chat:l">>, <<"user_left">>, #{<<"username">> => <<"Ana">>}], ?C:recv_json(W)),
+    ok = ?C:close(B),
+    ?assertEqual([null, null, <<"chat:l">>, <<"user_left">>, #{<<"username">> => <<"Ben">>}], ?C:recv_json(W)).
+
+assigns_flow_across_events(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:a">>, #{}),
+    Ns = [begin
+              [_, _, _, _, #{<<"response">> := #{<<"n">> := N}}] =
+                  push(C, <<"1">>, integer_to_binary(I), <<"room:a">>, <<"reply">>, #{}),
+              N
+          end || I <- lists:seq(2, 6)],
+    ?assertEqual([1, 2, 3, 4, 5], Ns).
+
+events_of_one_channel_run_in_order(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:o">>, #{}),
+    Refs = [integer_to_binary(I) || I <- lists:seq(100, 140)],
+    [ok = ?C:push(C, <<"1">>, R, <<"room:o">>, <<"reply">>, #{}) || R <- Refs],
+    Got = [begin [_, R, _, _, #{<<"response">> := #{<<"n">> := N}}] = ?C:recv_json(C), {R, N} end
+           || _ <- Refs],
+    ?assertEqual(lists:zip(Refs, lists:seq(1, length(Refs))), Got).
+
+slow_handlers_on_two_channels_overlap_with_two_workers(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:x">>, #{}),
+    _ = join(B, <<"1">>, <<"room:y">>, #{}),
+    T0 = erlang:monotonic_time(millisecond),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:x">>, <<"sleep_sync">>, #{<<"ms">> => 600}),
+    ok = ?C:push(B, <<"1">>, <<"2">>, <<"room:y">>, <<"sleep_sync">>, #{<<"ms">> => 600}),
+    [_, _, _, _, #{<<"status">> := <<"ok">>}] = ?C:recv_json(A),
+    [_, _, _, _, #{<<"status">> := <<"ok">>}] = ?C:recv_json(B),
+    Elapsed = erlang:monotonic_time(millisecond) - T0,
+    ct:pal("two 600 ms handlers took ~b ms", [Elapsed]),
+    ?assert(Elapsed < 1100).
+
+push_arrives_before_the_reply_and_broadcast_from_skips_the_sender(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:p">>, #{}),
+    _ = join(B, <<"1">>, <<"room:p">>, #{}),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:p">>, <<"shout">>, #{<<"v">> => 1}),
+    %% to A: the broadcast, the push, then the reply (emits come before the reply)
+    ?assertEqual([null, null, <<"room:p">>, <<"shout">>, #{<<"v">> => 1}], ?C:recv_json(A)),
+    ?assertEqual([<<"1">>, null, <<"room:p">>, <<"pushed">>, #{<<"v">> => 1}], ?C:recv_json(A)),
+    ?assertMatch([<<"1">>, <<"2">>, _, <<"phx_reply">>, _], ?C:recv_json(A)),
+    %% to B: the broadcast and the broadcast_from, not the push
+    ?assertEqual([null, null, <<"room:p">>, <<"shout">>, #{<<"v">> => 1}], ?C:recv_json(B)),
+    ?assertEqual([null, null, <<"room:p">>, <<"shout_from">>, #{<<"v">> => 1}], ?C:recv_json(B)),
+    ?assertEqual(timeout, ?C:recv(A, 200)),
+    ?assertEqual(timeout, ?C:recv(B, 100)).
+
+os_exit_in_a_handler_errors_that_request_only(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:e">>, #{}),
+    _ = join(B, <<"1">>, <<"room:f">>, #{}),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"error">>,
+                                      <<"response">> := #{<<"reason">> := <<"worker_crashed">>}}],
+                 push(A, <<"1">>, <<"2">>, <<"room:e">>, <<"exit">>, #{})),
+    %% the channel keeps its state and works once the worker is back
+    ?assertMatch([_, <<"3">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 1}}],
+                 push(A, <<"1">>, <<"3">>, <<"room:e">>, <<"reply">>, #{}, 10000)),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>}],
+                 push(B, <<"1">>, <<"2">>, <<"room:f">>, <<"reply">>, #{}, 10000)),
+    ?assertEqual(timeout, ?C:recv(B, 100)).
+
+push(C, JoinRef, Ref, Topic, Event, Payload, Timeout) ->
+    ok = ?C:push(C, JoinRef, Ref, Topic, Event, Payload),
+    ?C:recv_json(C, Timeout).
+
+endless_loop_times_out_and_worker_is_replaced(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:s">>, #{}),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"error">>, <<"response">> := #{<<"reason">> := <<"timeout">>}}],
+                 push(C, <<"1">>, <<"2">>, <<"room:s">>, <<"spin">>, #{}, 5000)),
+    ?assertMatch([_, <<"3">>, _, _, #{<<"status">> := <<"ok">>}],
+                 push(C, <<"1">>, <<"3">>, <<"room:s">>, <<"reply">>, #{}, 10000)).
+
+import_error_fails_start(_Config) ->
+    _ = hornbeam:stop(),
+    Result = hornbeam:start(none, #{bind => "127.0.0.1:0", channel_modules => ["fx_broken"],
+                                    pythonpath => [fixtures()], workers => 1}),
+    ?assertMatch({error, {python_import, <<"fx_broken">>, _}}, Result),
+    {error, {python_import, _, Message}} = Result,
+    ?assertMatch({match, _}, re:run(Message, "does_not_exist_xyz")),
+    ?assertMatch({error, {python_import, <<"no_such_module_here">>, _}},
+                 hornbeam:start(none, #{bind => "127.0.0.1:0", channel_modules => ["no_such_module_here"],
+                                        pythonpath => [fixtures()], workers => 1})),
+    %% and nothing is left running
+    ?assertEqual({error, not_started}, hornbeam:stop()).
+
+on_connect_accepts_and_refuses(Config) ->
+    Port = ?config(port, Config),
+    ?assertMatch({error, {status, 403, _}}, ?C:connect(Port, "/ws?token=bad")),
+    ?assertMatch({error, {status, 403, _}}, ?C:connect(Port, "/ws?token=crash")),
+    {ok, C} = ?C:connect(Port, "/ws?token=good"),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
+                                <<"response">> := #{<<"assigns">> := #{<<"user_id">> := 7}}}],
+                 join(C, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})).
