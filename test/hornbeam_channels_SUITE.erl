@@ -27,7 +27,7 @@ all() ->
      websocket_suffix_path_and_vsn, unsupported_vsn_is_403,
      origin_policy_default, origin_policy_list_and_false,
      non_websocket_paths_are_404, connect_params_reach_the_channel,
-     garbage_never_crashes_the_server].
+     stop_closes_websockets_with_1001, garbage_never_crashes_the_server].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -474,3 +474,10 @@ wait_until(Fun, N) ->
         true -> ok;
         false -> timer:sleep(20), wait_until(Fun, N - 1)
     end.
+
+%% hornbeam:stop() closes WebSockets with 1001 (going away).
+stop_closes_websockets_with_1001(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:1">>),
+    ok = hornbeam:stop(),
+    ?assertEqual(1001, ?C:expect_closed(C, 2000)).

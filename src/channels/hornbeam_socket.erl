@@ -55,6 +55,8 @@
 enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     #{max_frame_size := MaxFrame, max_send_queue := MaxQueue} = Config,
     logger:update_process_metadata(#{conn_id => Id}),
+    %% So a supervisor shutdown runs terminate/2 and the client gets 1001.
+    process_flag(trap_exit, true),
     ok = inet:setopts(Sock, [{high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
                              {send_timeout, 30000}, {send_timeout_close, true}]),
     State = #state{sock = Sock, decoder = hornbeam_nif:ws_decoder_new(MaxFrame),
@@ -120,13 +122,24 @@ handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_
             schedule_heartbeat_check(Config),
             {noreply, State}
     end;
+handle_info({'EXIT', _Pid, normal}, State) ->
+    {noreply, State};
 handle_info(Msg, State) ->
     logger:warning("unexpected message ~0p", [Msg]),
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{sock = Sock}) ->
+terminate(Reason, State = #state{sock = Sock, closing = Closing}) ->
+    case {Closing, Reason} of
+        {false, shutdown} -> going_away(State);
+        {false, {shutdown, _}} -> going_away(State);
+        _ -> ok
+    end,
     _ = gen_tcp:close(Sock),
+    ok.
+
+going_away(State) ->
+    _ = send_now(hornbeam_nif:ws_encode_close(1001, <<"server shutting down">>), State),
     ok.
 
 %% --- receiving -----------------------------------------------------------------

@@ -1,0 +1,100 @@
+%% bin/hornbeam as a user runs it: a real OS process serving the chat
+%% example, its errors, and a graceful stop on SIGINT.
+-module(hornbeam_cli_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+all() ->
+    [help_exits_zero, malformed_app_is_a_usage_error, import_error_is_one_line,
+     port_in_use_is_one_line, missing_build_says_how_to_build,
+     serves_the_chat_example_and_stops_on_sigint].
+
+root() ->
+    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
+    filename:dirname(filename:dirname(Src)).
+
+hornbeam() -> filename:join([root(), "bin", "hornbeam"]).
+
+%% Run bin/hornbeam to completion; {ExitStatus, Output}.
+run(Args) -> run(hornbeam(), Args).
+run(Exe, Args) ->
+    Port = open_port({spawn_executable, Exe},
+                     [{args, Args}, exit_status, stderr_to_stdout, binary, {cd, root()}]),
+    collect(Port, <<>>).
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
+        {Port, {exit_status, S}} -> {S, Acc}
+    after 60000 -> error(timeout)
+    end.
+
+help_exits_zero(_Config) ->
+    {0, Out} = run(["--help"]),
+    ?assertMatch({match, _}, re:run(Out, "--channel-module")),
+    {0, Out2} = run(["run", "--help"]),
+    ?assertMatch({match, _}, re:run(Out2, "--bind HOST:PORT")).
+
+malformed_app_is_a_usage_error(_Config) ->
+    {2, Out} = run(["run", "not-an-app"]),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: malformed MODULE:APP", [multiline])).
+
+import_error_is_one_line(_Config) ->
+    {1, Out} = run(["run", "no_such_mod_xyz:app", "--bind", "127.0.0.1:0", "--workers", "1"]),
+    ?assertMatch({match, _}, re:run(Out, "hornbeam: error: cannot import Python module no_such_mod_xyz: "
+                                         "ModuleNotFoundError")).
+
+port_in_use_is_one_line(_Config) ->
+    {ok, L} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, P} = inet:port(L),
+    Bind = "127.0.0.1:" ++ integer_to_list(P),
+    {1, Out} = run(["run", "app:app", "--bind", Bind, "--workers", "1",
+                    "--pythonpath", "examples/channels_chat", "--channel-module", "app"]),
+    gen_tcp:close(L),
+    ?assertMatch({match, _}, re:run(Out, "hornbeam: error: " ++ Bind ++ " is already in use")).
+
+missing_build_says_how_to_build(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "fresh"),
+    ok = filelib:ensure_dir(filename:join([Dir, "bin", "x"])),
+    Copy = filename:join([Dir, "bin", "hornbeam"]),
+    {ok, _} = file:copy(hornbeam(), Copy),
+    ok = file:change_mode(Copy, 8#755),
+    {1, Out} = run(Copy, ["run", "app:app"]),
+    ?assertMatch({match, _}, re:run(Out, "the build is missing; run `make build`")).
+
+serves_the_chat_example_and_stops_on_sigint(_Config) ->
+    Port = open_port({spawn_executable, hornbeam()},
+                     [{args, ["run", "app:app", "--bind", "127.0.0.1:0", "--workers", "1",
+                              "--pythonpath", "examples/channels_chat", "--channel-module", "app"]},
+                      exit_status, stderr_to_stdout, binary, {line, 4096}, {cd, root()}]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    HttpPort = wait_for_url(Port),
+    {ok, C} = hornbeam_ws_client:connect(HttpPort, "/ws?vsn=2.0.0"),
+    ok = hornbeam_ws_client:push(C, <<"1">>, <<"1">>, <<"room:lobby">>, <<"phx_join">>,
+                                 #{<<"username">> => <<"ana">>}),
+    ?assertMatch([<<"1">>, <<"1">>, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>}],
+                 hornbeam_ws_client:recv_json(C)),
+    _ = os:cmd("kill -INT " ++ integer_to_list(OsPid)),
+    ?assertEqual(1001, hornbeam_ws_client:expect_closed(C, 10000)),
+    ?assertEqual(0, wait_exit(Port)).
+
+wait_for_url(Port) ->
+    receive
+        {Port, {data, {eol, Line}}} ->
+            case re:run(Line, "serving .* on http://127.0.0.1:([0-9]+)", [{capture, all_but_first, list}]) of
+                {match, [P]} -> list_to_integer(P);
+                nomatch -> wait_for_url(Port)
+            end;
+        {Port, {data, _}} -> wait_for_url(Port);
+        {Port, {exit_status, S}} -> ct:fail({exited, S})
+    after 60000 -> ct:fail(no_url)
+    end.
+
+wait_exit(Port) ->
+    receive
+        {Port, {exit_status, S}} -> S;
+        {Port, _} -> wait_exit(Port)
+    after 30000 -> ct:fail(did_not_exit)
+    end.
