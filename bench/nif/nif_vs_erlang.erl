@@ -8,7 +8,7 @@
 -define(MIN_TIME_US, 400000).
 
 main() ->
-    io:format("~-34s ~10s ~14s ~10s~n", ["work", "size", "msgs/s", "MB/s"]),
+    io:format("~-40s ~6s ~14s ~10s~n", ["work", "size", "msgs/s", "MB/s"]),
     [run_size(Size) || Size <- [100, 1024, 65536]],
     ok.
 
@@ -48,7 +48,7 @@ report(Name, Size, Bytes, Fun) ->
     _ = Fun(),
     {Count, Micros} = loop(Fun, 0, erlang:monotonic_time(microsecond), 64),
     PerSec = Count * 1000000 / Micros,
-    io:format("~-40s ~6b ~14.0f ~10.1f~n", [Name, Size, PerSec, PerSec * Bytes / 1048576]).
+    io:format("~-40s ~6b ~14b ~10.1f~n", [Name, Size, round(PerSec), PerSec * Bytes / 1048576]).
 
 loop(Fun, Count, Start, Batch) ->
     [Fun() || _ <- lists:seq(1, Batch)],

@@ -272,11 +272,13 @@ join_answered(Pid, Outcome, Frame, State = #state{by_pid = ByPid, channels = Cha
     case ByPid of
         #{Pid := Topic} ->
             #{Topic := Channel} = Channels,
+            %% Subscribe before the client learns it joined, so a broadcast
+            %% sent right after the reply reaches it.
+            _ = Outcome =:= ok andalso hornbeam_pubsub:subscribe(Topic),
             State1 = do_write(Frame, State),
             State2 = emit_closes(Channel#channel.close_after_join, Topic, State1),
             case Outcome of
                 ok ->
-                    ok = hornbeam_pubsub:subscribe(Topic),
                     C = Channel#channel{joined = true, close_after_join = []},
                     after_write(State2#state{channels = Channels#{Topic := C}});
                 error ->
