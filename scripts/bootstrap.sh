@@ -41,6 +41,10 @@ fi
 # --- npm test packages -------------------------------------------------------------
 if [ -f test/js/package.json ] && [ ! -d test/js/node_modules ]; then
   say "installing npm packages for test/js"
-  (cd test/js && npm install --silent --no-audit --no-fund >/dev/null)
+  if [ -f test/js/package-lock.json ]; then
+    (cd test/js && npm ci --silent --no-audit --no-fund >/dev/null)
+  else
+    (cd test/js && npm install --silent --no-audit --no-fund >/dev/null)
+  fi
 fi
 say "ok"

@@ -48,14 +48,18 @@ init() ->
             {error, Reason}
     end.
 
+%% priv/ next to the ebin/ this module was loaded from; code:priv_dir/1 only
+%% as a fallback, since any code path entry named hornbeam-* can shadow it.
 priv_dir() ->
-    case code:priv_dir(hornbeam) of
-        {error, bad_name} ->
-            %% Loaded outside an application (an escript, a bare -pa): find
-            %% priv/ next to the ebin/ this module came from.
-            Ebin = filename:dirname(code:which(?MODULE)),
-            filename:join(filename:dirname(Ebin), "priv");
-        Dir -> Dir
+    Ebin = filename:dirname(code:which(?MODULE)),
+    Local = filename:join(filename:dirname(Ebin), "priv"),
+    case filelib:is_regular(filename:join(Local, "hornbeam_nif.so")) of
+        true -> Local;
+        false ->
+            case code:priv_dir(hornbeam) of
+                {error, bad_name} -> Local;
+                Dir -> Dir
+            end
     end.
 
 %% --- WebSocket frames ---------------------------------------------------

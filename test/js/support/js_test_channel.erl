@@ -1,0 +1,50 @@
+%% The channel the JS integration tests (test/js/integration.test.mjs) join on
+%% "room:*". Compiled by the test setup (erlc into a temporary directory).
+%% Its behaviour is driven by the events the clients push.
+%%
+%% Presence is not implemented by the server yet: the "push" and "broadcast"
+%% events let a test send HAND-MADE `presence_state' / `presence_diff'
+%% messages (any event name, any payload) to check the clients' presence
+%% handling over the real wire.
+-module(js_test_channel).
+-behaviour(hornbeam_channel).
+
+-export([join/3, handle_in/3]).
+
+join(_Topic, #{<<"mode">> := <<"error">>}, _Socket) ->
+    {error, #{<<"reason">> => <<"denied">>}};
+join(Topic, Payload, Socket) ->
+    {ok, #{<<"topic">> => Topic, <<"joined_with">> => Payload,
+           <<"params">> => hornbeam_channel:params(Socket)}, Socket}.
+
+%% The chat room of the docs: new_msg goes to everyone on the topic.
+handle_in(<<"new_msg">>, Payload, Socket) ->
+    ok = hornbeam_channel:broadcast(Socket, <<"new_msg">>, Payload),
+    {reply, ok, Socket};
+%% Replies.
+handle_in(<<"echo">>, Payload, Socket) ->
+    {reply, {ok, Payload}, Socket};
+handle_in(<<"error_reply">>, Payload, Socket) ->
+    {reply, {error, Payload}, Socket};
+handle_in(<<"noreply">>, _Payload, Socket) ->
+    {noreply, Socket};
+%% Server → client: to this client only, to every subscriber, or to every
+%% subscriber but this client.
+handle_in(<<"push">>, #{<<"event">> := Event, <<"payload">> := Payload}, Socket) ->
+    ok = hornbeam_channel:push(Socket, Event, Payload),
+    {reply, ok, Socket};
+handle_in(<<"broadcast">>, #{<<"event">> := Event, <<"payload">> := Payload}, Socket) ->
+    ok = hornbeam_channel:broadcast(Socket, Event, Payload),
+    {reply, ok, Socket};
+handle_in(<<"broadcast_from">>, #{<<"event">> := Event, <<"payload">> := Payload}, Socket) ->
+    ok = hornbeam_channel:broadcast_from(Socket, Event, Payload),
+    {reply, ok, Socket};
+%% Endings: a deliberate stop (phx_close), a crash (phx_error), and the
+%% whole connection killed (the client sees the WebSocket close).
+handle_in(<<"stop">>, _Payload, Socket) ->
+    {stop, normal, Socket};
+handle_in(<<"crash">>, _Payload, _Socket) ->
+    error(js_test_crash);
+handle_in(<<"kill_connection">>, _Payload, Socket = #{transport_pid := Transport}) ->
+    exit(Transport, kill),
+    {noreply, Socket}.
