@@ -6,9 +6,11 @@
 //! * [`json`]      — depth-limited JSON parsing shared by the NIF's term conversion.
 //! * [`router`]    — compiled topic patterns (`room:*`, `chat:{id}`).
 //! * [`etf`]       — Erlang external term format, for the Python worker port.
+//! * [`presence`]  — the presence CRDT (delta-state, Phoenix.Tracker-style).
 
 pub mod etf;
 pub mod json;
 pub mod message;
+pub mod presence;
 pub mod router;
 pub mod ws_frame;
