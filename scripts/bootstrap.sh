@@ -33,6 +33,8 @@ fi
 # --- Python test packages --------------------------------------------------------
 py_missing=()
 python3 -c 'import pytest' 2>/dev/null || py_missing+=(pytest)
+# a real ASGI framework for test/hornbeam_asgi_SUITE.erl
+python3 -c 'import starlette' 2>/dev/null || py_missing+=(starlette)
 if [ ${#py_missing[@]} -gt 0 ]; then
   say "installing Python packages: ${py_missing[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}"

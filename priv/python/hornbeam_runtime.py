@@ -1,8 +1,12 @@
-"""Dispatch of worker calls to channel handlers, and validation of what the
-handlers return. Used by hornbeam_worker; not a public API.
+"""Dispatch of worker calls to channel handlers and to the HTTP app, and
+validation of what the handlers return. Used by hornbeam_worker; not a
+public API.
 
-The worker calls :func:`init` once, then schedules :func:`dispatch` on
-:data:`loop` for every ``{call, Id, Kind, Args}`` frame. Frames are plain
+The worker calls :func:`init` once, then :func:`startup` (the ASGI lifespan
+startup, on the loop), then schedules :func:`dispatch` on :data:`loop` for
+every ``{call, Id, Kind, Args}`` frame and :func:`notify` for every
+``{notify, Id, Msg}`` one; :func:`shutdown` when it stops. HTTP calls (kind
+``http``) go to :data:`http` (hornbeam_asgi / hornbeam_wsgi). Frames are plain
 Python values that the worker maps to Erlang terms: ``str`` is an atom,
 ``bytes`` a binary, tuples/lists/dicts/ints as themselves. Payloads, assigns
 and reasons travel as JSON text (bytes).
@@ -28,8 +32,13 @@ except ImportError:  # pragma: no cover - outside the worker
 #: The worker's event loop (set by init).
 loop: Optional[asyncio.AbstractEventLoop] = None
 
-#: Loaded ``app`` object ("module:attr" of the init config), for ASGI later.
+#: Loaded ``app`` object ("module:attr" of the init config).
 app: Any = None
+
+#: What serves HTTP calls: a hornbeam_asgi.AsgiHandler or
+#: hornbeam_wsgi.WsgiHandler, when there is an app and the init config names
+#: a ``worker_class`` (the worker always does).
+http: Any = None
 
 Result = Any  # a tuple or atom (str) as described above
 
@@ -38,6 +47,12 @@ def _default_sink(call_id: int, result: Result) -> None:
     if _hornbeam is None:
         raise RuntimeError(hc.NOT_IN_WORKER)
     _hornbeam.result(call_id, result)
+
+
+def _default_http_event(call_id: int, event: Any) -> None:
+    if _hornbeam is None:
+        raise RuntimeError(hc.NOT_IN_WORKER)
+    _hornbeam.http(call_id, event)
 
 
 def _default_log(level: str, message: str) -> None:
@@ -51,6 +66,8 @@ def _default_log(level: str, message: str) -> None:
 sink: Callable[[int, Result], None] = _default_sink
 #: Where log lines go (replaced in tests).
 log: Callable[[str, str], None] = _default_log
+#: Where ``{http, Id, Event}`` frames go (replaced in tests).
+http_event: Callable[[int, Any], None] = _default_http_event
 
 _tasks: set = set()  # running handler tasks (strong references)
 
@@ -89,7 +106,8 @@ def _text(v: Any) -> Optional[str]:
 def init(config: Mapping[str, Any]) -> Result:
     """Import the app and channel modules. Returns ``('init_ok', info)`` or
     ``('init_error', module, message, traceback)``."""
-    global loop, app
+    global loop, app, http
+    http = None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     root = logging.getLogger()
@@ -114,7 +132,90 @@ def init(config: Mapping[str, Any]) -> Result:
             importlib.import_module(name)
         except BaseException as e:  # noqa: BLE001
             return _init_error(name, e)
+    if app_spec and "worker_class" in config:
+        try:
+            http = _http_handler(app, app_spec, config)
+        except BaseException as e:  # noqa: BLE001
+            return _init_error(app_spec.partition(":")[0], e)
     return ("init_ok", info())
+
+
+def _http_handler(app_obj: Any, spec: str, config: Mapping[str, Any]) -> Any:
+    worker_class = _text(config.get("worker_class")) or "asgi"
+    lifespan = _text(config.get("lifespan")) or "auto"
+    root_path = _text(config.get("root_path")) or ""
+    if not callable(app_obj):
+        raise TypeError(f"the app {spec} is a {type(app_obj).__name__}, not a callable")
+    sinks = dict(event=lambda i, e: http_event(i, e), result=lambda i, r: sink(i, r),
+                 log=lambda level, m: log(level, m))
+    if worker_class == "wsgi":
+        import hornbeam_wsgi
+        return hornbeam_wsgi.WsgiHandler(app_obj, loop, root_path=root_path, **sinks)
+    if worker_class != "asgi":
+        raise ValueError(f"worker_class must be asgi or wsgi, not {worker_class!r}")
+    if lifespan not in ("auto", "on", "off"):
+        raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
+    _warn_if_wsgi(app_obj, spec)
+    import hornbeam_asgi
+    return hornbeam_asgi.AsgiHandler(app_obj, loop, root_path=root_path, lifespan=lifespan, **sinks)
+
+
+def _warn_if_wsgi(app_obj: Any, spec: str) -> None:
+    """A callable of two parameters that is not async is most likely WSGI."""
+    try:
+        fn = app_obj if inspect.isfunction(app_obj) or inspect.ismethod(app_obj) else app_obj.__call__
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(params) == 2 and not inspect.iscoroutinefunction(fn):
+            log("warning", f"the app {spec} takes 2 arguments and is not async: it looks like a "
+                           "WSGI app; serve it with worker_class => wsgi")
+    except (TypeError, ValueError, AttributeError):
+        pass
+
+
+def startup() -> Any:
+    """Run the HTTP app's startup (the ASGI lifespan) on the loop. Returns
+    None, or ``('startup_failed', message)``."""
+    if http is None or loop is None:
+        return None
+    try:
+        failed = loop.run_until_complete(http.startup())
+    except BaseException as e:  # noqa: BLE001
+        log("error", f"hornbeam_runtime: startup failed:\n{traceback.format_exc()}")
+        failed = f"{type(e).__name__}: {e}"
+    if failed is None:
+        return None
+    return ("startup_failed", str(failed).encode("utf-8", "replace"))
+
+
+def shutdown() -> None:
+    """Run the HTTP app's shutdown (the ASGI lifespan), then stop the loop
+    (scheduled on the loop by the worker when it stops)."""
+    if loop is None:
+        return
+    if http is None:
+        loop.stop()
+        return
+
+    async def run() -> None:
+        try:
+            await http.shutdown()
+        except BaseException:  # noqa: BLE001
+            log("error", f"hornbeam_runtime: shutdown failed:\n{traceback.format_exc()}")
+
+    task = loop.create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    task.add_done_callback(lambda _t: loop.stop() if loop is not None else None)
+
+
+def notify(call_id: int, msg: Any) -> None:
+    """News from Erlang for a running call (on the loop)."""
+    try:
+        if http is not None:
+            http.notify(call_id, msg)
+    except BaseException:  # noqa: BLE001 - a bug here must not kill the loop
+        log("error", f"hornbeam_runtime: notify failed:\n{traceback.format_exc()}")
 
 
 def info() -> Dict[str, Any]:
@@ -157,6 +258,12 @@ def dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
 
 
 def _dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
+    if kind == "http":
+        if http is None:
+            sink(call_id, ("invalid", b"this worker has no HTTP app"))
+        else:
+            http.handle(call_id, args)
+        return
     prepared = _prepare(kind, args)
     if not isinstance(prepared, Prepared):
         sink(call_id, prepared)

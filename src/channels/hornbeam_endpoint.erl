@@ -69,13 +69,15 @@ route(#{router := Router, handlers := Handlers}, Topic) ->
 
 %% --- hornbeam_http_handler ------------------------------------------------------
 
+%% Requests off the WebSocket path go to the Python app, if there is one
+%% (`hornbeam_py_http'), else get the static JS client or a 404.
 -spec handle_http(hornbeam_http_req:req(), config()) ->
-    {100..599, [{binary(), iodata()}], iodata()}.
-handle_http(#{path := Path}, Config) ->
+    {100..599, [{binary(), iodata()}], iodata()} | {loop, module(), term()}.
+handle_http(Req = #{path := Path}, Config) ->
     case is_ws_path(Path, Config) of
         true -> {400, [{<<"content-type">>, <<"text/plain">>}],
                  <<"this endpoint speaks WebSocket only\n">>};
-        false -> {404, [{<<"content-type">>, <<"text/plain">>}], <<"not found\n">>}
+        false -> hornbeam_py_http:handle(Req)
     end.
 
 -spec websocket_upgrade(hornbeam_http_req:req(), config()) ->

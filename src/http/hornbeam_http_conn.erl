@@ -29,6 +29,15 @@
 %% </ul>
 %% A keep-alive connection with no request for `request_timeout' is closed
 %% without a response.
+%%
+%% A handler may answer later, or stream its response, by returning
+%% `{loop, Module, State}' (see `hornbeam_http_handler'): the connection then
+%% waits for messages, hands each one to `Module:info(Msg, State)', and
+%% writes what it answers (a whole response, or a head and then body
+%% pieces: chunked on HTTP/1.1 without a `content-length', as given with
+%% one, until close on HTTP/1.0). Meanwhile the socket is in `{active, once}'
+%% mode, so a client that goes away is noticed (`Module:info' gets
+%% `{hornbeam_http_conn, closed}') and pipelined bytes are kept.
 -module(hornbeam_http_conn).
 
 -export([start_link/2, go/2]).
@@ -53,6 +62,16 @@
 -define(LINGER_MS, 2000).       %% how long to drain input after our last response
 -define(GO_TIMEOUT, 10000).     %% the acceptor hands the socket over well within this
 -define(RECV_CHUNK, 1048576).   %% largest single recv of a Content-Length body
+-define(READ_AHEAD, 65536).     %% bytes of a next request read while a loop handler works
+
+%% A `{loop, Module, State}' exchange in progress.
+-record(loop, {module :: module(),
+               state :: term(),
+               req :: hornbeam_http_req:req(),
+               %% head: no response yet; else how body pieces are framed
+               framing = head :: head | none | chunked | close
+                               | {length, non_neg_integer()},
+               close = false :: boolean()}).
 
 %% @doc Started by `hornbeam_conn_sup' for a socket still owned by the acceptor.
 -spec start_link(hornbeam_http_opts:config(), gen_tcp:socket()) -> {ok, pid()}.
@@ -126,7 +145,11 @@ next_request(S = #s{timeout = Timeout}) ->
 dispatch(Req, S) ->
     case hornbeam_http_req:has_token(<<"upgrade">>, <<"websocket">>, Req) of
         true -> upgrade(Req, S);
-        false -> respond(call_handler(Req, S), Req, S)
+        false ->
+            case call_handler(Req, S) of
+                {loop, Module, State} -> loop_start(#loop{module = Module, state = State, req = Req}, S);
+                Response -> respond(Response, Req, S)
+            end
     end.
 
 call_handler(Req, #s{handler = Handler, handler_opts = Opts}) ->
@@ -134,9 +157,12 @@ call_handler(Req, #s{handler = Handler, handler_opts = Opts}) ->
         {Status, Headers, Body} when is_integer(Status), Status >= 200, Status =< 599,
                                      is_list(Headers) ->
             {Status, Headers, Body};
+        {loop, Module, _State} = Loop when is_atom(Module) ->
+            Loop;
         Other ->
             logger:error("~s:handle_http/2 returned ~0p for ~s ~s; expected "
-                         "{Status, Headers, Body}", [Handler, Other, method(Req), path(Req)]),
+                         "{Status, Headers, Body} or {loop, Module, State}",
+                         [Handler, Other, method(Req), path(Req)]),
             error
     catch Class:Reason:Stack ->
         logger:error("~s:handle_http/2 crashed on ~s ~s: ~0p:~0p~n~p",
@@ -191,6 +217,166 @@ switch(Accept, WsState, Extra, S = #s{sock = Sock, handler = Handler, buf = Buff
         {error, _} ->
             _ = gen_tcp:close(Sock),
             ok
+    end.
+
+%% --- loop handlers: late and streamed responses -------------------------------------
+
+loop_start(L, S) ->
+    case inet:setopts(S#s.sock, [{active, once}]) of
+        ok -> loop(L, S);
+        {error, _} -> client_gone(L, S)
+    end.
+
+loop(L = #loop{module = Module, state = State}, S = #s{sock = Sock}) ->
+    receive
+        {tcp, Sock, Data} ->
+            Buf = <<(S#s.buf)/binary, Data/binary>>,
+            _ = byte_size(Buf) < ?READ_AHEAD andalso inet:setopts(Sock, [{active, once}]),
+            loop(L, S#s{buf = Buf});
+        {tcp_closed, Sock} ->
+            client_gone(L, S);
+        {tcp_error, Sock, _} ->
+            client_gone(L, S);
+        Msg ->
+            Answer = try Module:info(Msg, State)
+                     catch Class:Reason:Stack ->
+                         logger:error("~s:info/2 crashed on ~0P: ~0p:~0p~n~p",
+                                      [Module, Msg, 10, Class, Reason, Stack]),
+                         {error, crashed}
+                     end,
+            loop_answer(Answer, L, S)
+    end.
+
+loop_answer({noreply, State}, L, S) ->
+    loop(L#loop{state = State}, S);
+loop_answer({reply, Status, Headers, Body}, L = #loop{framing = head}, S)
+  when is_integer(Status), Status >= 200, Status =< 599, is_list(Headers) ->
+    S1 = passive(S),
+    respond({Status, Headers, Body}, L#loop.req, S1);
+loop_answer({stream, Status, Headers, State}, L = #loop{framing = head}, S)
+  when is_integer(Status), Status >= 200, Status =< 599, is_list(Headers) ->
+    case stream_head(Status, Headers, L#loop.req) of
+        {ok, Framing, Close, Head} ->
+            case send(S, Head) of
+                ok -> loop(L#loop{state = State, framing = Framing, close = Close}, S);
+                {error, _} -> client_gone(L#loop{state = State}, S)
+            end;
+        error ->
+            loop_answer({error, bad_headers}, L, S)
+    end;
+loop_answer({chunk, Data, State}, L = #loop{framing = Framing}, S) when Framing =/= head ->
+    {Framing1, Out} = frame_body(Framing, Data),
+    case send(S, Out) of
+        ok -> loop(L#loop{state = State, framing = Framing1}, S);
+        {error, _} -> client_gone(L#loop{state = State}, S)
+    end;
+loop_answer({done, Data}, L = #loop{framing = Framing, close = Close0}, S) when Framing =/= head ->
+    {Framing1, Out} = frame_body(Framing, Data),
+    {Last, Close} = case Framing1 of
+                        chunked -> {<<"0
+
+">>, Close0};
+                        {length, 0} -> {<<>>, Close0};
+                        {length, Short} ->
+                            logger:error("~s ~s: the response ended ~b bytes short of its "
+                                         "content-length; closing", [method(L#loop.req),
+                                                                     path(L#loop.req), Short]),
+                            {<<>>, true};
+                        close -> {<<>>, true};
+                        none -> {<<>>, Close0}
+                    end,
+    case send(S, [Out, Last]) of
+        ok when Close -> close(S);
+        ok -> wait_request(passive(S));
+        {error, _} -> _ = gen_tcp:close(S#s.sock), ok
+    end;
+loop_answer(Other, #loop{module = Module, framing = head, req = Req}, S) ->
+    case Other of
+        {error, _} -> ok;
+        _ -> logger:error("~s:info/2 returned ~0P before a response", [Module, Other, 10])
+    end,
+    respond(error, Req, passive(S));
+loop_answer(Other, #loop{module = Module, req = Req}, S) ->
+    %% The head went out: the only way left to signal the failure is to
+    %% close without finishing the body.
+    case Other of
+        {error, _} -> ok;
+        _ -> logger:error("~s:info/2 returned ~0P during a response", [Module, Other, 10])
+    end,
+    logger:info("aborting the response to ~s ~s", [method(Req), path(Req)]),
+    _ = gen_tcp:close(S#s.sock),
+    ok.
+
+%% The client went away (or a write failed): tell the loop module, close.
+client_gone(#loop{module = Module, state = State}, S) ->
+    _ = (catch Module:info({?MODULE, closed}, State)),
+    _ = gen_tcp:close(S#s.sock),
+    ok.
+
+%% Back to passive mode, with the bytes that arrived meanwhile in the buffer.
+passive(S = #s{sock = Sock}) ->
+    _ = inet:setopts(Sock, [{active, false}]),
+    passive_flush(S).
+
+passive_flush(S = #s{sock = Sock, buf = Buf}) ->
+    receive
+        {tcp, Sock, Data} -> passive_flush(S#s{buf = <<Buf/binary, Data/binary>>});
+        {tcp_closed, Sock} -> passive_flush(S);
+        {tcp_error, Sock, _} -> passive_flush(S)
+    after 0 -> S
+    end.
+
+%% The head of a streamed response and how its body is framed: as the
+%% handler's content-length says, else chunked (HTTP/1.1) or until close.
+stream_head(Status, Headers0, Req) ->
+    try
+        IsHead = maps:get(method, Req) =:= <<"HEAD">>,
+        NoBody = Status =:= 204 orelse Status =:= 304 orelse IsHead,
+        Length = [V || {N, V} <- Headers0,
+                       hornbeam_http_req:lowercase(iolist_to_binary(N)) =:= <<"content-length">>],
+        {Headers1, HandlerClose} = drop_framing(Headers0, Req),
+        {Framing, FramingHeaders} =
+            case {NoBody, content_length([iolist_to_binary(V) || V <- Length]), Req} of
+                {true, _, _} -> {none, []};
+                {false, N, _} when is_integer(N) ->
+                    {{length, N}, [{<<"content-length">>, integer_to_binary(N)}]};
+                {false, _, #{version := {1, 0}}} -> {close, []};
+                {false, _, _} -> {chunked, [{<<"transfer-encoding">>, <<"chunked">>}]}
+            end,
+        Close = not keep_alive(Req) orelse HandlerClose orelse Framing =:= close,
+        Defaults = [{N, V} || {N, V} <- [{<<"date">>, hornbeam_http_response:date()},
+                                         {<<"server">>, <<"hornbeam">>}],
+                              not lists:keymember(N, 1, Headers1)],
+        Connection = [{<<"connection">>, case Close of true -> <<"close">>; false -> <<"keep-alive">> end}],
+        Head = hornbeam_http_response:build(Status, Headers1 ++ FramingHeaders ++ Defaults ++ Connection,
+                                            <<>>),
+        {ok, Framing, Close, iolist_to_binary(Head)}
+    catch Class:Reason ->
+        logger:error("cannot encode the response head ~0p (~0p:~0p)",
+                     [{Status, Headers0}, Class, Reason]),
+        error
+    end.
+
+%% One body piece in the response's framing.
+frame_body(none, _Data) ->
+    {none, <<>>};
+frame_body(close, Data) ->
+    {close, Data};
+frame_body(chunked, Data) ->
+    case iolist_size(Data) of
+        0 -> {chunked, <<>>};
+        Size -> {chunked, [integer_to_binary(Size, 16), <<"\r\n">>, Data, <<"\r\n">>]}
+    end;
+frame_body({length, Left}, Data) ->
+    Size = iolist_size(Data),
+    case Size =< Left of
+        true ->
+            {{length, Left - Size}, Data};
+        false ->
+            logger:error("a streamed response is longer than its content-length; "
+                         "dropping ~b bytes", [Size - Left]),
+            <<Part:Left/binary, _/binary>> = iolist_to_binary(Data),
+            {{length, 0}, Part}
     end.
 
 %% --- responses -------------------------------------------------------------------------

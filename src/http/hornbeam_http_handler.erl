@@ -8,6 +8,12 @@
 %% The status must be a final one (200..599). A crash or a bad return value
 %% gives the client a 500, a log line, and closes only that connection.
 %%
+%% `handle_http/2' may instead return `{loop, Module, State}' to answer
+%% later or to stream the response (`Module' implements
+%% `hornbeam_http_loop'): the connection process then hands every message
+%% it receives to `Module:info(Msg, State)' until the response is written.
+%% See `hornbeam_http_loop' for the answers.
+%%
 %% For a request with `Upgrade: websocket', the connection first checks the
 %% handshake (`hornbeam_ws_handshake:validate/1'; failure → 400 naming the
 %% problem), then calls `websocket_upgrade/2':
@@ -31,7 +37,8 @@
 -export_type([status/0, headers/0]).
 
 -callback handle_http(Req :: hornbeam_http_req:req(), HandlerOpts :: term()) ->
-    {Status :: status(), Headers :: headers(), Body :: iodata()}.
+    {Status :: status(), Headers :: headers(), Body :: iodata()}
+    | {loop, Module :: module(), State :: term()}.
 
 -callback websocket_upgrade(Req :: hornbeam_http_req:req(), HandlerOpts :: term()) ->
     {ok, WsState :: term(), ExtraHeaders :: headers()}

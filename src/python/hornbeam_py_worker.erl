@@ -13,6 +13,19 @@
 %% Frames from the port are applied in order: emits (broadcast,
 %% broadcast_from, push) go through the `emit_handler' before the result of
 %% the same call is replied, so their effects come first.
+%%
+%% Stream calls (`hornbeam_python:stream/3', used for HTTP) answer with
+%% messages instead of a reply: the `{http, Id, Event}' frames of the call
+%% go to the caller as `{hornbeam_py, Ref, Event}' until the response is
+%% complete, then `{hornbeam_py, Ref, {result, R}}' if the call ended before
+%% that (`{response, ...}' when the result carries the whole response), or
+%% `{hornbeam_py, Ref, {error, timeout | worker_crashed}}'. Their timer
+%% restarts with every event (an idle timeout once the response started).
+%% The caller is monitored: when it goes away (or cancels) Python is told
+%% `disconnect' and the call runs on unobserved.
+%%
+%% Stopping (terminate/2) sends `{stop}' and waits up to `shutdown_timeout'
+%% for the worker to run the app's lifespan shutdown and exit, then kills it.
 -module(hornbeam_py_worker).
 -behaviour(gen_server).
 
@@ -25,10 +38,16 @@
 -define(BACKOFF_MAX, 5000).
 -define(STABLE_AFTER, 10000).
 
--record(call, {from :: gen_server:from(),
+-record(call, {from :: gen_server:from() | {stream, pid(), reference()},
                timer :: reference(),
+               timeout :: timeout(),
                kind :: atom(),
-               sent :: boolean()}).
+               sent :: boolean(),
+               %% streams: the monitor of the caller; whether it has had
+               %% its whole response (or went away), after which nothing
+               %% more is sent to it
+               mon :: reference() | undefined,
+               complete = false :: boolean()}).
 
 -record(st, {ix :: pos_integer(),
              load :: atomics:atomics_ref(),
@@ -44,6 +63,7 @@
              started_at = 0 :: integer(),
              backoff = ?BACKOFF_MIN :: pos_integer(),
              calls = #{} :: #{pos_integer() => #call{}},
+             streams = #{} :: #{reference() => pos_integer()},
              queued = [] :: [{pos_integer(), atom(), map()}],
              next_id = 1 :: pos_integer(),
              waiters = [] :: [gen_server:from()],
@@ -84,7 +104,8 @@ info(Worker) ->
 frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
-     emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug].
+     emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
+     http, start, body, response, startup_failed].
 
 %% ---------------------------------------------------------------------------
 %% gen_server
@@ -106,18 +127,8 @@ handle_continue(start, St) ->
 handle_call({call, _Kind, _Args, _Timeout}, _From, #st{status = failed} = St) ->
     done(St),
     {reply, {error, worker_crashed}, St};
-handle_call({call, Kind, Args, Timeout}, From, #st{next_id = Id} = St) ->
-    Timer = start_timer(Timeout, Id),
-    Call = #call{from = From, timer = Timer, kind = Kind, sent = false},
-    St1 = St#st{next_id = Id + 1},
-    case St#st.status of
-        ready ->
-            send(St#st.port, {call, Id, Kind, Args}),
-            {noreply, St1#st{calls = maps:put(Id, Call#call{sent = true}, St#st.calls)}};
-        _ ->
-            {noreply, St1#st{calls = maps:put(Id, Call, St#st.calls),
-                             queued = [{Id, Kind, Args} | St#st.queued]}}
-    end;
+handle_call({call, Kind, Args, Timeout}, From, St) ->
+    {noreply, new_call(From, undefined, Kind, Args, Timeout, St)};
 handle_call(await_ready, From, #st{status = Status} = St) ->
     case {Status, St#st.first} of
         {ready, _} -> {reply, {ok, St#st.info}, St};
@@ -134,6 +145,24 @@ handle_call(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
 -spec handle_cast(term(), state()) -> {noreply, state()}.
+handle_cast({stream, Pid, Ref, _Kind, _Args, _Timeout}, #st{status = failed} = St) ->
+    done(St),
+    Pid ! {hornbeam_py, Ref, {error, worker_crashed}},
+    {noreply, St};
+handle_cast({stream, Pid, Ref, Kind, Args, Timeout}, #st{next_id = Id} = St) ->
+    Mon = monitor(process, Pid),
+    St1 = new_call({stream, Pid, Ref}, Mon, Kind, Args, Timeout, St),
+    {noreply, St1#st{streams = maps:put(Ref, Id, St1#st.streams)}};
+handle_cast({notify, Ref, Msg}, St) ->
+    case stream_call(Ref, St) of
+        {Id, #call{sent = true, complete = false}} ->
+            send(St#st.port, {notify, Id, Msg});
+        _ ->
+            ok
+    end,
+    {noreply, St};
+handle_cast({cancel, Ref}, St) ->
+    {noreply, cancel_stream(Ref, St)};
 handle_cast(_Msg, St) ->
     {noreply, St}.
 
@@ -153,18 +182,14 @@ handle_info({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     {noreply, port_down(St#st{port = undefined}, {worker_exited, Status})};
 handle_info({timeout, Timer, {call_timeout, Id}}, St) ->
     case maps:find(Id, St#st.calls) of
-        {ok, #call{timer = Timer, sent = true, from = From, kind = Kind}} ->
+        {ok, #call{timer = Timer, sent = true, kind = Kind} = Call} ->
             ?LOG_ERROR("python ~p call timed out on worker ~b; killing os pid ~p",
                        [Kind, St#st.ix, St#st.os_pid]),
-            gen_server:reply(From, {error, timeout}),
-            done(St),
-            St1 = St#st{calls = maps:remove(Id, St#st.calls)},
+            St1 = end_call(Id, Call, {error, timeout}, St),
             {noreply, port_down(kill_port(St1), call_timeout)};
-        {ok, #call{timer = Timer, sent = false, from = From}} ->
-            gen_server:reply(From, {error, timeout}),
-            done(St),
-            {noreply, St#st{calls = maps:remove(Id, St#st.calls),
-                            queued = lists:keydelete(Id, 1, St#st.queued)}};
+        {ok, #call{timer = Timer, sent = false} = Call} ->
+            St1 = end_call(Id, Call, {error, timeout}, St),
+            {noreply, St1#st{queued = lists:keydelete(Id, 1, St#st.queued)}};
         _ ->
             {noreply, St}
     end;
@@ -176,6 +201,11 @@ handle_info(restart, #st{status = backoff} = St) ->
 handle_info({erl_reply, Port, CallId, Reply}, #st{port = Port} = St) when Port =/= undefined ->
     send(Port, {erl_reply, CallId, Reply}),
     {noreply, St};
+handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
+    %% a stream's caller went away (e.g. its client disconnected)
+    Refs = [Ref || {_, #call{from = {stream, _, Ref}, mon = M}} <- maps:to_list(St#st.calls),
+                   M =:= Mon],
+    {noreply, lists:foldl(fun cancel_stream/2, St, Refs)};
 handle_info({'EXIT', Port, _Reason}, St) when is_port(Port) ->
     %% exit_status (or our own kill) already handled it
     {noreply, St};
@@ -188,22 +218,68 @@ handle_info(_Stale, St) ->
 
 -spec terminate(term(), state()) -> ok.
 terminate(_Reason, St) ->
-    _ = kill_port(St),
-    fail_sent(St, worker_crashed),
+    _ = kill_port(graceful_stop(St)),
+    _ = fail_sent(St, worker_crashed),
     ok.
+
+%% Ask the worker to stop (it runs the app's lifespan shutdown) and wait
+%% for it to exit, logging what it says meanwhile.
+graceful_stop(#st{port = undefined} = St) ->
+    St;
+graceful_stop(#st{port = Port, opts = Opts} = St) ->
+    send(Port, {stop}),
+    Deadline = erlang:monotonic_time(millisecond) + maps:get(shutdown_timeout, Opts, 5000),
+    await_exit(St, Deadline).
+
+await_exit(#st{port = Port} = St, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {Port, {exit_status, _}} ->
+            St#st{port = undefined};
+        {Port, {data, Bin}} ->
+            _ = try binary_to_term(Bin, [safe]) of
+                    {log, _, _} = Log -> frame(Log, St);
+                    _ -> St
+                catch error:badarg -> St
+                end,
+            await_exit(St, Deadline)
+    after Left ->
+        ?LOG_WARNING("python worker ~b did not stop within shutdown_timeout; killing it",
+                     [St#st.ix]),
+        St
+    end.
 
 %% ---------------------------------------------------------------------------
 %% Frames from the worker
 %% ---------------------------------------------------------------------------
 
 frame({result, Id, Result}, St) ->
-    case maps:take(Id, St#st.calls) of
-        {#call{from = From, timer = Timer}, Calls} ->
-            _ = erlang:cancel_timer(Timer, [{async, true}, {info, false}]),
-            gen_server:reply(From, {ok, Result}),
-            done(St),
-            St#st{calls = Calls};
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{from = {stream, _, _}} = Call} ->
+            Msg = case Result of
+                      {response, _, _, _} -> Result;
+                      _ -> {result, Result}
+                  end,
+            end_call(Id, Call, Msg, St);
+        {ok, Call} ->
+            end_call(Id, Call, {ok, Result}, St);
         error ->
+            St
+    end;
+frame({http, Id, Event}, St) ->
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{from = {stream, Pid, Ref}, complete = false, timer = Timer,
+                   timeout = Timeout} = Call} ->
+            Pid ! {hornbeam_py, Ref, Event},
+            Complete = case Event of
+                           {response, _, _, _} -> true;
+                           {body, _, false} -> true;
+                           _ -> false
+                       end,
+            cancel(Timer),
+            Call1 = Call#call{complete = Complete, timer = start_timer(Timeout, Id)},
+            St#st{calls = maps:put(Id, Call1, St#st.calls)};
+        _ ->
             St
     end;
 frame({emit, _Id, Emit}, St) ->
@@ -238,6 +314,9 @@ frame({init_error, Module, Message, Trace}, #st{status = starting} = St) ->
     ?LOG_ERROR("python worker ~b cannot import ~ts: ~ts~n~ts",
                [St#st.ix, Module, Message, Trace]),
     port_down(kill_port(St), {python_import, Module, Message});
+frame({startup_failed, Message}, #st{status = starting} = St) ->
+    ?LOG_ERROR("python worker ~b: the app's lifespan startup failed: ~ts", [St#st.ix, Message]),
+    port_down(kill_port(St), {lifespan_startup_failed, Message});
 frame(Other, St) ->
     ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
     St.
@@ -314,6 +393,9 @@ start_port(#st{opts = Opts, ix = Ix} = St) ->
             send(Port, {init, #{app => maps:get(app, Opts),
                                 channel_modules => maps:get(channel_modules, Opts),
                                 pythonpath => maps:get(pythonpath, Opts),
+                                worker_class => maps:get(worker_class, Opts, asgi),
+                                lifespan => maps:get(lifespan, Opts, auto),
+                                root_path => maps:get(root_path, Opts, <<>>),
                                 worker_id => Ix}}),
             InitTimer = case maps:get(init_timeout, Opts) of
                             infinity -> undefined;
@@ -340,9 +422,8 @@ kill_port(#st{port = Port, os_pid = OsPid} = St) ->
 %% The port is gone (or never came up): fail what was sent on it, then
 %% either stop trying (first start) or schedule a restart.
 port_down(St0, Reason) ->
-    St = penalize(St0#st{port = undefined}),
+    St = fail_sent(penalize(St0#st{port = undefined}), worker_crashed),
     cancel(St#st.init_timer),
-    fail_sent(St, worker_crashed),
     Calls = maps:filter(fun(_, #call{sent = Sent}) -> not Sent end, St#st.calls),
     St1 = St#st{calls = Calls, init_timer = undefined},
     case St1#st.first of
@@ -350,10 +431,11 @@ port_down(St0, Reason) ->
             Error = first_start_error(Reason),
             [gen_server:reply(W, {error, Error}) || W <- St1#st.waiters],
             %% fail the queued calls too: this pool never started
-            maps:foreach(fun(_, #call{from = From}) ->
-                                 gen_server:reply(From, {error, worker_crashed}), done(St1)
+            maps:foreach(fun(_, Call) ->
+                                 answer(Call, {error, worker_crashed}), done(St1)
                          end, Calls),
-            St1#st{status = failed, error = Error, waiters = [], calls = #{}, queued = []};
+            St1#st{status = failed, error = Error, waiters = [], calls = #{}, queued = [],
+                   streams = #{}};
         false ->
             Now = erlang:monotonic_time(millisecond),
             Backoff = case Now - St1#st.started_at >= ?STABLE_AFTER of
@@ -368,17 +450,24 @@ port_down(St0, Reason) ->
     end.
 
 first_start_error({python_import, Module, Message}) -> {python_import, Module, Message};
+first_start_error({lifespan_startup_failed, Message}) -> {lifespan_startup_failed, Message};
 first_start_error(init_timeout) -> init_timeout;
 first_start_error(Other) -> {worker_start_failed, Other}.
 
 fail_sent(St, Error) ->
-    maps:foreach(fun(_, #call{sent = true, from = From, timer = Timer}) ->
+    maps:foreach(fun(_, #call{sent = true, timer = Timer} = Call) ->
                          cancel(Timer),
-                         gen_server:reply(From, {error, Error}),
+                         answer(Call, {error, Error}),
                          done(St);
                     (_, _) ->
                          ok
-                 end, St#st.calls).
+                 end, St#st.calls),
+    St#st{streams = maps:filter(fun(_, Id) ->
+                                        case maps:find(Id, St#st.calls) of
+                                            {ok, #call{sent = Sent}} -> not Sent;
+                                            error -> false
+                                        end
+                                end, St#st.streams)}.
 
 flush_queue(#st{queued = []} = St) ->
     St;
@@ -389,6 +478,67 @@ flush_queue(#st{queued = Queued, port = Port, calls = Calls0} = St) ->
                         end, Calls0, lists:reverse(Queued)),
     St#st{queued = [], calls = Calls}.
 
+%% --- calls and streams ---------------------------------------------------
+
+new_call(From, Mon, Kind, Args, Timeout, #st{next_id = Id} = St) ->
+    Call = #call{from = From, mon = Mon, timer = start_timer(Timeout, Id), timeout = Timeout,
+                 kind = Kind, sent = false},
+    St1 = St#st{next_id = Id + 1},
+    case St#st.status of
+        ready ->
+            send(St#st.port, {call, Id, Kind, Args}),
+            St1#st{calls = maps:put(Id, Call#call{sent = true}, St#st.calls)};
+        _ ->
+            St1#st{calls = maps:put(Id, Call, St#st.calls),
+                   queued = [{Id, Kind, Args} | St#st.queued]}
+    end.
+
+%% The call is over: answer its caller (Msg is the reply of a plain call,
+%% the last message of a stream) and forget it.
+end_call(Id, #call{timer = Timer} = Call, Msg, St) ->
+    cancel(Timer),
+    answer(Call, Msg),
+    done(St),
+    Streams = case Call#call.from of
+                  {stream, _, Ref} -> maps:remove(Ref, St#st.streams);
+                  _ -> St#st.streams
+              end,
+    St#st{calls = maps:remove(Id, St#st.calls), streams = Streams}.
+
+answer(#call{from = {stream, Pid, Ref}, mon = Mon, complete = Complete}, Msg) ->
+    demonitor(Mon, [flush]),
+    case Complete of
+        false -> Pid ! {hornbeam_py, Ref, Msg}, ok;
+        true -> ok
+    end;
+answer(#call{from = From}, Msg) ->
+    gen_server:reply(From, Msg).
+
+stream_call(Ref, St) ->
+    case maps:find(Ref, St#st.streams) of
+        {ok, Id} ->
+            case maps:find(Id, St#st.calls) of
+                {ok, Call} -> {Id, Call};
+                error -> error
+            end;
+        error ->
+            error
+    end.
+
+%% The caller of a stream is gone or lost interest: tell Python (its
+%% receive() returns http.disconnect), send nothing more to the caller.
+cancel_stream(Ref, St) ->
+    case stream_call(Ref, St) of
+        {Id, #call{sent = Sent, complete = Complete, mon = Mon} = Call} ->
+            demonitor(Mon, [flush]),
+            _ = Sent andalso not Complete andalso send(St#st.port, {notify, Id, disconnect}),
+            St#st{calls = maps:put(Id, Call#call{complete = true}, St#st.calls)};
+        error ->
+            St
+    end.
+
+send(undefined, _Term) ->
+    ok;
 send(Port, Term) ->
     try port_command(Port, term_to_binary(Term))
     catch error:badarg -> ok   % port already closed; exit_status follows

@@ -8,6 +8,7 @@
 -module(hornbeam_python).
 
 -export([call/2, call/3, channels/0, has_on_connect/0, workers/0, default_timeout/0]).
+-export([stream/2, stream/3, notify/2, cancel/1, has_http_app/0]).
 %% internal, for hornbeam_python_sup / hornbeam_py_worker
 -export([pool/0, unavailable/0]).
 
@@ -20,15 +21,19 @@
 %% enforces the timeout; this only guards against a stuck worker process).
 -define(MARGIN, 5000).
 
--type kind() :: join | event | leave | connect.
+-type kind() :: join | event | leave | connect | http.
 -type result() :: term().
 -type error() :: timeout | worker_crashed | not_started.
 -type pool() :: #{size := pos_integer(),
                   names := tuple(),
                   load := atomics:atomics_ref(),
-                  timeout := timeout()}.
+                  timeout := timeout(),
+                  http := boolean()}.
 -type channel_info() :: #{pattern := binary(), events := [binary()]}.
--export_type([kind/0, result/0, error/0, pool/0, channel_info/0]).
+%% A running stream call: its messages are `{hornbeam_py, Ref, Event}'
+%% (see stream/3), and `Ref' is also the monitor of the worker process.
+-opaque stream() :: {hornbeam_py_stream, pid(), reference()}.
+-export_type([kind/0, result/0, error/0, pool/0, channel_info/0, stream/0]).
 
 %% @doc `call(Kind, Args, Timeout)' with the pool's default timeout.
 -spec call(kind(), map()) -> {ok, result()} | {error, error()}.
@@ -61,6 +66,74 @@ call(Kind, Args, Timeout0) ->
                 exit:_ ->
                     {error, worker_crashed}
             end
+    end.
+
+%% @doc `stream(Kind, Args, Timeout)' with the pool's default timeout.
+-spec stream(kind(), map()) -> {ok, reference(), stream()} | {error, not_started | worker_crashed}.
+stream(Kind, Args) ->
+    stream(Kind, Args, default).
+
+%% @doc Start a call whose answer comes as messages to the calling process,
+%% on the least-busy worker (used for HTTP, whose responses may stream):
+%% <ul>
+%% <li>`{hornbeam_py, Ref, Event}' for every `{http, Id, Event}' frame of the
+%%     call until its response is complete: `{start, Status, Headers}',
+%%     `{body, Data, More}', `{response, Status, Headers, Body}';</li>
+%% <li>then, if the call ended before its response was complete,
+%%     `{hornbeam_py, Ref, {response, Status, Headers, Body}}' (the result
+%%     carried the whole response) or `{hornbeam_py, Ref, {result, Result}}';</li>
+%% <li>or `{hornbeam_py, Ref, {error, timeout | worker_crashed}}'.</li>
+%% </ul>
+%% `Ref' also monitors the worker process: `{'DOWN', Ref, process, _, _}'
+%% means worker_crashed. The timeout runs until the first event and again
+%% from every event (an idle timeout); when it fires the worker is killed
+%% and replaced, as for call/3.
+-spec stream(kind(), map(), timeout() | default) ->
+          {ok, reference(), stream()} | {error, not_started | worker_crashed}.
+stream(Kind, Args, Timeout0) ->
+    case pool() of
+        undefined ->
+            {error, not_started};
+        #{size := N, names := Names, load := Load, timeout := Default} ->
+            Timeout = case Timeout0 of default -> Default; _ -> Timeout0 end,
+            Ix = pick(Load, N),
+            case whereis(element(Ix, Names)) of
+                undefined ->
+                    {error, worker_crashed};
+                Pid ->
+                    atomics:add(Load, Ix, 1),
+                    Ref = monitor(process, Pid),
+                    gen_server:cast(Pid, {stream, self(), Ref, Kind, Args, Timeout}),
+                    {ok, Ref, {hornbeam_py_stream, Pid, Ref}}
+            end
+    end.
+
+%% @doc Send `{notify, Id, Msg}' to the worker running the stream's call
+%% (dropped once the call is over).
+-spec notify(stream(), term()) -> ok.
+notify({hornbeam_py_stream, Pid, Ref}, Msg) ->
+    gen_server:cast(Pid, {notify, Ref, Msg}).
+
+%% @doc The caller has lost interest (e.g. its HTTP client went away):
+%% Python is told `disconnect', and no more messages of this stream are
+%% sent; the ones already sent are flushed from the mailbox.
+-spec cancel(stream()) -> ok.
+cancel({hornbeam_py_stream, Pid, Ref}) ->
+    gen_server:cast(Pid, {cancel, Ref}),
+    demonitor(Ref, [flush]),
+    flush_stream(Ref).
+
+flush_stream(Ref) ->
+    receive {hornbeam_py, Ref, _} -> flush_stream(Ref)
+    after 0 -> ok
+    end.
+
+%% @doc Whether the pool serves an HTTP app (`hornbeam:start/2' was given one).
+-spec has_http_app() -> boolean().
+has_http_app() ->
+    case pool() of
+        #{http := Http} -> Http andalso whereis(hornbeam_python_sup) =/= undefined;
+        _ -> false
     end.
 
 %% @doc The channels the Python modules registered.

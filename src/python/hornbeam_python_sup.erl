@@ -13,11 +13,19 @@
 %% <li>`init_timeout' — how long a worker may take to import, 60000;</li>
 %% <li>`worker_path' — default `priv/hornbeam_worker';</li>
 %% <li>`emit_handler' — module with `handle_emit/1', default `hornbeam_python_emit';</li>
-%% <li>`env' — extra OS environment for the worker, `[{Name, Value}]'.</li>
+%% <li>`env' — extra OS environment for the worker, `[{Name, Value}]';</li>
+%% <li>`worker_class' — how `app' serves HTTP: `asgi' (default) or `wsgi';</li>
+%% <li>`lifespan' — the ASGI lifespan protocol: `auto' (default; an app that
+%%     raises on it does not support it), `on' (required) or `off';</li>
+%% <li>`root_path' — the ASGI `root_path' / WSGI `SCRIPT_NAME', default `""';</li>
+%% <li>`shutdown_timeout' — how long a stopping worker may take (lifespan
+%%     shutdown) before it is killed, 5000 ms.</li>
 %% </ul>
 %%
 %% Errors: `{error, {worker_binary_missing, Path, Hint}}',
 %% `{error, {python_import, Module, Message}}' (traceback logged),
+%% `{error, {lifespan_startup_failed, Message}}',
+%% `{error, {bad_option, Name, Value}}',
 %% `{error, {worker_start_failed, Reason}}'.
 -module(hornbeam_python_sup).
 -behaviour(supervisor).
@@ -38,7 +46,11 @@
                   init_timeout => timeout(),
                   worker_path => file:filename_all(),
                   emit_handler => module(),
-                  env => [{string(), string() | false}]}.
+                  env => [{string(), string() | false}],
+                  worker_class => asgi | wsgi,
+                  lifespan => auto | on | off,
+                  root_path => binary() | string(),
+                  shutdown_timeout => timeout()}.
 -export_type([opts/0]).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
@@ -47,14 +59,17 @@ start_link() ->
 
 -spec start_link(opts()) -> {ok, pid()} | {error, term()}.
 start_link(Opts0) ->
+    show_hornbeam_logs(),
     Opts = normalize_opts(Opts0),
     Path = maps:get(worker_path, Opts),
-    case filelib:is_regular(Path) of
-        false ->
+    case {bad_option(Opts), filelib:is_regular(Path)} of
+        {{Name, Value}, _} ->
+            {error, {bad_option, Name, Value}};
+        {ok, false} ->
             ?LOG_ERROR("python worker binary ~ts not found; run `make build`", [Path],
                        #{domain => [hornbeam, python]}),
             {error, {worker_binary_missing, Path, "run `make build`"}};
-        true ->
+        {ok, true} ->
             case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
                 {ok, Sup} -> await_workers(Sup, Opts);
                 {error, Reason} -> {error, {worker_start_failed, Reason}}
@@ -97,8 +112,21 @@ await_workers(Sup, #{workers := N, init_timeout := InitTimeout}) ->
             end
     end.
 
+%% OTP's default handler only lets through events without a domain or in
+%% [otp|_]: let the pool's log lines and Python tracebacks (domain
+%% [hornbeam, python]) through too. Idempotent; no default handler, no-op.
+show_hornbeam_logs() ->
+    _ = logger:add_handler_filter(default, hornbeam,
+                                  {fun logger_filters:domain/2, {log, sub, [hornbeam]}}),
+    ok.
+
 is_ok({ok, _}) -> true;
 is_ok(_) -> false.
+
+bad_option(#{worker_class := WC}) when WC =/= asgi, WC =/= wsgi -> {worker_class, WC};
+bad_option(#{lifespan := L}) when L =/= auto, L =/= on, L =/= off -> {lifespan, L};
+bad_option(#{root_path := R}) when R =/= <<>>, binary_part(R, 0, 1) =/= <<"/">> -> {root_path, R};
+bad_option(_) -> ok.
 
 %% @doc Options with every default filled in and paths as binaries.
 -spec normalize_opts(opts()) -> map().
@@ -117,7 +145,11 @@ normalize_opts(Opts) ->
       init_timeout => maps:get(init_timeout, Opts, 60000),
       worker_path => maps:get(worker_path, Opts, filename:join(Priv, "hornbeam_worker")),
       emit_handler => maps:get(emit_handler, Opts, hornbeam_python_emit),
-      env => maps:get(env, Opts, [])}.
+      env => maps:get(env, Opts, []),
+      worker_class => maps:get(worker_class, Opts, asgi),
+      lifespan => maps:get(lifespan, Opts, auto),
+      root_path => bin(maps:get(root_path, Opts, <<>>)),
+      shutdown_timeout => maps:get(shutdown_timeout, Opts, 5000)}.
 
 bin(B) when is_binary(B) -> B;
 bin(A) when is_atom(A) -> atom_to_binary(A, utf8);
@@ -136,17 +168,18 @@ priv_dir() ->
     end.
 
 -spec init(map()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
-init(#{workers := N, timeout := Timeout} = Opts) ->
+init(#{workers := N, timeout := Timeout, app := App, shutdown_timeout := Stop} = Opts) ->
     Names = [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, N)],
     %% N in-flight counters + the round-robin cursor
     Load = atomics:new(N + 1, [{signed, true}]),
     [atomics:put(Load, Ix, hornbeam_python:unavailable()) || Ix <- lists:seq(1, N)],
     persistent_term:put(?POOL_KEY, #{size => N, names => list_to_tuple(Names),
-                                      load => Load, timeout => Timeout}),
+                                      load => Load, timeout => Timeout,
+                                      http => App =/= undefined}),
     Children = [#{id => {hornbeam_py_worker, Ix},
                   start => {hornbeam_py_worker, start_link, [Ix, Load, Opts]},
                   restart => permanent,
-                  shutdown => 5000,
+                  shutdown => case Stop of infinity -> infinity; _ -> Stop + 2000 end,
                   type => worker,
                   modules => [hornbeam_py_worker]}
                 || Ix <- lists:seq(1, N)],

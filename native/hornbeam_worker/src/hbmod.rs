@@ -135,6 +135,22 @@ pub mod hornbeam_native {
         Ok(())
     }
 
+    /// `http(call_id, event)`: sends `{http, CallId, Event}`, one step of the
+    /// HTTP response of call `call_id` while the app is still running
+    /// (`("start", status, headers)`, `("body", data, more)` or
+    /// `("response", status, headers, body)`; see `src/python/README.md`).
+    /// Safe to call from any thread (WSGI apps run in a thread pool).
+    #[pyfunction]
+    fn http(call_id: i64, event: &Bound<'_, PyAny>) -> PyResult<()> {
+        let event = py_to_term(event)?;
+        state()?.send(&Term::tuple(vec![
+            Term::atom("http"),
+            Term::Int(call_id),
+            event,
+        ]));
+        Ok(())
+    }
+
     fn erl_call_frame(id: u64, name: &str, args: Vec<u8>) -> Term {
         Term::tuple(vec![
             Term::atom("erl_call"),

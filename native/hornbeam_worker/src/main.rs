@@ -21,7 +21,10 @@
 //! thread hops of `tokio::fs` and a separate submitter thread doubled the
 //! round-trip latency, so the worker uses blocking I/O threads instead.)
 //!
-//! Closing stdin stops the loop and exits with status 0. The real stdin and
+//! Closing stdin, or a `{stop}` frame, runs `hornbeam_runtime.shutdown` on
+//! the loop (the ASGI lifespan shutdown of an HTTP app, then the loop
+//! stops) and exits with status 0 (after at most `SHUTDOWN_GRACE`). The
+//! real stdin and
 //! stdout are kept for the protocol only: Python sees `/dev/null` as fd 0 and
 //! stderr as fd 1, so a stray `print()` cannot corrupt a frame.
 
@@ -44,8 +47,11 @@ use crate::state::{event_loop, shared, Job, LoopRef, Out, Pending, Reply, Shared
 
 /// Frames larger than this are a protocol error (the VM never sends them).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
-/// How long a stopping worker waits for the loop to wind down.
+/// How long a stopping worker waits for the writer to flush.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a stopping worker waits for the loop to wind down (the lifespan
+/// shutdown of an ASGI app runs then; Erlang bounds it with its own timer).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() {
     std::process::exit(run());
@@ -86,7 +92,8 @@ fn run() -> i32 {
 
     reader(proto_in, init_tx, st);
 
-    // stdin closed: stop the loop, give it a moment, flush, leave.
+    // stdin closed or {stop}: shut the runtime down (lifespan shutdown,
+    // then the loop stops), give it a moment, flush, leave.
     let futures = st.close();
     Python::attach(|py| {
         for future in futures {
@@ -94,10 +101,10 @@ fn run() -> i32 {
             run_job(py, Job::Resolve { future, reply });
         }
         if let Some(lr) = event_loop() {
-            let _ = lr.call_soon_threadsafe.call1(py, (lr.stop.clone_ref(py),));
+            let _ = lr.call_soon_threadsafe.call1(py, (lr.shutdown.clone_ref(py),));
         }
     });
-    let _ = done_rx.recv_timeout(STOP_GRACE);
+    let _ = done_rx.recv_timeout(SHUTDOWN_GRACE);
     flush(st);
     0
 }
@@ -146,10 +153,18 @@ fn reader(file: File, init_tx: mpsc::Sender<Term>, st: &'static Shared) {
         loop {
             match read_frame(&mut input) {
                 Ok(Some(body)) => match etf::decode(&body) {
-                    Ok(term) => handle_frame(term, &mut init_tx, &mut jobs, st),
+                    Ok(term) => {
+                        if handle_frame(term, &mut init_tx, &mut jobs, st) == Flow::Stop {
+                            run_jobs(&mut jobs);
+                            return;
+                        }
+                    }
                     Err(e) => st.log("error", &format!("undecodable frame from Erlang: {e}")),
                 },
-                Ok(None) => return,
+                Ok(None) => {
+                    run_jobs(&mut jobs);
+                    return;
+                }
                 Err(e) => {
                     st.log("error", &format!("worker stdin: {e}"));
                     return;
@@ -159,14 +174,25 @@ fn reader(file: File, init_tx: mpsc::Sender<Term>, st: &'static Shared) {
                 break;
             }
         }
-        if !jobs.is_empty() {
-            Python::attach(|py| {
-                for job in jobs.drain(..) {
-                    run_job(py, job);
-                }
-            });
-        }
+        run_jobs(&mut jobs);
     }
+}
+
+fn run_jobs(jobs: &mut Vec<Job>) {
+    if !jobs.is_empty() {
+        Python::attach(|py| {
+            for job in jobs.drain(..) {
+                run_job(py, job);
+            }
+        });
+    }
+}
+
+/// Whether the reader goes on after a frame.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
 }
 
 /// One `{packet, 4}` frame; `None` at a clean end of input.
@@ -204,10 +230,10 @@ fn handle_frame(
     init_tx: &mut Option<mpsc::Sender<Term>>,
     jobs: &mut Vec<Job>,
     st: &Shared,
-) {
+) -> Flow {
     let Term::Tuple(items) = term else {
         st.log("warning", "ignoring a frame that is not a tuple");
-        return;
+        return Flow::Continue;
     };
     let tag = items
         .first()
@@ -222,6 +248,10 @@ fn handle_frame(
         ("call", Some(Term::Int(id)), _, _, _) => {
             send_result(st, id, crash("malformed call frame"));
         }
+        ("notify", Some(Term::Int(id)), Some(msg), None, None) => {
+            jobs.push(Job::Notify { id, msg });
+        }
+        ("stop", None, None, None, None) => return Flow::Stop,
         ("init", Some(config @ Term::Map(_)), None, None, None) => match init_tx.take() {
             Some(tx) => {
                 let _ = tx.send(config);
@@ -251,6 +281,7 @@ fn handle_frame(
         }
         (tag, ..) => st.log("warning", &format!("ignoring unknown frame {tag:?}")),
     }
+    Flow::Continue
 }
 
 fn crash(message: &str) -> Term {
@@ -321,6 +352,15 @@ fn run_job(py: Python<'_>, job: Job) {
             });
             if let Err(e) = scheduled {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
+            }
+        }
+        Job::Notify { id, msg } => {
+            let scheduled = term_to_py(py, &msg).and_then(|msg| {
+                lr.call_soon_threadsafe
+                    .call1(py, (lr.notify.clone_ref(py), id, msg))
+            });
+            if let Err(e) = scheduled {
+                st.log("error", &format!("cannot schedule a notify for call {id}: {e}"));
             }
         }
         Job::Resolve { future, reply } => {
@@ -422,11 +462,19 @@ fn run_python(py: Python<'_>, config: &Term) -> PyResult<bool> {
     let event_loop = rt.getattr("loop")?;
     let lr = LoopRef {
         call_soon_threadsafe: event_loop.getattr("call_soon_threadsafe")?.unbind(),
-        stop: event_loop.getattr("stop")?.unbind(),
+        shutdown: rt.getattr("shutdown")?.unbind(),
         dispatch: rt.getattr("dispatch")?.unbind(),
+        notify: rt.getattr("notify")?.unbind(),
         resolve: rt.getattr("resolve")?.unbind(),
     };
     state::set_loop(lr);
+    // The ASGI lifespan startup runs on the loop (so async erl_calls made
+    // by it are answered); `None` or `{startup_failed, Message}`.
+    let startup = rt.call_method0("startup")?;
+    if !startup.is_none() {
+        st.send(&py_to_term(&startup)?);
+        return Ok(false);
+    }
     // Only now may Erlang send calls.
     st.send(&result);
     event_loop.call_method0("run_forever")?;
@@ -452,4 +500,34 @@ fn describe(py: Python<'_>, e: &PyErr) -> (String, String) {
         })
         .unwrap_or_else(|_| message.clone());
     (message, trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_frames_become_jobs_and_stop_ends_the_reader() {
+        let (tx, _rx) = mpsc::channel();
+        let st = Shared::install(tx);
+        let mut init_tx = None;
+        let mut jobs = Vec::new();
+        let notify = Term::tuple(vec![
+            Term::atom("notify"),
+            Term::Int(7),
+            Term::tuple(vec![Term::atom("ack"), Term::Int(3)]),
+        ]);
+        assert!(handle_frame(notify, &mut init_tx, &mut jobs, st) == Flow::Continue);
+        match jobs.as_slice() {
+            [Job::Notify { id: 7, msg }] => {
+                assert!(msg.as_tuple().is_some_and(|t| t[0].is_atom("ack")));
+            }
+            _ => panic!("expected one notify job"),
+        }
+        let stop = Term::tuple(vec![Term::atom("stop")]);
+        assert!(handle_frame(stop, &mut init_tx, &mut jobs, st) == Flow::Stop);
+        let bad_stop = Term::tuple(vec![Term::atom("stop"), Term::Int(1)]);
+        assert!(handle_frame(bad_stop, &mut init_tx, &mut jobs, st) == Flow::Continue);
+        assert_eq!(jobs.len(), 1);
+    }
 }

@@ -35,14 +35,20 @@ pub enum Pending {
 /// Work triggered by a frame from Erlang that needs the GIL.
 pub enum Job {
     Call { id: i64, kind: String, args: Term },
+    /// `{notify, Id, Msg}`: news for a running call (an HTTP exchange's
+    /// `disconnect` or flow-control `{ack, Seq}`); no result.
+    Notify { id: i64, msg: Term },
     Resolve { future: Py<PyAny>, reply: Reply },
 }
 
 /// The running asyncio loop and the runtime functions scheduled onto it.
 pub struct LoopRef {
     pub call_soon_threadsafe: Py<PyAny>,
-    pub stop: Py<PyAny>,
+    /// `hornbeam_runtime.shutdown`: runs the ASGI lifespan shutdown (if
+    /// any), then stops the loop.
+    pub shutdown: Py<PyAny>,
     pub dispatch: Py<PyAny>,
+    pub notify: Py<PyAny>,
     pub resolve: Py<PyAny>,
 }
 
