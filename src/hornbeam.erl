@@ -83,6 +83,13 @@ start_endpoint(AppSpec, Opts) ->
     end.
 
 start_parts(Sup, AppSpec, IP, Port, Opts) ->
+    PresenceOpts = maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
+    case hornbeam_endpoint_sup:start_presence(Sup, PresenceOpts) of
+        ok -> start_parts_python(Sup, AppSpec, IP, Port, Opts);
+        {error, _} = Error -> Error
+    end.
+
+start_parts_python(Sup, AppSpec, IP, Port, Opts) ->
     case start_python(Sup, AppSpec, Opts) of
         {ok, PyChannels, PyConnect} ->
             ErlChannels = maps:get(channels, Opts, []),
@@ -111,7 +118,8 @@ start_python(Sup, AppSpec, Opts) ->
         true ->
             {ok, [], undefined};
         false ->
-            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env], Opts),
+            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env,
+                                 worker_class, lifespan, root_path, shutdown_timeout], Opts),
             PyOpts = PyOpts0#{app => App, channel_modules => Modules,
                               pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]},
             case hornbeam_endpoint_sup:start_python(Sup, PyOpts) of

@@ -16,12 +16,21 @@
          msg_decode/2, msg_encode/5, msg_encode_frame/5,
          json_decode/1, json_decode/2, json_encode/1,
          nif_json_decode/2, nif_json_decode_dirty/2,
-         router_new/2, router_match/2]).
+         router_new/2, router_match/2,
+         presence_new/2, presence_track/5, presence_update/5, presence_untrack/4,
+         presence_untrack_owner/2, presence_extract_delta/1, presence_clock/1,
+         presence_heartbeat/3, presence_merge_delta/3, presence_dominates/2,
+         presence_state_for/2, presence_merge_state/3, presence_expire/4,
+         presence_list/2, presence_get/3, presence_replicas/1]).
 
 -on_load(init/0).
 
 -type ws_decoder() :: reference().
 -type router() :: reference().
+-type tracker() :: reference().
+%% [{Topic, DiffJson}]: DiffJson is a ready `presence_diff' payload.
+-type presence_diffs() :: [{binary(), binary()}].
+-type replica() :: {binary(), non_neg_integer()}.
 -type ws_message() :: {text, binary()} | {binary, binary()} | {ping, binary()} | {pong, binary()}
                     | {close, none | {1000..4999, binary()}}.
 -type ws_error() :: unmasked_frame | reserved_bits | unknown_opcode | control_frame_too_long
@@ -30,7 +39,7 @@
 -type opcode() :: text | binary | ping | pong.
 -type msg_ref() :: null | integer() | binary().
 -type json() :: null | true | false | number() | binary() | [json()] | #{binary() => json()}.
--export_type([ws_decoder/0, router/0, ws_message/0, ws_error/0, opcode/0, msg_ref/0, json/0]).
+-export_type([tracker/0, presence_diffs/0, replica/0, ws_decoder/0, router/0, ws_message/0, ws_error/0, opcode/0, msg_ref/0, json/0]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
 %% Inputs above this size go to a dirty CPU scheduler (see the module doc).
@@ -158,3 +167,65 @@ router_new(_Patterns, _MaxTopicLength) -> ?NOT_LOADED.
 -spec router_match(router(), binary()) ->
     {ok, non_neg_integer(), #{binary() => binary()}} | nomatch | {error, topic_too_long}.
 router_match(_Router, _Topic) -> ?NOT_LOADED.
+
+%% --- Presence CRDT (hornbeam_core::presence; one tracker per shard) -----------
+
+-spec presence_new(binary(), non_neg_integer()) -> tracker().
+presence_new(_Node, _Incarnation) -> ?NOT_LOADED.
+
+-spec presence_track(tracker(), binary(), non_neg_integer(), binary(), binary()) ->
+    {ok, presence_diffs()} | {error, atom()}.
+presence_track(_T, _Topic, _Owner, _Key, _MetaJson) -> ?NOT_LOADED.
+
+-spec presence_update(tracker(), binary(), non_neg_integer(), binary(), binary()) ->
+    {ok, presence_diffs()} | {error, atom()}.
+presence_update(_T, _Topic, _Owner, _Key, _MetaJson) -> ?NOT_LOADED.
+
+-spec presence_untrack(tracker(), binary(), non_neg_integer(), binary()) ->
+    {ok, presence_diffs()} | {error, atom()}.
+presence_untrack(_T, _Topic, _Owner, _Key) -> ?NOT_LOADED.
+
+-spec presence_untrack_owner(tracker(), non_neg_integer()) -> presence_diffs().
+presence_untrack_owner(_T, _Owner) -> ?NOT_LOADED.
+
+%% @doc The changes since the last call (for gossip), or none.
+-spec presence_extract_delta(tracker()) -> binary() | none.
+presence_extract_delta(_T) -> ?NOT_LOADED.
+
+-spec presence_clock(tracker()) -> binary().
+presence_clock(_T) -> ?NOT_LOADED.
+
+%% @doc A peer's clock arrived: mark it up; `true' when it has state we miss.
+-spec presence_heartbeat(tracker(), binary(), non_neg_integer()) ->
+    {ok, presence_diffs(), boolean()} | {error, atom()}.
+presence_heartbeat(_T, _Clock, _NowMs) -> ?NOT_LOADED.
+
+-spec presence_merge_delta(tracker(), binary(), non_neg_integer()) ->
+    {ok, presence_diffs()} | {error, atom()}.
+presence_merge_delta(_T, _Delta, _NowMs) -> ?NOT_LOADED.
+
+-spec presence_dominates(tracker(), binary()) -> boolean().
+presence_dominates(_T, _Clock) -> ?NOT_LOADED.
+
+%% @doc Full state for a peer with clock Clock (dirty CPU scheduler).
+-spec presence_state_for(tracker(), binary()) -> {ok, binary()} | {error, atom()}.
+presence_state_for(_T, _Clock) -> ?NOT_LOADED.
+
+%% @doc Merge a full state (dirty CPU scheduler).
+-spec presence_merge_state(tracker(), binary(), non_neg_integer()) ->
+    {ok, presence_diffs()} | {error, atom()}.
+presence_merge_state(_T, _State, _NowMs) -> ?NOT_LOADED.
+
+-spec presence_expire(tracker(), non_neg_integer(), non_neg_integer(), non_neg_integer()) ->
+    {presence_diffs(), [replica()], [replica()]}.
+presence_expire(_T, _NowMs, _DownMs, _PermdownMs) -> ?NOT_LOADED.
+
+%% @doc `{"Key": {"metas": [...]}, ...}' of Topic (the `presence_state' payload).
+-spec presence_list(tracker(), binary()) -> binary().
+presence_list(_T, _Topic) -> ?NOT_LOADED.
+
+-spec presence_get(tracker(), binary(), binary()) -> binary() | null.
+presence_get(_T, _Topic, _Key) -> ?NOT_LOADED.
+
+-spec presence_replicas(tracker()) -> [{replica(), up | down, non_neg_integer()}].
+presence_replicas(_T) -> ?NOT_LOADED.

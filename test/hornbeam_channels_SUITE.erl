@@ -144,7 +144,7 @@ stale_join_ref_is_ignored(Config) ->
     C = connect(Config),
     _ = join(C, <<"5">>, <<"room:1">>),
     ok = ?C:push(C, <<"4">>, <<"6">>, <<"room:1">>, <<"echo">>, #{}),
-    ?assertEqual(timeout, ?C:recv(C, 300)),
+    ?assertEqual(timeout, ?C:recv_json(C, 300)),
     ok = ?C:push(C, <<"5">>, <<"7">>, <<"room:1">>, <<"echo">>, #{}),
     ?assertMatch([<<"5">>, <<"7">> | _], ?C:recv_json(C)).
 
@@ -219,7 +219,7 @@ push_reaches_only_this_client(Config) ->
     _ = join(A, <<"1">>, <<"room:1">>), _ = join(B, <<"1">>, <<"room:1">>),
     ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:1">>, <<"push">>, #{<<"x">> => 1}),
     ?assertEqual([<<"1">>, null, <<"room:1">>, <<"pushed">>, #{<<"x">> => 1}], ?C:recv_json(A)),
-    ?assertEqual(timeout, ?C:recv(B, 200)).
+    ?assertEqual(timeout, ?C:recv_json(B, 200)).
 
 max_channels_per_connection_is_enforced(Config) ->
     C = connect(Config),
@@ -258,8 +258,8 @@ broadcast_reaches_every_subscriber_once(Config) ->
     ?assertEqual(Expected, ?C:recv_json(S)),
     ?assertMatch([<<"1">>, <<"2">>, _, <<"phx_reply">>, _], ?C:recv_json(S)),
     [?assertEqual(Expected, ?C:recv_json(C)) || C <- tl(Clients)],
-    [?assertEqual(timeout, ?C:recv(C, 200)) || C <- Clients],
-    ?assertEqual(timeout, ?C:recv(Outsider, 100)).
+    [?assertEqual(timeout, ?C:recv_json(C, 200)) || C <- Clients],
+    ?assertEqual(timeout, ?C:recv_json(Outsider, 100)).
 
 broadcast_from_skips_the_sender(Config) ->
     A = connect(Config), B = connect(Config),
@@ -267,7 +267,7 @@ broadcast_from_skips_the_sender(Config) ->
     ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:b">>, <<"broadcast_from">>, #{<<"n">> => 2}),
     ?assertMatch([_, <<"2">>, _, <<"phx_reply">>, _], ?C:recv_json(A)),
     ?assertEqual([null, null, <<"room:b">>, <<"shout">>, #{<<"n">> => 2}], ?C:recv_json(B)),
-    ?assertEqual(timeout, ?C:recv(A, 300)).
+    ?assertEqual(timeout, ?C:recv_json(A, 300)).
 
 erlang_api_broadcast_and_local_broadcast(Config) ->
     A = connect(Config),

@@ -81,7 +81,7 @@ broadcast_reaches_every_node_exactly_once(Config) ->
     ok = erpc:call(A, hornbeam, broadcast, [<<"room:all">>, <<"news">>, #{<<"n">> => 1}]),
     [?assertEqual([null, null, <<"room:all">>, <<"news">>, #{<<"n">> => 1}], ?C:recv_json(C))
      || {_, C} <- Clients],
-    [?assertEqual(timeout, ?C:recv(C, 300)) || {_, C} <- Clients].
+    [?assertEqual(timeout, ?C:recv_json(C, 300)) || {_, C} <- Clients].
 
 broadcast_from_excludes_only_the_sender(Config) ->
     Clients = [{_, Sender} | Others] = join_everywhere(Config, <<"room:from">>),
@@ -89,7 +89,7 @@ broadcast_from_excludes_only_the_sender(Config) ->
     ?assertMatch([<<"1">>, <<"2">>, _, <<"phx_reply">>, _], ?C:recv_json(Sender)),
     [?assertEqual([null, null, <<"room:from">>, <<"shout">>, #{<<"n">> => 2}], ?C:recv_json(C))
      || {_, C} <- Others],
-    [?assertEqual(timeout, ?C:recv(C, 300)) || {_, C} <- Clients].
+    [?assertEqual(timeout, ?C:recv_json(C, 300)) || {_, C} <- Clients].
 
 %% The remote relay receives one message per broadcast, however many
 %% subscribers that node has.

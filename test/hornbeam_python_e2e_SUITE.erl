@@ -15,7 +15,7 @@ all() ->
      slow_handlers_on_two_channels_overlap_with_two_workers,
      push_arrives_before_the_reply_and_broadcast_from_skips_the_sender,
      os_exit_in_a_handler_errors_that_request_only, endless_loop_times_out_and_worker_is_replaced,
-     import_error_fails_start, on_connect_accepts_and_refuses].
+     import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -38,7 +38,7 @@ init_per_testcase(import_error_fails_start, Config) ->
 init_per_testcase(TC, Config) ->
     _ = hornbeam:stop(),
     Opts = maps:merge(#{bind => "127.0.0.1:0", workers => 1,
-                        channel_modules => ["fx_room", "e2e_chat"],
+                        channel_modules => ["fx_room", "e2e_chat", "e2e_presence"],
                         pythonpath => [fixtures()]}, opts(TC)),
     ok = hornbeam:start(none, Opts),
     [{port, hornbeam:port()} | Config].
@@ -74,7 +74,7 @@ documented_example_works(Config) ->
                  push(A, <<"2">>, <<"3">>, <<"chat:lobby">>, <<"new_msg">>, #{<<"body">> => <<"Hello!">>})),
     ?assertEqual([null, null, <<"chat:lobby">>, <<"new_msg">>,
                   #{<<"username">> => <<"Alice">>, <<"body">> => <<"Hello!">>}], ?C:recv_json(B)),
-    ?assertEqual(timeout, ?C:recv(A, 300)).
+    ?assertEqual(timeout, ?C:recv_json(A, 300)).
 
 join_return_forms(Config) ->
     C = connect(Config),
@@ -183,8 +183,8 @@ push_arrives_before_the_reply_and_broadcast_from_skips_the_sender(Config) ->
     %% to B: the broadcast and the broadcast_from, not the push
     ?assertEqual([null, null, <<"room:p">>, <<"shout">>, #{<<"v">> => 1}], ?C:recv_json(B)),
     ?assertEqual([null, null, <<"room:p">>, <<"shout_from">>, #{<<"v">> => 1}], ?C:recv_json(B)),
-    ?assertEqual(timeout, ?C:recv(A, 200)),
-    ?assertEqual(timeout, ?C:recv(B, 100)).
+    ?assertEqual(timeout, ?C:recv_json(A, 200)),
+    ?assertEqual(timeout, ?C:recv_json(B, 100)).
 
 os_exit_in_a_handler_errors_that_request_only(Config) ->
     A = connect(Config), B = connect(Config),
@@ -198,7 +198,7 @@ os_exit_in_a_handler_errors_that_request_only(Config) ->
                  push(A, <<"1">>, <<"3">>, <<"room:e">>, <<"reply">>, #{}, 10000)),
     ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>}],
                  push(B, <<"1">>, <<"2">>, <<"room:f">>, <<"reply">>, #{}, 10000)),
-    ?assertEqual(timeout, ?C:recv(B, 100)).
+    ?assertEqual(timeout, ?C:recv_json(B, 100)).
 
 push(C, JoinRef, Ref, Topic, Event, Payload, Timeout) ->
     ok = ?C:push(C, JoinRef, Ref, Topic, Event, Payload),
@@ -233,3 +233,49 @@ on_connect_accepts_and_refuses(Config) ->
     ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
                                 <<"response">> := #{<<"assigns">> := #{<<"user_id">> := 7}}}],
                  join(C, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})).
+
+presence_from_python(Config) ->
+    A = connect(Config), B = connect(Config),
+    ok = ?C:push(A, <<"1">>, <<"1">>, <<"lobby:1">>, <<"phx_join">>, #{<<"name">> => <<"ana">>}),
+    [_, _, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = ?C:recv_all_json(A, 5000),
+    [_, _, _, <<"presence_state">>, StateA] = ?C:recv_all_json(A, 5000),
+    ?assertMatch(#{<<"user:ana">> := #{<<"metas">> := [#{<<"status">> := <<"online">>}]}}, StateA),
+    ok = ?C:push(B, <<"1">>, <<"1">>, <<"lobby:1">>, <<"phx_join">>, #{<<"name">> => <<"ben">>}),
+    [_, _, _, <<"phx_reply">>, _] = ?C:recv_all_json(B, 5000),
+    [_, _, _, <<"presence_state">>, StateB] = ?C:recv_all_json(B, 5000),
+    ?assertEqual([<<"user:ana">>, <<"user:ben">>], lists:sort(maps:keys(StateB))),
+    ?assertMatch([_, _, _, <<"presence_diff">>, #{<<"joins">> := #{<<"user:ben">> := _}}], ?C:recv_json(A)),
+    %% update: one diff with the leave of the old ref and the join of the new
+    ?assertMatch([_, <<"2">>, _, <<"phx_reply">>, _], reply_of(B, <<"1">>, <<"2">>, <<"lobby:1">>, <<"status">>, #{<<"status">> => <<"away">>})),
+    ?assertMatch([_, _, _, <<"presence_diff">>,
+                  #{<<"joins">> := #{<<"user:ben">> := #{<<"metas">> := [#{<<"status">> := <<"away">>, <<"phx_ref_prev">> := _}]}},
+                    <<"leaves">> := #{<<"user:ben">> := _}}], ?C:recv_json(A)),
+    %% errors are ValueErrors with a clear message
+    [_, _, _, _, #{<<"response">> := #{<<"error">> := Dup}}] = reply_of(B, <<"1">>, <<"3">>, <<"lobby:1">>, <<"track_again">>, #{}),
+    ?assertMatch({match, _}, re:run(Dup, "already tracked")),
+    [_, _, _, _, #{<<"response">> := #{<<"error">> := Unknown}}] = reply_of(B, <<"1">>, <<"4">>, <<"lobby:1">>, <<"update_unknown">>, #{}),
+    ?assertMatch({match, _}, re:run(Unknown, "not tracked")),
+    [_, _, _, _, #{<<"response">> := Read}] = reply_of(B, <<"1">>, <<"5">>, <<"lobby:1">>, <<"read">>, #{}),
+    ?assertMatch(#{<<"list">> := #{<<"user:ana">> := _, <<"user:ben">> := _},
+                   <<"me">> := #{<<"metas">> := [#{<<"status">> := <<"away">>}]}, <<"nobody">> := null}, Read),
+    %% untrack, then a disconnect: leaves
+    _ = reply_of(B, <<"1">>, <<"6">>, <<"lobby:1">>, <<"untrack">>, #{}),
+    ?assertMatch([_, _, _, <<"presence_diff">>, #{<<"leaves">> := #{<<"user:ben">> := _}}], ?C:recv_json(A)),
+    C = connect(Config),
+    ok = ?C:push(C, <<"1">>, <<"1">>, <<"lobby:1">>, <<"phx_join">>, #{<<"name">> => <<"cy">>}),
+    [_, _, _, <<"phx_reply">>, _] = ?C:recv_json(C),
+    ?assertMatch([_, _, _, <<"presence_diff">>, #{<<"joins">> := #{<<"user:cy">> := _}}], ?C:recv_json(A)),
+    ok = ?C:close(C),
+    ?assertMatch([_, _, _, <<"presence_diff">>, #{<<"leaves">> := #{<<"user:cy">> := _}}], ?C:recv_json(A)).
+
+%% Push and wait for its reply, skipping the presence diffs in between.
+reply_of(C, JoinRef, Ref, Topic, Event, Payload) ->
+    ok = ?C:push(C, JoinRef, Ref, Topic, Event, Payload),
+    skip_to_reply(C, Ref).
+
+skip_to_reply(C, Ref) ->
+    case ?C:recv_json(C) of
+        [_, Ref, _, <<"phx_reply">>, _] = Reply -> Reply;
+        [_, _, _, <<"presence_diff">>, _] -> skip_to_reply(C, Ref);
+        Other -> Other
+    end.

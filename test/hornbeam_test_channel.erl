@@ -11,6 +11,10 @@ join(_Topic, #{<<"mode">> := <<"crash">>}, _Socket) ->
 join(_Topic, #{<<"mode">> := <<"slow">>, <<"ms">> := Ms}, Socket) ->
     timer:sleep(Ms),
     {ok, Socket};
+join(Topic, #{<<"mode">> := <<"track">>, <<"key">> := Key} = Payload, Socket) ->
+    Meta = maps:get(<<"meta">>, Payload, #{}),
+    ok = hornbeam_presence:track(self(), Topic, Key, Meta),
+    {ok, hornbeam_channel:assign(Socket, <<"key">>, Key)};
 join(Topic, Payload, Socket = #{topic_params := TopicParams}) ->
     notify({joined, Topic, self()}),
     {ok, #{<<"topic">> => Topic, <<"params">> => TopicParams},
@@ -38,6 +42,12 @@ handle_in(<<"broadcast_from">>, Payload, Socket) ->
 handle_in(<<"sleep">>, #{<<"ms">> := Ms}, Socket) ->
     timer:sleep(Ms),
     {reply, ok, Socket};
+handle_in(<<"presence_update">>, Meta, Socket = #{topic := Topic, assigns := #{<<"key">> := Key}}) ->
+    {reply, result(hornbeam_presence:update(self(), Topic, Key, Meta)), Socket};
+handle_in(<<"presence_untrack">>, _Payload, Socket = #{topic := Topic, assigns := #{<<"key">> := Key}}) ->
+    {reply, result(hornbeam_presence:untrack(self(), Topic, Key)), Socket};
+handle_in(<<"presence_track_again">>, _Payload, Socket = #{topic := Topic, assigns := #{<<"key">> := Key}}) ->
+    {reply, result(hornbeam_presence:track(self(), Topic, Key, #{})), Socket};
 handle_in(<<"crash">>, _Payload, _Socket) ->
     error(event_boom);
 handle_in(<<"stop">>, _Payload, Socket) ->
@@ -57,6 +67,9 @@ handle_info(_Msg, Socket) ->
 
 terminate(Reason, #{topic := Topic}) ->
     notify({terminated, Topic, self(), Reason}).
+
+result(ok) -> ok;
+result({error, Why}) -> {error, #{<<"reason">> => atom_to_binary(Why)}}.
 
 notify(Msg) ->
     case whereis(hornbeam_test_observer) of

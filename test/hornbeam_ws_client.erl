@@ -5,7 +5,7 @@
 -module(hornbeam_ws_client).
 
 -export([connect/2, connect/3, send/2, send_raw/2, send_frame/3, send_frame/4,
-         push/6, recv/1, recv/2, recv_json/1, recv_json/2, expect_closed/2,
+         push/6, recv/1, recv/2, recv_json/1, recv_json/2, recv_all_json/2, expect_closed/2,
          close/1, client_frame/4, upgrade_request/2]).
 
 -define(TIMEOUT, 5000).
@@ -156,9 +156,17 @@ recv(C, Timeout) ->
     after Timeout -> timeout
     end.
 
-%% @doc The next text frame as a decoded list [JoinRef, Ref, Topic, Event, Payload].
+%% @doc The next text frame as a decoded list [JoinRef, Ref, Topic, Event,
+%% Payload], skipping the `presence_state' the server pushes after every
+%% join (recv_all_json/2 keeps it).
 recv_json(C) -> recv_json(C, ?TIMEOUT).
 recv_json(C, Timeout) ->
+    case recv_all_json(C, Timeout) of
+        [_, _, _, <<"presence_state">>, _] -> recv_json(C, Timeout);
+        Other -> Other
+    end.
+
+recv_all_json(C, Timeout) ->
     case recv(C, Timeout) of
         {text, Text} -> {ok, List} = hornbeam_nif:json_decode(Text), List;
         Other -> Other

@@ -7,10 +7,15 @@ Serve it yourself with:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict
 
-from hornbeam_channels import broadcast, broadcast_from, channel
+from hornbeam_channels import broadcast_from, channel
+from hornbeam_presence import Presence
+
+log = logging.getLogger("chat")
+STATUSES = ("online", "away", "busy")
 
 INDEX_HTML = (Path(__file__).parent / "index.html").read_bytes()
 
@@ -23,7 +28,8 @@ def join_room(topic, topic_params, params, socket):
     if not username:
         return ("error", {"reason": "username required"})
     socket = socket.assign("username", username)
-    broadcast_from(socket, "user_joined", {"username": username})
+    # One presence per tab: two tabs of one user are two metas under one key.
+    Presence(topic).track(socket, f"user:{username}", {"username": username, "status": "online"})
     return ("ok", {"room_id": topic_params["room_id"]}, socket)
 
 
@@ -36,11 +42,20 @@ async def new_msg(payload, socket):
     return ("reply", {"status": "ok"}, socket)
 
 
+@room.on("update_status")
+def update_status(payload, socket):
+    status = payload.get("status")
+    if status not in STATUSES:
+        return ("reply", ("error", {"reason": f"status must be one of {', '.join(STATUSES)}"}), socket)
+    username = socket.assigns["username"]
+    Presence(socket.topic).update(socket, f"user:{username}", {"username": username, "status": status})
+    return ("reply", {"status": status}, socket)
+
+
 @room.on_leave
 def leave_room(topic, socket):
-    username = socket.assigns.get("username")
-    if username:
-        broadcast(topic, "user_left", {"username": username})
+    # The presence leaves with the channel; this is for the server log.
+    log.info("%s left %s", socket.assigns.get("username"), topic)
 
 
 Receive = Callable[[], Awaitable[Dict[str, Any]]]

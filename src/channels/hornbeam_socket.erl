@@ -279,8 +279,13 @@ join_answered(Pid, Outcome, Frame, State = #state{by_pid = ByPid, channels = Cha
             State2 = emit_closes(Channel#channel.close_after_join, Topic, State1),
             case Outcome of
                 ok ->
+                    %% Phoenix clients sync presence from this state, then diffs.
+                    PresenceState = hornbeam_nif:msg_encode_frame(
+                                      Channel#channel.join_ref, null, Topic, <<"presence_state">>,
+                                      hornbeam_presence:list_json(Topic)),
+                    State3 = do_write(PresenceState, State2),
                     C = Channel#channel{joined = true, close_after_join = []},
-                    after_write(State2#state{channels = Channels#{Topic := C}});
+                    after_write(State3#state{channels = Channels#{Topic := C}});
                 error ->
                     erlang:demonitor(Channel#channel.monitor, [flush]),
                     after_write(forget(Topic, Pid, State2))

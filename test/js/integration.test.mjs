@@ -5,8 +5,8 @@
 //     connection, heartbeats, and the documented example as written;
 //   * the official `phoenix` npm client against our server: join,
 //     push/reply, broadcast (to and from our client), heartbeats, Presence;
-//   * Presence: the server has no Presence yet, so the test channel sends
-//     HAND-MADE presence_state / presence_diff messages (support/js_test_channel.erl).
+//   * Presence: real server-side presence (the test channel tracks a key
+//     given in the join params), synced by our Presence and phoenix's.
 import { describe, it, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
@@ -59,24 +59,8 @@ function collect(channel, event) {
   return got
 }
 
-// Hand-made presence messages (no server-side Presence yet).
-const handMadeState = {
-  alice: { metas: [{ phx_ref: 'a1', device: 'laptop' }, { phx_ref: 'a2', device: 'phone' }] },
-  bob: { metas: [{ phx_ref: 'b1', device: 'laptop' }] },
-}
-const handMadeDiffs = [
-  // alice closes her phone tab
-  { joins: {}, leaves: { alice: { metas: [{ phx_ref: 'a2', device: 'phone' }] } } },
-  // bob goes away: an update is a leave of the old phx_ref + a join with phx_ref_prev
-  {
-    joins: { bob: { metas: [{ phx_ref: 'b2', phx_ref_prev: 'b1', device: 'laptop', status: 'away' }] } },
-    leaves: { bob: { metas: [{ phx_ref: 'b1', device: 'laptop' }] } },
-  },
-  // carol arrives
-  { joins: { carol: { metas: [{ phx_ref: 'c1', device: 'tablet' }] } }, leaves: {} },
-]
-const expectedAfterDiffs = ['alice:laptop', 'bob:laptop:away', 'carol:tablet']
-const summary = (id, { metas }) => [id, ...metas.map((m) => [m.device, m.status].filter(Boolean).join(':'))].join(':')
+const summary = (id, { metas }) => [id, ...metas.map((m) => [m.device, m.status].filter(Boolean).join(':')).sort()].join(':')
+const tracking = (key, meta) => ({ presence: { key, meta } })
 
 describe('our client against the real server', { timeout: 20000 }, () => {
   it('connects with params, joins, and gets the join reply', async () => {
@@ -219,7 +203,7 @@ describe('our client against the real server', { timeout: 20000 }, () => {
       socket = new Hornbeam.Socket('/ws', { params: { token: 'user_token' }, logger: (kind, msg, data) => log.push([kind, msg, data]) })
       sockets.push(socket)
       socket.onOpen(() => seen.push('open')); socket.onClose(() => seen.push('close')); socket.onError((e) => seen.push(`error ${e}`)); socket.connect()
-      const channel = socket.channel('room:lobby', { username: 'Alice' })
+      const channel = socket.channel('room:lobby', { username: 'Alice', ...tracking('alice', { device: 'laptop' }) })
       const joinedOk = new Promise((resolve) => {
         channel.join().receive('ok', resp => { seen.push(`joined ${resp.joined_with.username}`); resolve() }).receive('error', resp => seen.push(`join error ${resp.reason}`)).receive('timeout', () => seen.push('join timeout'))
       })
@@ -229,7 +213,6 @@ describe('our client against the real server', { timeout: 20000 }, () => {
       const synced = new Promise((resolve) => presence.onSync(() => { seen.push(`sync ${presence.list((id, { metas }) => metas[0]).map((m) => m.device)}`); resolve() }))
       channel.push('new_msg', { body: 'Hello!' }).receive('ok', () => seen.push('pushed')).receive('error', e => seen.push(`push error ${e}`))
       await joinedOk
-      channel.push('push', { event: 'presence_state', payload: handMadeState }) // hand-made presence_state
       await Promise.all([got, synced])
       await new Promise((resolve) => channel.leave().receive('ok', () => { seen.push('left'); resolve() }))
       socket.disconnect()
@@ -238,42 +221,42 @@ describe('our client against the real server', { timeout: 20000 }, () => {
       delete globalThis.location
       delete globalThis.WebSocket
     }
-    // The reply to new_msg and its broadcast may come in either order.
+    // After the join: the presence_state (a join and a sync), the reply to
+    // new_msg and its broadcast, in an order the server does not fix.
     assert.deepEqual(seen.slice(0, 2), ['open', 'joined Alice'])
-    assert.deepEqual(seen.slice(2, 4).sort(), ['new_msg Hello!', 'pushed'])
-    assert.deepEqual(seen.slice(4), ['presence join alice', 'presence join bob', 'sync laptop,laptop', 'left', 'close'])
+    assert.deepEqual(seen.slice(2, 6).sort(), ['new_msg Hello!', 'presence join alice', 'pushed', 'sync laptop'])
+    assert.deepEqual(seen.slice(6), ['left', 'close'])
     assert.match(url, new RegExp(`^ws://127\\.0\\.0\\.1:${server.port}/ws/websocket\\?token=user_token&vsn=2\\.0\\.0$`))
     assert.ok(log.some(([kind]) => kind === 'push') && log.some(([kind]) => kind === 'receive'))
   })
 })
 
-describe('Presence over the wire (hand-made presence_state / presence_diff)', { timeout: 20000 }, () => {
-  it('our Presence queues diffs sent before the state and applies them after it', async () => {
-    const socket = connect()
-    const { channel } = await join(socket, 'room:presence-ours')
-    const presence = new Presence(channel)
-    const syncs = []
-    presence.onSync(() => syncs.push(presence.list(summary)))
-    for (const diff of handMadeDiffs) await outcome(channel.push('push', { event: 'presence_diff', payload: diff }))
-    await outcome(channel.push('push', { event: 'presence_state', payload: handMadeState }))
-    await waitFor(() => syncs.length === 1, 3000, 'sync')
-    assert.deepEqual(syncs, [expectedAfterDiffs])
-  })
-
-  it('our Presence follows broadcast diffs: two tabs, an update with phx_ref_prev, a join', async () => {
-    const a = connect()
-    const b = connect()
-    const { channel: ca } = await join(a, 'room:presence-bcast')
-    const { channel: cb } = await join(b, 'room:presence-bcast')
-    const presence = new Presence(cb)
+describe('Presence over the wire (real server-side presence)', { timeout: 20000 }, () => {
+  it('our Presence syncs the state, two tabs, an update with phx_ref_prev, a join and leaves', async () => {
+    const watcher = connect()
+    // Presence before join: the server pushes presence_state right after the join reply.
+    const cw = watcher.channel('room:presence-ours', tracking('watcher', { device: 'desk' }))
+    const presence = new Presence(cw)
     const calls = []
-    presence.onJoin((id, current, added) => calls.push(`join ${id} ${added.metas.map((m) => m.phx_ref)}`))
-    presence.onLeave((id, current, left) => calls.push(`leave ${id} ${left.metas.map((m) => m.phx_ref)} (${current.metas.length} left)`))
-    await outcome(cb.push('push', { event: 'presence_state', payload: handMadeState }))
-    for (const diff of handMadeDiffs) await outcome(ca.push('broadcast', { event: 'presence_diff', payload: diff }))
-    await waitFor(() => presence.list().length === 3, 3000, 'carol')
-    assert.deepEqual(presence.list(summary), expectedAfterDiffs)
-    assert.deepEqual(calls, ['join alice a1,a2', 'join bob b1', 'leave alice a2 (1 left)', 'join bob b2', 'leave bob b1 (1 left)', 'join carol c1'])
+    presence.onJoin((id, current, added) => calls.push(`join ${id} ${added.metas.length}`))
+    presence.onLeave((id, current, left) => calls.push(`leave ${id} (${current.metas.length} left)`))
+    assert.equal((await outcome(cw.join())).status, 'ok')
+    await waitFor(() => presence.list().length === 1, 3000, 'own presence_state')
+    const [tab1, tab2, bob] = [connect(), connect(), connect()]
+    await join(tab1, 'room:presence-ours', tracking('alice', { device: 'laptop' }))
+    await join(tab2, 'room:presence-ours', tracking('alice', { device: 'phone' }))
+    const { channel: cb } = await join(bob, 'room:presence-ours', tracking('bob', { device: 'laptop' }))
+    await waitFor(() => presence.list().length === 3 && presence.list(summary).includes('alice:laptop:phone'), 3000, 'three keys')
+    await outcome(cb.push('presence_update', { device: 'laptop', status: 'away' }))
+    await waitFor(() => presence.list(summary).includes('bob:laptop:away'), 3000, 'bob away')
+    const bobMeta = presence.list((id, { metas }) => id === 'bob' && metas[0]).find(Boolean)
+    assert.ok(bobMeta.phx_ref_prev, 'an update carries phx_ref_prev')
+    tab2.disconnect()
+    await waitFor(() => presence.list(summary).includes('alice:laptop'), 3000, 'alice keeps one tab')
+    bob.disconnect()
+    await waitFor(() => presence.list().length === 2, 3000, 'bob gone')
+    assert.deepEqual(presence.list(summary).sort(), ['alice:laptop', 'watcher:desk'])
+    assert.ok(calls.includes('leave alice (1 left)') && calls.includes('leave bob (0 left)'), calls.join(', '))
   })
 })
 
@@ -321,23 +304,23 @@ describe('the official phoenix client against our server', { timeout: 20000 }, (
     assert.equal(closes, 0)
   })
 
-  it('syncs phoenix Presence from hand-made presence_state / presence_diff', async () => {
+  it('syncs phoenix Presence from the server: joins, an update, a leave, with our client', async () => {
     const phx = connectPhoenix()
     const ours = connect()
-    const phxChannel = phx.channel('room:phx-presence', {})
+    const phxChannel = phx.channel('room:phx-presence', tracking('phoenix', { device: 'laptop' }))
     const presence = new PhxPresence(phxChannel)
     const calls = []
-    presence.onJoin((id, current, added) => calls.push(`join ${id} ${added.metas.map((m) => m.phx_ref)}`))
-    presence.onLeave((id, current, left) => calls.push(`leave ${id} ${left.metas.map((m) => m.phx_ref)}`))
+    presence.onJoin((id) => calls.push(`join ${id}`))
+    presence.onLeave((id, current) => calls.push(`leave ${id} (${current.metas.length} left)`))
     assert.equal((await outcome(phxChannel.join())).status, 'ok')
-    const { channel: ourChannel } = await join(ours, 'room:phx-presence')
-    // A diff before the state: phoenix queues it too.
-    await outcome(ourChannel.push('broadcast', { event: 'presence_diff', payload: handMadeDiffs[0] }))
-    await outcome(phxChannel.push('push', { event: 'presence_state', payload: handMadeState }))
-    for (const diff of handMadeDiffs.slice(1)) await outcome(ourChannel.push('broadcast', { event: 'presence_diff', payload: diff }))
-    await waitFor(() => presence.list().length === 3, 3000, 'carol')
-    assert.deepEqual(presence.list(summary), expectedAfterDiffs)
-    assert.deepEqual(calls, ['join alice a1,a2', 'join bob b1', 'leave alice a2', 'join bob b2', 'leave bob b1', 'join carol c1'])
+    const { channel: ourChannel } = await join(ours, 'room:phx-presence', tracking('ours', { device: 'tablet' }))
+    await waitFor(() => presence.list().length === 2, 3000, 'both keys at phoenix')
+    await outcome(ourChannel.push('presence_update', { device: 'tablet', status: 'away' }))
+    await waitFor(() => presence.list(summary).includes('ours:tablet:away'), 3000, 'update at phoenix')
+    assert.deepEqual(presence.list(summary).sort(), ['ours:tablet:away', 'phoenix:laptop'])
+    ours.disconnect()
+    await waitFor(() => presence.list().length === 1, 3000, 'leave at phoenix')
+    assert.ok(calls.includes('join phoenix') && calls.includes('join ours') && calls.includes('leave ours (0 left)'), calls.join(', '))
   })
 })
 

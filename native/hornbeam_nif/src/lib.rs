@@ -5,6 +5,7 @@
 //! input: bad terms come back as `{error, ...}` or `badarg`.
 
 mod json_term;
+mod presence;
 
 use std::sync::Mutex;
 
@@ -17,6 +18,7 @@ mod atoms {
     rustler::atoms! {
         ok, error, nomatch, null, text, binary, ping, pong, close, none,
         topic_too_long, not_json, duplicate_capture, empty_pattern, empty_segment, bad_segment,
+        up, down,
     }
 }
 

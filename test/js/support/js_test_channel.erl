@@ -2,10 +2,9 @@
 %% "room:*". Compiled by the test setup (erlc into a temporary directory).
 %% Its behaviour is driven by the events the clients push.
 %%
-%% Presence is not implemented by the server yet: the "push" and "broadcast"
-%% events let a test send HAND-MADE `presence_state' / `presence_diff'
-%% messages (any event name, any payload) to check the clients' presence
-%% handling over the real wire.
+%% Presence is real: a join with `"presence": {"key": K, "meta": M}' tracks
+%% K for this channel (hornbeam_presence), `presence_update' replaces its
+%% meta; leaving or closing untracks it.
 -module(js_test_channel).
 -behaviour(hornbeam_channel).
 
@@ -13,6 +12,10 @@
 
 join(_Topic, #{<<"mode">> := <<"error">>}, _Socket) ->
     {error, #{<<"reason">> => <<"denied">>}};
+join(Topic, #{<<"presence">> := #{<<"key">> := Key} = P} = Payload, Socket) ->
+    ok = hornbeam_presence:track(self(), Topic, Key, maps:get(<<"meta">>, P, #{})),
+    {ok, #{<<"topic">> => Topic, <<"joined_with">> => Payload},
+     hornbeam_channel:assign(Socket, <<"presence_key">>, Key)};
 join(Topic, Payload, Socket) ->
     {ok, #{<<"topic">> => Topic, <<"joined_with">> => Payload,
            <<"params">> => hornbeam_channel:params(Socket)}, Socket}.
@@ -20,6 +23,9 @@ join(Topic, Payload, Socket) ->
 %% The chat room of the docs: new_msg goes to everyone on the topic.
 handle_in(<<"new_msg">>, Payload, Socket) ->
     ok = hornbeam_channel:broadcast(Socket, <<"new_msg">>, Payload),
+    {reply, ok, Socket};
+handle_in(<<"presence_update">>, Meta, Socket = #{topic := Topic, assigns := #{<<"presence_key">> := Key}}) ->
+    ok = hornbeam_presence:update(self(), Topic, Key, Meta),
     {reply, ok, Socket};
 %% Replies.
 handle_in(<<"echo">>, Payload, Socket) ->

@@ -1,0 +1,34 @@
+%% @doc The presence tracker of this node: `pool_size' shard processes, each
+%% a replica of its slice of topics, gossiping with the same shard on every
+%% other node. Started per endpoint by `hornbeam:start/2'.
+-module(hornbeam_presence_sup).
+-behaviour(supervisor).
+
+-export([start_link/1, pool_size/0, defaults/0, init/1]).
+
+-define(POOL_KEY, {?MODULE, pool_size}).
+
+%% @doc Presence options and their defaults (README "Presence").
+-spec defaults() -> map().
+defaults() ->
+    #{pool_size => 1,                    %% shards per node (same on every node)
+      broadcast_period => 1500,          %% ms between gossip rounds (deltas, heartbeats)
+      down_period => 30000,              %% ms without heartbeat: the replica's presences leave
+      permdown_period => 1200000,        %% ms without heartbeat: the replica is forgotten
+      presence_diff_interval => 0}.      %% ms to coalesce a topic's diffs (0: send at once)
+
+-spec start_link(map()) -> {ok, pid()} | ignore | {error, term()}.
+start_link(Opts) ->
+    Config = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    supervisor:start_link(?MODULE, Config).
+
+-spec pool_size() -> pos_integer().
+pool_size() ->
+    persistent_term:get(?POOL_KEY, 1).
+
+-spec init(map()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init(Config = #{pool_size := N}) ->
+    persistent_term:put(?POOL_KEY, N),
+    Shards = [#{id => {shard, Ix}, start => {hornbeam_presence_shard, start_link, [Ix, Config]}}
+              || Ix <- lists:seq(0, N - 1)],
+    {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Shards}}.
