@@ -15,7 +15,7 @@ bootstrap:
 build: bootstrap
 	rebar3 compile
 
-test: bootstrap build test-rust test-erlang test-elixir test-python test-js
+test: bootstrap build test-rust test-erlang test-elixir test-python test-js bench-smoke
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -60,3 +60,26 @@ bench-nif: build
 	@mkdir -p _build/bench && erlc -o _build/bench bench/nif/nif_vs_erlang.erl
 	erl -noshell -pa _build/bench -pa _build/default/lib/hornbeam/ebin \
 	  -eval 'nif_vs_erlang:main(), halt().'
+
+# --- Benchmarks (bench/README.md) ---------------------------------------------------
+# Hornbeam against its peers (socket.io on Node, python-socketio, Django Channels,
+# Python websockets, a raw tokio fan-out server). Results: bench/results/<date>.{json,md}.
+.PHONY: bench-quick bench-smoke bench-loadgen
+
+bench-loadgen:
+	cargo build --release -p hornbeam_bench
+
+# The full run (about 20 minutes on 2 cores; nothing else should run meanwhile).
+bench: build bench-loadgen
+	bash bench/setup.sh
+	python3 bench/run.py --profile full
+
+# A reduced run: one size per scenario, every peer, under 5 minutes.
+bench-quick: build bench-loadgen
+	bash bench/setup.sh
+	python3 bench/run.py --profile quick
+
+# Seconds: tiny sizes, Hornbeam and the Rust peer only (no venv, no npm); fails if a
+# Hornbeam run errors. Results go to _build/bench_smoke/.
+bench-smoke: build bench-loadgen
+	python3 bench/run.py --profile smoke
