@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export MIX_REBAR3 ?= $(shell command -v rebar3 2>/dev/null || echo /usr/bin/rebar3)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all bootstrap build test test-rust test-erlang test-elixir test-python test-js \
+.PHONY: all bootstrap build test test-rust test-erlang test-elixir test-python test-js test-browser \
         lint dialyzer fuzz run bench bench-nif clean
 
 all: build
@@ -15,7 +15,7 @@ bootstrap:
 build: bootstrap
 	rebar3 compile
 
-test: bootstrap build test-rust test-erlang test-elixir test-python test-js bench-smoke
+test: bootstrap build test-rust test-erlang test-elixir test-python test-js test-browser bench-smoke
 	@echo "make test: every suite passed"
 
 test-rust:
@@ -33,6 +33,10 @@ test-python:
 
 test-js:
 	@if ls test/js/*.test.mjs >/dev/null 2>&1; then node --test test/js/; else echo "no JS tests"; fi
+
+# The chat example end to end in headless Chromium (test/browser/; needs the build).
+test-browser:
+	node --test test/browser/
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings

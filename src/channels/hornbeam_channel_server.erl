@@ -25,7 +25,8 @@
     join_ref := hornbeam_nif:msg_ref(),
     ref := hornbeam_nif:msg_ref(),
     payload := binary(),                %% raw JSON of the join payload
-    max_json_depth := pos_integer()
+    max_json_depth := pos_integer(),
+    hibernate_after := timeout()
 }.
 -export_type([start_args/0]).
 
@@ -38,8 +39,8 @@
 }).
 
 -spec start_link(start_args()) -> {ok, pid()} | {error, term()}.
-start_link(Args) ->
-    gen_server:start_link(?MODULE, Args, []).
+start_link(Args = #{hibernate_after := HibernateAfter}) ->
+    gen_server:start_link(?MODULE, Args, [{hibernate_after, HibernateAfter}]).
 
 %% @doc Push Event to the client of the channel process ChannelPid (used by
 %% the Python worker's `push(socket, ...)').
@@ -58,7 +59,8 @@ init(#{socket := Socket0, ref := Ref, payload := Payload, max_json_depth := Dept
     {ok, #state{socket = Socket, join_ref_msg = Ref, join_payload = Payload,
                 max_json_depth = Depth}, {continue, join}}.
 
--spec handle_continue(join, #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+-spec handle_continue(join, #state{}) ->
+    {noreply, #state{}} | {noreply, #state{}, hibernate} | {stop, term(), #state{}}.
 handle_continue(join, State = #state{socket = Socket, join_payload = Raw}) ->
     #{handler := Handler, topic := Topic} = Socket,
     Result =
@@ -176,7 +178,8 @@ joined(Status, Reply, NewSocket, State = #state{socket = Socket}) ->
                                             transport_pid, channel_pid, handler, dialect], Socket)),
     Frame = reply_frame(State#state.join_ref_msg, {Status, Reply}, Kept),
     maps:get(transport_pid, Socket) ! {'$hb_joined', self(), ok, Frame},
-    {noreply, State#state{socket = Kept, joined = true}}.
+    %% A joined channel mostly waits: shed the join's garbage now.
+    {noreply, State#state{socket = Kept, joined = true}, hibernate}.
 
 join_refused(Reply, State = #state{socket = Socket}) ->
     Frame = reply_frame(State#state.join_ref_msg, {error, Reply}, Socket),

@@ -18,6 +18,7 @@
     max_channels_per_connection := pos_integer(),
     max_topic_length := pos_integer(),
     heartbeat_timeout := pos_integer(),
+    hibernate_after := timeout(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
     connect := undefined | fun((map(), map()) -> {ok, map()} | {error, term()})
@@ -35,6 +36,7 @@ defaults() ->
       max_channels_per_connection => 100,      %% → join error "too many channels joined"
       max_topic_length => 255,                 %% bytes → join error "unmatched topic"
       heartbeat_timeout => 60000,              %% ms without any message → close 1000
+      hibernate_after => 5000,                 %% ms idle before a socket/channel process hibernates
       channels => [],                          %% [{Pattern, Module}] Erlang channels
       connect => undefined}.
 

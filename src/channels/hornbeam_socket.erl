@@ -64,7 +64,10 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
                    config = Config, last_recv = now_ms()},
     schedule_heartbeat_check(Config),
     self() ! {'$hb_data', Buffered},
-    gen_server:enter_loop(?MODULE, [], State).
+    %% Drop what the HTTP request left on the heap; idle connections
+    %% hibernate (most of a socket's life is waiting for a heartbeat).
+    erlang:garbage_collect(),
+    gen_server:enter_loop(?MODULE, [{hibernate_after, maps:get(hibernate_after, Config)}], State).
 
 -spec init(term()) -> {stop, not_started_this_way}.
 init(_) -> {stop, not_started_this_way}.
@@ -79,7 +82,8 @@ handle_call(_Request, _From, State) ->
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
--spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+-spec handle_info(term(), #state{}) ->
+    {noreply, #state{}} | {noreply, #state{}, hibernate} | {stop, term(), #state{}}.
 handle_info({tcp, Sock, Data}, State = #state{sock = Sock}) ->
     received(Data, State#state{last_recv = now_ms()});
 handle_info({'$hb_data', <<>>}, State = #state{sock = Sock}) ->
@@ -253,7 +257,8 @@ start_channel(JoinRef, Ref, Topic, Payload, Dialect, Handler, Pattern, TopicPara
                assigns => State#state.assigns, transport_pid => self(), channel_pid => self(),
                handler => Handler, dialect => Dialect},
     Args = #{socket => Socket, join_ref => JoinRef, ref => Ref, payload => Payload,
-             max_json_depth => maps:get(max_json_depth, Config)},
+             max_json_depth => maps:get(max_json_depth, Config),
+             hibernate_after => maps:get(hibernate_after, Config)},
     case hornbeam_channel_sup:start_channel(Args) of
         {ok, Pid} ->
             Mon = erlang:monitor(process, Pid),
@@ -285,7 +290,13 @@ join_answered(Pid, Outcome, Frame, State = #state{by_pid = ByPid, channels = Cha
                                       hornbeam_presence:list_json(Topic)),
                     State3 = do_write(PresenceState, State2),
                     C = Channel#channel{joined = true, close_after_join = []},
-                    after_write(State3#state{channels = Channels#{Topic := C}});
+                    %% Joins are rare and usually followed by quiet: hibernate
+                    %% now rather than after hibernate_after, so 10,000
+                    %% connections opening at once never hold their join garbage.
+                    case after_write(State3#state{channels = Channels#{Topic := C}}) of
+                        {noreply, S} -> {noreply, S, hibernate};
+                        Stop -> Stop
+                    end;
                 error ->
                     erlang:demonitor(Channel#channel.monitor, [flush]),
                     after_write(forget(Topic, Pid, State2))
