@@ -13,11 +13,15 @@ defmodule Hornbeam.MixProject do
       erlc_paths: ["src"],
       erlc_include_path: "include",
       erlc_options: [:debug_info],
-      elixirc_paths: ["lib"],
+      elixirc_paths: elixirc_paths(Mix.env()),
       test_paths: ["test/elixir"],
       deps: []
     ]
   end
+
+  # test/elixir/support: the tests' WebSocket client and Elixir channel.
+  defp elixirc_paths(:test), do: ["lib", "test/elixir/support"]
+  defp elixirc_paths(_env), do: ["lib"]
 
   def application do
     [mod: {:hornbeam_app, []}, extra_applications: [:logger, :crypto]]

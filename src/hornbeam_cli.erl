@@ -4,7 +4,7 @@
 %% gracefully through init:stop/0.
 -module(hornbeam_cli).
 
--export([main/1, parse/1, usage/0, run_usage/0]).
+-export([main/1, parse/1, usage/0, run_usage/0, explain/2]).
 
 -type parsed() :: {run, string(), map(), map()} | help | run_help | {error, string()}.
 
@@ -111,7 +111,7 @@ run(AppSpec, Opts, Node) ->
                       [AppSpec, url(Bind), maps:get(ws_path, Opts, "/ws")]),
             ok;
         {error, Reason} ->
-            fail(1, explain(Reason, AppSpec, Bind))
+            fail(1, explain(Reason, Bind))
     end.
 
 %% The URL actually served (the port may have been 0).
@@ -143,19 +143,20 @@ distribution(#{join := [_ | _]}) ->
 distribution(_) ->
     ok.
 
-explain({python_import, Module, Message}, _, _) ->
+%% @doc One line saying why hornbeam:start/2 failed (shared by the CLI,
+%% `mix hornbeam.run' and the release's autostart).
+-spec explain(term(), string() | binary()) -> iolist().
+explain({python_import, Module, Message}, _) ->
     io_lib:format("cannot import Python module ~ts: ~ts", [Module, Message]);
-explain(eaddrinuse, _, Bind) ->
-    io_lib:format("~s is already in use (another server is listening there)", [Bind]);
-explain({listen_failed, eaddrinuse}, _, Bind) ->
-    explain(eaddrinuse, none, Bind);
-explain({worker_binary_missing, Path, _}, _, _) ->
+explain({worker_binary_missing, Path, _}, _) ->
     io_lib:format("the Python worker binary is missing (~ts): run `make build`", [Path]);
-explain({bad_bind, B, _}, _, _) ->
+explain({bad_bind, B, _}, _) ->
     io_lib:format("malformed --bind ~p (expected HOST:PORT)", [B]);
-explain(Reason, _, Bind) ->
+explain({lifespan_startup_failed, Message}, _) ->
+    io_lib:format("the app's lifespan startup failed: ~ts", [Message]);
+explain(Reason, Bind) ->
     case find_in(eaddrinuse, Reason) of
-        true -> explain(eaddrinuse, none, Bind);
+        true -> io_lib:format("~ts is already in use (another server is listening there)", [Bind]);
         false -> io_lib:format("cannot start: ~0p", [Reason])
     end.
 

@@ -3,6 +3,7 @@ defmodule Hornbeam.NifTest do
 
   test "the NIF built by mix's compiler step loads and decodes a channel message" do
     msg = ~s(["1","2","room:lobby","phx_join",{"name":"Ana"}])
+
     assert {:ok, {"1", "2", "room:lobby", "phx_join", ~s({"name":"Ana"})}} =
              :hornbeam_nif.msg_decode(msg, 64)
   end

@@ -1,0 +1,157 @@
+defmodule Mix.Tasks.Hornbeam.Run do
+  @shortdoc "Serves a Python ASGI/WSGI app and its channels (like bin/hornbeam run)"
+
+  @moduledoc """
+  Serves a Python ASGI/WSGI app and its channel modules over HTTP and
+  WebSocket, from the current Mix project (its applications are started
+  first, so Elixir code of the project is loaded and running).
+
+      mix hornbeam.run MODULE:APP [options]
+      mix hornbeam.run app:app --pythonpath examples/channels_chat --channel-module app
+
+  The options are those of `bin/hornbeam run` (parsed by the same code,
+  `:hornbeam_cli.parse/1`):
+
+    * `--bind HOST:PORT` - address to serve (default `127.0.0.1:8000`; `[::]:8000` for IPv6)
+    * `--workers N` - Python worker processes (default: number of schedulers)
+    * `--worker-class CLASS` - `asgi` or `wsgi` (default `asgi`)
+    * `--channel-module M` - Python module with channel handlers (repeatable)
+    * `--pythonpath DIR` - added to `sys.path` (repeatable; default the current directory)
+    * `--ws-path PATH` - WebSocket endpoint (default `/ws`)
+    * `--name NODE` - Erlang node name, e.g. `a@127.0.0.1` (enables clustering)
+    * `--cookie C` - Erlang distribution cookie
+    * `--join NODE` - connect to this node and form a cluster (repeatable)
+    * `--log-level LEVEL` - `debug | info | notice | warning | error` (default `notice`)
+
+  The task serves until the VM stops (Ctrl-C). Under `iex -S mix hornbeam.run ...`
+  it returns to the shell instead. Errors (a Python import error, a port in
+  use, a malformed option) stop it with a one-line message.
+  """
+
+  use Mix.Task
+
+  @impl Mix.Task
+  def run(argv) do
+    case serve(argv) do
+      {:ok, _url} -> unless iex_running?(), do: Process.sleep(:infinity)
+      :help -> :ok
+    end
+  end
+
+  @doc """
+  Everything `run/1` does except waiting: parses `argv`, starts the project's
+  applications and serving. Returns `{:ok, url}` (`:help` after printing the
+  usage); raises `Mix.Error` with a one-line message on any error.
+  """
+  @spec serve([String.t()]) :: {:ok, String.t()} | :help
+  def serve(argv) do
+    case parse(argv) do
+      :help ->
+        Mix.shell().info(usage())
+        :help
+
+      {:error, message} ->
+        Mix.raise("hornbeam.run: #{message} (see `mix help hornbeam.run`)")
+
+      {:ok, app_spec, opts, node} ->
+        start(app_spec, opts, node)
+    end
+  end
+
+  @doc """
+  Parses the task's arguments into `{:ok, app_spec, opts, node_opts}` (`opts`
+  being the map `:hornbeam.start/2` takes), `:help` or `{:error, message}`.
+  """
+  @spec parse([String.t()]) :: {:ok, String.t(), map(), map()} | :help | {:error, String.t()}
+  def parse(argv) do
+    case :hornbeam_cli.parse([~c"run" | Enum.map(argv, &String.to_charlist/1)]) do
+      {:run, app_spec, opts, node} -> {:ok, List.to_string(app_spec), opts, node}
+      {:error, message} -> {:error, List.to_string(message)}
+      help when help in [:help, :run_help] -> :help
+    end
+  end
+
+  defp usage do
+    :hornbeam_cli.run_usage()
+    |> List.to_string()
+    |> String.replace("hornbeam run", "mix hornbeam.run")
+  end
+
+  defp start(app_spec, opts, node) do
+    Mix.Task.run("app.start")
+    # After app.start: starting :logger would reset the level.
+    Logger.configure(level: Map.get(node, :log_level, :notice))
+    distribution(node)
+    bind = Map.get(opts, :bind, ~c"127.0.0.1:8000")
+
+    case :hornbeam.start(String.to_charlist(app_spec), opts) do
+      :ok ->
+        url = url(bind)
+        ws_path = Map.get(opts, :ws_path, ~c"/ws")
+
+        Mix.shell().info(
+          "hornbeam: serving #{app_spec} on #{url} (WebSocket at #{ws_path}); Ctrl-C to stop"
+        )
+
+        {:ok, url}
+
+      {:error, reason} ->
+        Mix.raise("hornbeam.run: " <> explain(reason, bind))
+    end
+  end
+
+  defp distribution(%{name: name} = node) do
+    name = List.to_atom(name)
+    mode = if String.contains?(Atom.to_string(name), "."), do: :longnames, else: :shortnames
+
+    case Node.start(name, mode) do
+      {:ok, _} ->
+        :ok
+
+      {:error, {:already_started, _}} ->
+        :ok
+
+      {:error, reason} ->
+        Mix.raise(
+          "hornbeam.run: cannot start distribution as #{name}: #{inspect(reason)} (is epmd running?)"
+        )
+    end
+
+    if cookie = node[:cookie], do: Node.set_cookie(List.to_atom(cookie))
+
+    for peer <- Map.get(node, :join, []) do
+      if Node.connect(List.to_atom(peer)) == true do
+        :logger.notice(~c"joined cluster node ~s", [peer])
+      else
+        :logger.warning(~c"could not reach cluster node ~s", [peer])
+      end
+    end
+
+    :ok
+  end
+
+  defp distribution(%{join: [_ | _]}),
+    do: Mix.raise("hornbeam.run: --join needs --name (a distributed node)")
+
+  defp distribution(_node), do: :ok
+
+  # The URL actually served (the port may have been 0).
+  defp url(bind) do
+    host =
+      case :hornbeam_http_bind.parse(bind) do
+        {:ok, {ip, _}} when tuple_size(ip) == 8 -> "[#{:inet.ntoa(ip)}]"
+        {:ok, {ip, _}} -> to_string(:inet.ntoa(ip))
+        _ -> "127.0.0.1"
+      end
+
+    "http://#{host}:#{:hornbeam.port()}"
+  end
+
+  @doc false
+  @spec explain(term(), charlist() | String.t()) :: String.t()
+  def explain(reason, bind), do: IO.iodata_to_binary(:hornbeam_cli.explain(reason, bind))
+
+  defp iex_running? do
+    Code.ensure_loaded?(IEx) and IEx.started?()
+  end
+end
