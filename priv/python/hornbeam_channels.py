@@ -145,6 +145,8 @@ def json_decode(data: Union[bytes, str]) -> Any:
 # ---------------------------------------------------------------------------
 
 _UNSET: Any = object()
+_osa = object.__setattr__
+_new_socket = object.__new__
 
 
 class Socket:
@@ -181,15 +183,19 @@ class Socket:
     def _from_wire(cls, sock: Mapping[str, Any]) -> "Socket":
         """Build from the map Erlang sends (binaries; JSON text for assigns,
         params and join_ref, decoded on first use)."""
-        s = cls.__new__(cls)
-        s._set(
-            id=_text(sock.get("id")),
-            topic=_text(sock.get("topic")) or "",
-            channel=sock.get("channel") if isinstance(sock.get("channel"), bytes) else None,
-            assigns=_UNSET, assigns_json=_json_or(sock.get("assigns"), b"{}"),
-            params=_UNSET, params_json=_json_or(sock.get("params"), b"{}"),
-            join_ref=_UNSET, join_ref_json=_json_or(sock.get("join_ref"), b"null"),
-        )
+        # (on every call: plain slot stores, no keyword dict)
+        s = _new_socket(cls)
+        get = sock.get
+        _osa(s, "_id", _text(get("id")))
+        _osa(s, "_topic", _text(get("topic")) or "")
+        channel = get("channel")
+        _osa(s, "_channel", channel if channel.__class__ is bytes else None)
+        _osa(s, "_assigns", _UNSET)
+        _osa(s, "_assigns_json", _json_or(get("assigns"), b"{}"))
+        _osa(s, "_params", _UNSET)
+        _osa(s, "_params_json", _json_or(get("params"), b"{}"))
+        _osa(s, "_join_ref", _UNSET)
+        _osa(s, "_join_ref_json", _json_or(get("join_ref"), b"null"))
         return s
 
     def _replace(self, assigns: Dict[str, Any]) -> "Socket":
@@ -283,6 +289,8 @@ def _check_assign(key: Any, value: Any) -> None:
 
 
 def _text(b: Any) -> Optional[str]:
+    if b.__class__ is str:
+        return b
     if isinstance(b, bytes):
         return b.decode("utf-8", "replace")
     if isinstance(b, str):

@@ -257,7 +257,25 @@ def dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
         hc.current_call.reset(token)
 
 
+def dispatch_batch(calls: Any) -> None:
+    """Run a burst of ``(call_id, kind, args)`` calls (scheduled on the loop
+    by the worker with one wakeup). Their results and emits are held back
+    and written together at the end, in order."""
+    hold = _hornbeam.hold if _hornbeam is not None and sink is _default_sink else None
+    if hold is not None:
+        hold(True)
+    try:
+        for call_id, kind, args in calls:
+            dispatch(call_id, kind, args)
+    finally:
+        if hold is not None:
+            hold(False)
+
+
 def _dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
+    if kind == "event":
+        _dispatch_event(call_id, args)
+        return
     if kind == "http":
         if http is None:
             sink(call_id, ("invalid", b"this worker has no HTTP app"))
@@ -269,20 +287,41 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
         sink(call_id, prepared)
         return
     fn, fn_args, finish, crash_result = prepared
-    name = hc.handler_name(fn)
+    _run(call_id, fn, fn_args, finish, crash_result)
+
+
+def _run(call_id: int, fn: Callable[..., Any], fn_args: Tuple[Any, ...],
+         finish: Callable[[Any], Result], crash_result: Callable[[str], Result]) -> None:
     try:
         value = fn(*fn_args)
     except BaseException as e:  # noqa: BLE001
-        sink(call_id, _crashed(name, e, crash_result))
+        sink(call_id, _crashed(hc.handler_name(fn), e, crash_result))
         return
-    if inspect.isawaitable(value):
-        if loop is None:
-            raise RuntimeError("hornbeam_runtime.init was not called")
-        task = loop.create_task(_await(call_id, name, value, finish, crash_result))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
-    else:
-        sink(call_id, _finish(name, value, finish))
+    if value is None or value.__class__ is tuple or not inspect.isawaitable(value):
+        sink(call_id, _finish(fn, value, finish))
+        return
+    if loop is None:
+        raise RuntimeError("hornbeam_runtime.init was not called")
+    task = loop.create_task(_await(call_id, hc.handler_name(fn), value, finish, crash_result))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _dispatch_event(call_id: int, args: Mapping[str, Any]) -> None:
+    """The hot path: an event on a joined channel (as _prepare_event, without
+    the intermediate Prepared)."""
+    get = args.get
+    ch = _channel_for(args)
+    event = get("event")
+    event = event.decode("utf-8", "replace") if event.__class__ is bytes else _str(event)
+    fn = ch.event_handlers.get(event) if ch is not None else None
+    if fn is None:
+        sink(call_id, ("no_handler",
+                       f"no handler for event {event!r} on {_str(get('pattern'))}".encode()))
+        return
+    socket = hc.Socket._from_wire(get("socket") or {})
+    payload = _decode(get("payload"), {})
+    _run(call_id, fn, (payload, socket), lambda value: _event_result(value, socket), _crash)
 
 
 async def _await(call_id: int, name: str, aw: Any, finish: Callable[[Any], Result],
@@ -306,10 +345,13 @@ def _crashed(name: str, e: BaseException, crash_result: Callable[[str], Result])
     return crash_result(f"handler {name} raised {type(e).__name__}: {e}")
 
 
-def _finish(name: str, value: Any, finish: Callable[[Any], Result]) -> Result:
+def _finish(name: Any, value: Any, finish: Callable[[Any], Result]) -> Result:
+    """``name`` is the handler's name, or the handler (named only if needed)."""
     try:
         return finish(value)
     except (Invalid, TypeError, ValueError) as e:
+        if not isinstance(name, str):
+            name = hc.handler_name(name)
         message = f"handler {name} returned an invalid value: {e}"
         log("error", message)
         return ("invalid", message.encode())
@@ -343,8 +385,10 @@ def _prepare(kind: str, args: Mapping[str, Any]) -> Any:
 
 def _channel_for(args: Mapping[str, Any]) -> Optional[hc.Channel]:
     pattern = args.get("pattern")
-    if isinstance(pattern, bytes):
+    if pattern.__class__ is bytes:
         pattern = pattern.decode("utf-8", "replace")
+    elif isinstance(pattern, bytes):
+        pattern = bytes(pattern).decode("utf-8", "replace")
     return hc.channels().get(pattern) if isinstance(pattern, str) else None
 
 

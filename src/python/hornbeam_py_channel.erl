@@ -90,11 +90,24 @@ terminate(Reason, Socket = #{pattern := Pattern, topic := Topic}) ->
 channel_token(#{transport_pid := T, channel_pid := C, topic := Topic, join_ref := JoinRef}) ->
     term_to_binary(#{transport_pid => T, channel_pid => C, topic => Topic, join_ref => JoinRef}).
 
-py_socket(Socket = #{id := Id, topic := Topic, join_ref := JoinRef, params := Params}) ->
-    {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
-    #{id => Id, topic => Topic, join_ref => RefJson,
-      assigns => maps:get(py_assigns, Socket, <<"{}">>),
-      params => json(Params), channel => channel_token(Socket)}.
+%% The parts that do not change while the channel lives (the join_ref and
+%% params as JSON, the channel token) are encoded once and kept in the
+%% channel process's dictionary, checked against the socket on every use.
+py_socket(Socket = #{topic := Topic, join_ref := JoinRef}) ->
+    Assigns = maps:get(py_assigns, Socket, <<"{}">>),
+    Key = {?MODULE, Topic},
+    Check = maps:with([id, join_ref, params, transport_pid, channel_pid], Socket),
+    case get(Key) of
+        {Check, Wire} ->
+            Wire#{assigns => Assigns};
+        _ ->
+            #{id := Id, params := Params} = Socket,
+            {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
+            Wire = #{id => Id, topic => Topic, join_ref => RefJson,
+                     params => json(Params), channel => channel_token(Socket)},
+            _ = put(Key, {Check, Wire}),
+            Wire#{assigns => Assigns}
+    end.
 
 assigns_json(#{assigns := Assigns}) -> json(Assigns).
 

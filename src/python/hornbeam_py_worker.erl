@@ -65,6 +65,10 @@
              calls = #{} :: #{pos_integer() => #call{}},
              streams = #{} :: #{reference() => pos_integer()},
              queued = [] :: [{pos_integer(), atom(), map()}],
+             %% calls of a burst not yet written to the port (newest first):
+             %% written as one `{calls, [...]}' frame once the mailbox is
+             %% empty (or before anything else goes to the port)
+             out = [] :: [{pos_integer(), atom(), map()}],
              next_id = 1 :: pos_integer(),
              waiters = [] :: [gen_server:from()],
              info = #{} :: map(),
@@ -123,51 +127,65 @@ handle_continue(start, St) ->
     {noreply, start_port(St)}.
 
 -spec handle_call(term(), gen_server:from(), state()) ->
-          {reply, term(), state()} | {noreply, state()}.
-handle_call({call, _Kind, _Args, _Timeout}, _From, #st{status = failed} = St) ->
+          {reply, term(), state()} | {reply, term(), state(), 0}
+          | {noreply, state()} | {noreply, state(), 0}.
+handle_call(Request, From, St) ->
+    burst(call1(Request, From, St)).
+
+call1({call, _Kind, _Args, _Timeout}, _From, #st{status = failed} = St) ->
     done(St),
     {reply, {error, worker_crashed}, St};
-handle_call({call, Kind, Args, Timeout}, From, St) ->
+call1({call, Kind, Args, Timeout}, From, St) ->
     {noreply, new_call(From, undefined, Kind, Args, Timeout, St)};
-handle_call(await_ready, From, #st{status = Status} = St) ->
+call1(await_ready, From, #st{status = Status} = St) ->
     case {Status, St#st.first} of
         {ready, _} -> {reply, {ok, St#st.info}, St};
         {failed, _} -> {reply, {error, St#st.error}, St};
         {_, false} -> {reply, {ok, St#st.info}, St};
         {_, true} -> {noreply, St#st{waiters = [From | St#st.waiters]}}
     end;
-handle_call(info, _From, St) ->
+call1(info, _From, St) ->
     {reply, #{ix => St#st.ix, pid => self(), os_pid => St#st.os_pid,
               status => St#st.status, in_flight => maps:size(St#st.calls),
               queued => length(St#st.queued), restarts => St#st.restarts,
               backoff => St#st.backoff}, St};
-handle_call(_Other, _From, St) ->
+call1(_Other, _From, St) ->
     {reply, {error, unknown_call}, St}.
 
--spec handle_cast(term(), state()) -> {noreply, state()}.
-handle_cast({stream, Pid, Ref, _Kind, _Args, _Timeout}, #st{status = failed} = St) ->
+-spec handle_cast(term(), state()) -> {noreply, state()} | {noreply, state(), 0}.
+handle_cast(Msg, St) ->
+    burst(cast1(Msg, St)).
+
+cast1({stream, Pid, Ref, _Kind, _Args, _Timeout}, #st{status = failed} = St) ->
     done(St),
     Pid ! {hornbeam_py, Ref, {error, worker_crashed}},
     {noreply, St};
-handle_cast({stream, Pid, Ref, Kind, Args, Timeout}, #st{next_id = Id} = St) ->
+cast1({stream, Pid, Ref, Kind, Args, Timeout}, #st{next_id = Id} = St) ->
     Mon = monitor(process, Pid),
     St1 = new_call({stream, Pid, Ref}, Mon, Kind, Args, Timeout, St),
     {noreply, St1#st{streams = maps:put(Ref, Id, St1#st.streams)}};
-handle_cast({notify, Ref, Msg}, St) ->
+cast1({notify, Ref, Msg}, St) ->
     case stream_call(Ref, St) of
         {Id, #call{sent = true, complete = false}} ->
-            send(St#st.port, {notify, Id, Msg});
+            St1 = flush_out(St),
+            send(St1#st.port, {notify, Id, Msg}),
+            {noreply, St1};
         _ ->
-            ok
-    end,
-    {noreply, St};
-handle_cast({cancel, Ref}, St) ->
+            {noreply, St}
+    end;
+cast1({cancel, Ref}, St) ->
     {noreply, cancel_stream(Ref, St)};
-handle_cast(_Msg, St) ->
+cast1(_Msg, St) ->
     {noreply, St}.
 
--spec handle_info(term(), state()) -> {noreply, state()}.
-handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
+-spec handle_info(term(), state()) -> {noreply, state()} | {noreply, state(), 0}.
+handle_info(timeout, St) ->
+    %% the mailbox emptied while calls were held back (see burst/1)
+    {noreply, flush_out(St)};
+handle_info(Info, St) ->
+    burst(info1(Info, St)).
+
+info1({Port, {data, Bin}}, #st{port = Port} = St) ->
     try binary_to_term(Bin, [safe]) of
         Frame -> {noreply, frame(Frame, St)}
     catch
@@ -176,11 +194,11 @@ handle_info({Port, {data, Bin}}, #st{port = Port} = St) ->
                        [St#st.ix, byte_size(Bin)]),
             {noreply, St}
     end;
-handle_info({Port, {exit_status, Status}}, #st{port = Port} = St) ->
+info1({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     ?LOG_WARNING("python worker ~b (os pid ~p) exited with status ~b",
                  [St#st.ix, St#st.os_pid, Status]),
     {noreply, port_down(St#st{port = undefined}, {worker_exited, Status})};
-handle_info({timeout, Timer, {call_timeout, Id}}, St) ->
+info1({timeout, Timer, {call_timeout, Id}}, St) ->
     case maps:find(Id, St#st.calls) of
         {ok, #call{timer = Timer, sent = true, kind = Kind} = Call} ->
             ?LOG_ERROR("python ~p call timed out on worker ~b; killing os pid ~p",
@@ -193,31 +211,32 @@ handle_info({timeout, Timer, {call_timeout, Id}}, St) ->
         _ ->
             {noreply, St}
     end;
-handle_info({timeout, Timer, init_timeout}, #st{init_timer = Timer, status = starting} = St) ->
+info1({timeout, Timer, init_timeout}, #st{init_timer = Timer, status = starting} = St) ->
     ?LOG_ERROR("python worker ~b did not finish init in time", [St#st.ix]),
     {noreply, port_down(kill_port(St#st{init_timer = undefined}), init_timeout)};
-handle_info(restart, #st{status = backoff} = St) ->
+info1(restart, #st{status = backoff} = St) ->
     {noreply, start_port(St)};
-handle_info({erl_reply, Port, CallId, Reply}, #st{port = Port} = St) when Port =/= undefined ->
+info1({erl_reply, Port, CallId, Reply}, #st{port = Port} = St) when Port =/= undefined ->
     send(Port, {erl_reply, CallId, Reply}),
     {noreply, St};
-handle_info({'DOWN', Mon, process, _Pid, _Reason}, St) ->
+info1({'DOWN', Mon, process, _Pid, _Reason}, St) ->
     %% a stream's caller went away (e.g. its client disconnected)
     Refs = [Ref || {_, #call{from = {stream, _, Ref}, mon = M}} <- maps:to_list(St#st.calls),
                    M =:= Mon],
     {noreply, lists:foldl(fun cancel_stream/2, St, Refs)};
-handle_info({'EXIT', Port, _Reason}, St) when is_port(Port) ->
+info1({'EXIT', Port, _Reason}, St) when is_port(Port) ->
     %% exit_status (or our own kill) already handled it
     {noreply, St};
-handle_info({'EXIT', _Pid, Reason}, St) ->
+info1({'EXIT', _Pid, Reason}, St) ->
     %% the parent supervisor is handled by gen_server itself
     {noreply, St#st{error = Reason}};
-handle_info(_Stale, St) ->
+info1(_Stale, St) ->
     %% frames of a port we already replaced, stale timers, late erl_replies
     {noreply, St}.
 
 -spec terminate(term(), state()) -> ok.
-terminate(_Reason, St) ->
+terminate(_Reason, St0) ->
+    St = flush_out(St0),
     _ = kill_port(graceful_stop(St)),
     _ = fail_sent(St, worker_crashed),
     ok.
@@ -422,7 +441,8 @@ kill_port(#st{port = Port, os_pid = OsPid} = St) ->
 %% The port is gone (or never came up): fail what was sent on it, then
 %% either stop trying (first start) or schedule a restart.
 port_down(St0, Reason) ->
-    St = fail_sent(penalize(St0#st{port = undefined}), worker_crashed),
+    %% held calls count as sent: they fail with the rest
+    St = fail_sent(penalize(St0#st{port = undefined, out = []}), worker_crashed),
     cancel(St#st.init_timer),
     Calls = maps:filter(fun(_, #call{sent = Sent}) -> not Sent end, St#st.calls),
     St1 = St#st{calls = Calls, init_timer = undefined},
@@ -486,8 +506,9 @@ new_call(From, Mon, Kind, Args, Timeout, #st{next_id = Id} = St) ->
     St1 = St#st{next_id = Id + 1},
     case St#st.status of
         ready ->
-            send(St#st.port, {call, Id, Kind, Args}),
-            St1#st{calls = maps:put(Id, Call#call{sent = true}, St#st.calls)};
+            %% written by burst/1 (with the other calls of the burst)
+            St1#st{calls = maps:put(Id, Call#call{sent = true}, St#st.calls),
+                   out = [{Id, Kind, Args} | St#st.out]};
         _ ->
             St1#st{calls = maps:put(Id, Call, St#st.calls),
                    queued = [{Id, Kind, Args} | St#st.queued]}
@@ -531,11 +552,44 @@ cancel_stream(Ref, St) ->
     case stream_call(Ref, St) of
         {Id, #call{sent = Sent, complete = Complete, mon = Mon} = Call} ->
             demonitor(Mon, [flush]),
-            _ = Sent andalso not Complete andalso send(St#st.port, {notify, Id, disconnect}),
-            St#st{calls = maps:put(Id, Call#call{complete = true}, St#st.calls)};
+            St1 = flush_out(St),
+            _ = Sent andalso not Complete andalso send(St1#st.port, {notify, Id, disconnect}),
+            St1#st{calls = maps:put(Id, Call#call{complete = true}, St1#st.calls)};
         error ->
             St
     end.
+
+%% After every callback: calls held back in `out' are written once the
+%% mailbox is empty, as one frame; while more messages wait (more calls of
+%% the burst, most likely) they stay held and a zero timeout guarantees the
+%% write when the mailbox empties.
+burst({reply, Reply, #st{out = []} = St}) -> {reply, Reply, St};
+burst({noreply, #st{out = []} = St}) -> {noreply, St};
+burst({reply, Reply, St}) ->
+    case mailbox_empty() of
+        true -> {reply, Reply, flush_out(St)};
+        false -> {reply, Reply, St, 0}
+    end;
+burst({noreply, St}) ->
+    case mailbox_empty() of
+        true -> {noreply, flush_out(St)};
+        false -> {noreply, St, 0}
+    end.
+
+mailbox_empty() ->
+    {message_queue_len, N} = process_info(self(), message_queue_len),
+    N =:= 0.
+
+%% Write the held calls: `{call, Id, Kind, Args}' for one, `{calls, [...]}'
+%% (in order) for more.
+flush_out(#st{out = []} = St) ->
+    St;
+flush_out(#st{out = [{Id, Kind, Args}], port = Port} = St) ->
+    send(Port, {call, Id, Kind, Args}),
+    St#st{out = []};
+flush_out(#st{out = Out, port = Port} = St) ->
+    send(Port, {calls, lists:reverse(Out)}),
+    St#st{out = []}.
 
 send(undefined, _Term) ->
     ok;

@@ -177,6 +177,8 @@ pub mod hornbeam_native {
         let (tx, rx) = mpsc::channel();
         let id = st.register(Pending::Sync(tx));
         st.send(&erl_call_frame(id, name, json));
+        // results held back by a batch must go out before we wait
+        st.release_held();
         match py.detach(move || rx.recv()) {
             Ok(Reply::Ok(json)) => json_to_py(py, &json),
             Ok(Reply::Error(message)) => Err(ErlangError::new_err(message)),
@@ -209,6 +211,14 @@ pub mod hornbeam_native {
         let id = st.register(Pending::Async(future.clone().unbind()));
         st.send(&erl_call_frame(id, name, json));
         Ok(future)
+    }
+
+    /// `hold(on)`: keep this thread's frames back (`True`) until `hold(False)`,
+    /// which sends them in order as one write (used around a batch of calls).
+    #[pyfunction]
+    fn hold(on: bool) -> PyResult<()> {
+        state()?.hold(on);
+        Ok(())
     }
 
     /// `log(level, message)`: `level` is error, warning, info or debug.

@@ -7,7 +7,11 @@
 //! * main: the reader. Blocks on stdin for a frame, decodes it, and for a
 //!   call takes the GIL to convert it to Python objects and schedule
 //!   `hornbeam_runtime.dispatch` on the loop with `call_soon_threadsafe`
-//!   (all frames already buffered go under one GIL acquisition).
+//!   (all frames already buffered go under one GIL acquisition, and the
+//!   calls among them are scheduled together as one
+//!   `hornbeam_runtime.dispatch_batch`: one loop wakeup per burst, whose
+//!   results are held back and handed to the writer at once). Erlang may
+//!   send a burst as one `{calls, [{Id, Kind, Args}, ...]}` frame.
 //!   `erl_reply` frames wake the waiting `_hornbeam.call` without the GIL.
 //! * `python`: owns the asyncio event loop. Runs `hornbeam_runtime.init`,
 //!   then `loop.run_forever()`; sync handlers run inline on the loop,
@@ -181,10 +185,57 @@ fn reader(file: File, init_tx: mpsc::Sender<Term>, st: &'static Shared) {
 fn run_jobs(jobs: &mut Vec<Job>) {
     if !jobs.is_empty() {
         Python::attach(|py| {
+            let mut calls = Vec::new();
             for job in jobs.drain(..) {
-                run_job(py, job);
+                match job {
+                    Job::Call { id, kind, args } => calls.push((id, kind, args)),
+                    other => {
+                        // keep the order: calls before this job go first
+                        schedule_calls(py, &mut calls);
+                        run_job(py, other);
+                    }
+                }
             }
+            schedule_calls(py, &mut calls);
         });
+    }
+}
+
+/// Schedules every call of `calls` on the loop with one
+/// `call_soon_threadsafe` (one loop wakeup for the whole burst).
+fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
+    if calls.is_empty() {
+        return;
+    }
+    let Some(st) = shared() else { return };
+    let Some(lr) = event_loop() else {
+        for (id, _, _) in calls.drain(..) {
+            send_result(st, id, crash("the worker is not initialised"));
+        }
+        return;
+    };
+    if calls.len() == 1 {
+        if let Some((id, kind, args)) = calls.pop() {
+            run_job(py, Job::Call { id, kind, args });
+        }
+        return;
+    }
+    let batch = PyList::empty(py);
+    for (id, kind, args) in calls.drain(..) {
+        let item = term_to_py(py, &args).and_then(|args| batch.append((id, kind, args)));
+        if let Err(e) = item {
+            send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
+        }
+    }
+    let scheduled = lr
+        .call_soon_threadsafe
+        .call1(py, (lr.dispatch_batch.clone_ref(py), batch.clone()));
+    if let Err(e) = scheduled {
+        for item in batch.iter() {
+            if let Ok((id, _, _)) = item.extract::<(i64, Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
+                send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
+            }
+        }
     }
 }
 
@@ -248,6 +299,25 @@ fn handle_frame(
         ("call", Some(Term::Int(id)), _, _, _) => {
             send_result(st, id, crash("malformed call frame"));
         }
+        // `{calls, [{Id, Kind, Args}, ...]}`: a burst of calls in one frame
+        ("calls", Some(Term::List(calls)), None, None, None) => {
+            for call in calls {
+                let Term::Tuple(parts) = call else {
+                    st.log("warning", "ignoring a malformed entry of a calls frame");
+                    continue;
+                };
+                let mut parts = parts.into_iter();
+                match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                    (Some(Term::Int(id)), Some(Term::Atom(kind)), Some(args), None) => {
+                        jobs.push(Job::Call { id, kind, args });
+                    }
+                    (Some(Term::Int(id)), ..) => {
+                        send_result(st, id, crash("malformed call frame"));
+                    }
+                    _ => st.log("warning", "ignoring a malformed entry of a calls frame"),
+                }
+            }
+        }
         ("notify", Some(Term::Int(id)), Some(msg), None, None) => {
             jobs.push(Job::Notify { id, msg });
         }
@@ -304,16 +374,10 @@ fn writer(file: File, rx: mpsc::Receiver<Out>) {
         // write everything queued, then flush once
         while let Some(msg) = next.take() {
             match msg {
-                Out::Frame(bytes) => {
-                    let Ok(len) = u32::try_from(bytes.len()) else {
-                        eprintln!("hornbeam_worker: dropping a frame over 4 GiB");
-                        continue;
-                    };
-                    let written = out
-                        .write_all(&len.to_be_bytes())
-                        .and_then(|()| out.write_all(&bytes));
-                    if let Err(e) = written {
-                        stdout_gone(e);
+                Out::Frame(bytes) => write_frame(&mut out, &bytes),
+                Out::Frames(frames) => {
+                    for bytes in &frames {
+                        write_frame(&mut out, bytes);
                     }
                 }
                 Out::Flush(ack) => acks.push(ack),
@@ -326,6 +390,19 @@ fn writer(file: File, rx: mpsc::Receiver<Out>) {
         for ack in acks {
             let _ = ack.send(());
         }
+    }
+}
+
+fn write_frame(out: &mut impl Write, bytes: &[u8]) {
+    let Ok(len) = u32::try_from(bytes.len()) else {
+        eprintln!("hornbeam_worker: dropping a frame over 4 GiB");
+        return;
+    };
+    let written = out
+        .write_all(&len.to_be_bytes())
+        .and_then(|()| out.write_all(bytes));
+    if let Err(e) = written {
+        stdout_gone(e);
     }
 }
 
@@ -464,6 +541,7 @@ fn run_python(py: Python<'_>, config: &Term) -> PyResult<bool> {
         call_soon_threadsafe: event_loop.getattr("call_soon_threadsafe")?.unbind(),
         shutdown: rt.getattr("shutdown")?.unbind(),
         dispatch: rt.getattr("dispatch")?.unbind(),
+        dispatch_batch: rt.getattr("dispatch_batch")?.unbind(),
         notify: rt.getattr("notify")?.unbind(),
         resolve: rt.getattr("resolve")?.unbind(),
     };
@@ -524,6 +602,19 @@ mod tests {
             }
             _ => panic!("expected one notify job"),
         }
+        let calls = Term::tuple(vec![
+            Term::atom("calls"),
+            Term::List(vec![
+                Term::tuple(vec![Term::Int(8), Term::atom("event"), Term::Map(vec![])]),
+                Term::tuple(vec![Term::Int(9), Term::atom("leave"), Term::Map(vec![])]),
+            ]),
+        ]);
+        assert!(handle_frame(calls, &mut init_tx, &mut jobs, st) == Flow::Continue);
+        assert!(matches!(
+            jobs.as_slice(),
+            [Job::Notify { .. }, Job::Call { id: 8, .. }, Job::Call { id: 9, .. }]
+        ));
+        jobs.truncate(1);
         let stop = Term::tuple(vec![Term::atom("stop")]);
         assert!(handle_frame(stop, &mut init_tx, &mut jobs, st) == Flow::Stop);
         let bad_stop = Term::tuple(vec![Term::atom("stop"), Term::Int(1)]);

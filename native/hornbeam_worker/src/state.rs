@@ -13,6 +13,8 @@ use pyo3::prelude::*;
 pub enum Out {
     /// One encoded term (version byte included, no length prefix).
     Frame(Vec<u8>),
+    /// Several frames in order (a batch of calls' results and emits).
+    Frames(Vec<Vec<u8>>),
     /// Flush stdout, then acknowledge.
     Flush(mpsc::Sender<()>),
 }
@@ -48,6 +50,9 @@ pub struct LoopRef {
     /// any), then stops the loop.
     pub shutdown: Py<PyAny>,
     pub dispatch: Py<PyAny>,
+    /// `hornbeam_runtime.dispatch_batch`: runs a list of `(id, kind, args)`
+    /// calls, one loop wakeup for all the calls of a read burst.
+    pub dispatch_batch: Py<PyAny>,
     pub notify: Py<PyAny>,
     pub resolve: Py<PyAny>,
 }
@@ -61,6 +66,13 @@ pub struct Shared {
 }
 
 static SHARED: OnceCell<Shared> = OnceCell::new();
+
+thread_local! {
+    /// Frames held back while this thread runs a batch of calls (see
+    /// `Shared::hold`): written as one writer message at the end, so a burst
+    /// of results costs one writer wakeup instead of one each.
+    static HELD: std::cell::RefCell<Option<Vec<Vec<u8>>>> = const { std::cell::RefCell::new(None) };
+}
 static LOOP: OnceCell<LoopRef> = OnceCell::new();
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,10 +96,49 @@ impl Shared {
     pub fn send(&self, term: &Term) {
         match etf::encode(term) {
             Ok(bytes) => {
-                // The receiver only goes away at exit; nothing to do then.
-                let _ = self.out.send(Out::Frame(bytes));
+                let bytes = HELD.with(|h| match h.borrow_mut().as_mut() {
+                    Some(held) => {
+                        held.push(bytes);
+                        None
+                    }
+                    None => Some(bytes),
+                });
+                if let Some(bytes) = bytes {
+                    // The receiver only goes away at exit; nothing to do then.
+                    let _ = self.out.send(Out::Frame(bytes));
+                }
             }
             Err(e) => eprintln!("hornbeam_worker: cannot encode frame: {e}"),
+        }
+    }
+
+    /// `hold(true)`: from now on, frames sent by this thread are kept back;
+    /// `hold(false)`: send what was kept (in order) and stop holding.
+    pub fn hold(&self, on: bool) {
+        let held = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if on {
+                h.get_or_insert_with(Vec::new);
+                None
+            } else {
+                h.take()
+            }
+        });
+        if let Some(frames) = held {
+            if !frames.is_empty() {
+                let _ = self.out.send(Out::Frames(frames));
+            }
+        }
+    }
+
+    /// Sends what this thread holds back, and goes on holding (before it
+    /// blocks waiting for Erlang).
+    pub fn release_held(&self) {
+        let held = HELD.with(|h| h.borrow_mut().as_mut().map(std::mem::take));
+        if let Some(frames) = held {
+            if !frames.is_empty() {
+                let _ = self.out.send(Out::Frames(frames));
+            }
         }
     }
 
