@@ -35,7 +35,9 @@
     joined = false :: boolean(),
     join_ref_msg :: hornbeam_nif:msg_ref(),
     join_payload :: binary() | undefined,
-    max_json_depth :: pos_integer()
+    max_json_depth :: pos_integer(),
+    %% the handler's payload_format/0, asked once at start, not per event
+    payload_format = decoded :: decoded | raw
 }).
 
 -spec start_link(start_args()) -> {ok, pid()} | {error, term()}.
@@ -57,14 +59,15 @@ init(#{socket := Socket0, ref := Ref, payload := Payload, max_json_depth := Dept
     _ = code:ensure_loaded(Handler),
     _ = erlang:monitor(process, Transport),
     {ok, #state{socket = Socket, join_ref_msg = Ref, join_payload = Payload,
-                max_json_depth = Depth}, {continue, join}}.
+                max_json_depth = Depth, payload_format = payload_format(Handler)},
+     {continue, join}}.
 
 -spec handle_continue(join, #state{}) ->
     {noreply, #state{}} | {noreply, #state{}, hibernate} | {stop, term(), #state{}}.
 handle_continue(join, State = #state{socket = Socket, join_payload = Raw}) ->
     #{handler := Handler, topic := Topic} = Socket,
     Result =
-        case payload_in(Handler, Raw, State) of
+        case payload_in(Raw, State) of
             {ok, Payload} -> run(fun() -> Handler:join(Topic, Payload, Socket) end);
             {error, _, _} = E -> {bad_payload, E}
         end,
@@ -104,7 +107,7 @@ handle_cast(_Msg, State) ->
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
 handle_info({'$hb_in', Event, Ref, Raw}, State = #state{socket = Socket}) ->
     #{handler := Handler} = Socket,
-    case payload_in(Handler, Raw, State) of
+    case payload_in(Raw, State) of
         {ok, Payload} ->
             Result = run(fun() -> call_handle_in(Handler, Event, Payload, Socket) end),
             handle_in_result(Result, Event, Ref, State);
@@ -162,14 +165,18 @@ call_handle_in(Handler, Event, Payload, Socket) ->
         false -> {reply, {error, #{<<"reason">> => <<"unhandled event">>}}, Socket}
     end.
 
-payload_in(Handler, Raw, #state{max_json_depth = Depth}) ->
+payload_format(Handler) ->
     case erlang:function_exported(Handler, payload_format, 0) andalso Handler:payload_format() of
-        raw -> {ok, {json, Raw}};
-        _ ->
-            case hornbeam_nif:json_decode(Raw, Depth) of
-                {ok, Term} -> {ok, Term};
-                {error, Why, Text} -> {error, Why, Text}
-            end
+        raw -> raw;
+        _ -> decoded
+    end.
+
+payload_in(Raw, #state{payload_format = raw}) ->
+    {ok, {json, Raw}};
+payload_in(Raw, #state{max_json_depth = Depth}) ->
+    case hornbeam_nif:json_decode(Raw, Depth) of
+        {ok, Term} -> {ok, Term};
+        {error, Why, Text} -> {error, Why, Text}
     end.
 
 joined(Status, Reply, NewSocket, State = #state{socket = Socket}) ->
