@@ -13,7 +13,7 @@ all() ->
     [join_gets_presence_state_with_everyone, track_is_a_join_diff_for_others,
      update_carries_phx_ref_prev, untrack_and_channel_exit_are_leave_diffs,
      two_tabs_under_one_key_are_two_metas, erlang_api_list_get_and_errors,
-     diff_interval_coalesces_a_flood].
+     diff_interval_coalesces_a_flood, diff_interval_sends_a_lone_change_at_once].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -26,6 +26,7 @@ init_per_testcase(TC, Config) ->
     _ = hornbeam:stop(),
     Extra = case TC of
                 diff_interval_coalesces_a_flood -> #{presence_diff_interval => 300};
+                diff_interval_sends_a_lone_change_at_once -> #{presence_diff_interval => 300};
                 _ -> #{}
             end,
     ok = hornbeam:start(none, Extra#{bind => "127.0.0.1:0",
@@ -144,6 +145,32 @@ diff_interval_coalesces_a_flood(Config) ->
     %% the 20 joins (and the watcher's own, still inside the interval) in one diff
     [?assert(maps:is_key(integer_to_binary(I), Joins)) || I <- lists:seq(1, 20)],
     ?assertEqual(timeout, ?C:recv_json(W, 500)).
+
+%% The interval is a throttle with a leading edge: the first change of a
+%% quiet topic goes out at once, changes inside the window that opens then
+%% go out merged when it ends, and a quiet window re-arms the leading edge.
+diff_interval_sends_a_lone_change_at_once(Config) ->
+    W = connect(Config),
+    _ = join_tracking(W, <<"room:t">>, <<"user:watcher">>, #{}),
+    timer:sleep(400),                  % the watcher's own window ends quietly
+    Owners = [spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, 4)],
+    Track = fun(I) -> ok = hornbeam_presence:track(lists:nth(I, Owners), <<"room:t">>, integer_to_binary(I), #{}) end,
+    T0 = erlang:monotonic_time(millisecond),
+    Track(1),
+    ?assertEqual([<<"1">>], maps:keys(maps:get(<<"joins">>, next_diff(W)))),
+    Lead = erlang:monotonic_time(millisecond) - T0,
+    ?assert(Lead < 200),               % not held for the 300 ms window
+    Track(2), Track(3),
+    ?assertEqual([<<"2">>, <<"3">>], lists:sort(maps:keys(maps:get(<<"joins">>, next_diff(W))))),
+    Trail = erlang:monotonic_time(millisecond) - T0,
+    ?assert(Trail >= 250),             % sent when the window ended
+    timer:sleep(700),                  % a quiet window after the merged one
+    T1 = erlang:monotonic_time(millisecond),
+    Track(4),
+    ?assertEqual([<<"4">>], maps:keys(maps:get(<<"joins">>, next_diff(W)))),
+    ?assert(erlang:monotonic_time(millisecond) - T1 < 200),
+    [O ! stop || O <- Owners],
+    ok.
 
 wait_until(Fun) -> wait_until(Fun, 100).
 wait_until(_Fun, 0) -> {error, timeout};

@@ -24,8 +24,9 @@
     next_owner = 1 :: pos_integer(),
     %% peer shard pid => now_ms() of our last transfer request to it
     asked = #{} :: #{pid() => integer()},
-    %% presence_diff_interval > 0: diffs waiting per topic, oldest first
-    pending = #{} :: #{binary() => [binary()]}
+    %% presence_diff_interval > 0: topics inside their throttle window, with
+    %% the diffs waiting for its end (newest first)
+    throttled = #{} :: #{binary() => [binary()]}
 }).
 
 -spec start_link(non_neg_integer(), map()) -> {ok, pid()} | {error, term()}.
@@ -118,12 +119,16 @@ handle_info({'$hb_presence', transfer_req, From, Clock}, State = #state{crdt = C
 handle_info({'$hb_presence', transfer, From, Bin}, State = #state{crdt = Crdt, asked = Asked}) ->
     State1 = merged(hornbeam_nif:presence_merge_state(Crdt, Bin, now_ms()), From, State),
     {noreply, State1#state{asked = maps:remove(From, Asked)}};
-handle_info({flush, Topic}, State = #state{pending = Pending}) ->
-    case maps:take(Topic, Pending) of
-        {Diffs, Rest} ->
+handle_info({window_end, Topic}, State = #state{throttled = Throttled, config = Config}) ->
+    case Throttled of
+        #{Topic := []} ->
+            %% a quiet window: the next diff of Topic goes out at once again
+            {noreply, State#state{throttled = maps:remove(Topic, Throttled)}};
+        #{Topic := Diffs} ->
             send_diff(Topic, coalesce(lists:reverse(Diffs))),
-            {noreply, State#state{pending = Rest}};
-        error ->
+            open_window(Topic, Config),
+            {noreply, State#state{throttled = Throttled#{Topic := []}}};
+        _ ->
             {noreply, State}
     end;
 handle_info({'EXIT', _, _}, State) ->
@@ -198,15 +203,24 @@ publish([], State) -> State;
 publish(Diffs, State = #state{config = #{presence_diff_interval := 0}}) ->
     [send_diff(Topic, Json) || {Topic, Json} <- Diffs],
     State;
-publish(Diffs, State = #state{config = #{presence_diff_interval := Interval}}) ->
-    lists:foldl(fun({Topic, Json}, S = #state{pending = P}) ->
-                        case P of
-                            #{Topic := Old} -> S#state{pending = P#{Topic := [Json | Old]}};
+publish(Diffs, State = #state{config = Config}) ->
+    %% A throttle with a leading edge: a topic's first diff goes out at once
+    %% and opens a window of presence_diff_interval; diffs inside the window
+    %% go out merged when it ends. A lone change costs no latency, while a
+    %% flood of N joins costs each member one diff per window instead of N
+    %% (N joiners: N^2 frames otherwise).
+    lists:foldl(fun({Topic, Json}, S = #state{throttled = T}) ->
+                        case T of
+                            #{Topic := Waiting} -> S#state{throttled = T#{Topic := [Json | Waiting]}};
                             _ ->
-                                erlang:send_after(Interval, self(), {flush, Topic}),
-                                S#state{pending = P#{Topic => [Json]}}
+                                send_diff(Topic, Json),
+                                open_window(Topic, Config),
+                                S#state{throttled = T#{Topic => []}}
                         end
                 end, State, Diffs).
+
+open_window(Topic, #{presence_diff_interval := Interval}) ->
+    erlang:send_after(Interval, self(), {window_end, Topic}).
 
 send_diff(Topic, Json) ->
     _ = hornbeam_pubsub:local_broadcast(Topic, <<"presence_diff">>, {json, Json}),

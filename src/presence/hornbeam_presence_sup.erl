@@ -15,7 +15,7 @@ defaults() ->
       broadcast_period => 1500,          %% ms between gossip rounds (deltas, heartbeats)
       down_period => 30000,              %% ms without heartbeat: the replica's presences leave
       permdown_period => 1200000,        %% ms without heartbeat: the replica is forgotten
-      presence_diff_interval => 0}.      %% ms to coalesce a topic's diffs (0: send at once)
+      presence_diff_interval => 100}.    %% ms: at most one diff per topic per interval (0: one per change)
 
 -spec start_link(map()) -> {ok, pid()} | ignore | {error, term()}.
 start_link(Opts) ->

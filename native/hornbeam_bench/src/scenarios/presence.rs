@@ -10,12 +10,19 @@
 //! says `"presence": false`, or that sends no presence at all, is reported
 //! as `not_supported`.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -28,15 +35,253 @@ use crate::procfs::{rss_kib, CpuMeter};
 use crate::proto::{Incoming, Proto};
 use crate::stats::{round, summary};
 
+// The views are the load generator's hot path: with N joiners every client
+// receives about N entries, N^2 in all (300 MB and 4 M entries for 2,000).
+// Frames are parsed into borrowed, typed structs that skip what the view
+// does not need; a key is held as a small id shared by all views and a meta
+// as the hash of its phx_ref, so 2,000 views fit in ~100 MB and the figure
+// measures the server rather than this client's allocator and page faults.
+
+/// FxHash (rustc's): the keys are ours, so no DoS-resistant hasher is needed.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+/// The id of a presence key, the same for every view of this process.
+fn key_id(key: &str) -> u32 {
+    static IDS: OnceLock<Mutex<HashMap<Box<str>, u32, Fx>>> = OnceLock::new();
+    let mut ids = IDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(&id) = ids.get(key) {
+        return id;
+    }
+    let id = ids.len() as u32;
+    ids.insert(key.into(), id);
+    id
+}
+
+/// The metas of one key in a view; nearly always one.
+#[derive(Debug)]
+enum Refs {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Refs {
+    fn add(&mut self, r: u64) {
+        match self {
+            Refs::One(old) if *old == r => {}
+            Refs::One(old) => *self = Refs::Many(vec![*old, r]),
+            Refs::Many(v) if v.contains(&r) => {}
+            Refs::Many(v) => v.push(r),
+        }
+    }
+
+    /// Removes r; true when no meta is left.
+    fn remove(&mut self, r: u64) -> bool {
+        match self {
+            Refs::One(old) if *old == r => {
+                *self = Refs::Many(Vec::new());
+                true
+            }
+            Refs::One(_) => false,
+            Refs::Many(v) => {
+                v.retain(|x| *x != r);
+                v.is_empty()
+            }
+        }
+    }
+}
+
+/// The presences of a key: only the metas' `phx_ref`s matter here.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, default)]
+    metas: Vec<MetaRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MetaRef<'a> {
+    #[serde(borrow)]
+    phx_ref: Option<&'a RawValue>,
+}
+
+/// Walks a `{key: {"metas": [...]}}` object, calling `f(key, entry)` for
+/// each entry as it is parsed, without building a map of them.
+struct Walk<F>(F);
+
+impl<'de, F: FnMut(&str, &Entry)> Visitor<'de> for Walk<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of presences")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some((key, entry)) = map.next_entry::<Cow<'de, str>, Entry<'de>>()? {
+            (self.0)(&key, &entry);
+        }
+        Ok(())
+    }
+}
+
+impl<'de, F: FnMut(&str, &Entry)> DeserializeSeed<'de> for Walk<F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+fn for_each_entry(json: &str, f: impl FnMut(&str, &Entry)) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(Walk(f))
+}
+
+/// Applies a `presence_diff` payload to a view in one pass: joins first,
+/// then leaves (leaves written before joins wait, raw, until the joins).
+struct DiffSeed<'v>(&'v mut View);
+
+impl<'de> Visitor<'de> for DiffSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a presence diff")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let view = self.0;
+        let mut joined = false;
+        let mut early_leaves: Option<&'de RawValue> = None;
+        while let Some(field) = map.next_key::<Cow<'de, str>>()? {
+            match field.as_ref() {
+                "joins" => {
+                    map.next_value_seed(Walk(|k: &str, e: &Entry| view.join(k, e)))?;
+                    joined = true;
+                }
+                "leaves" if joined => {
+                    map.next_value_seed(Walk(|k: &str, e: &Entry| view.leave(k, e)))?
+                }
+                "leaves" => early_leaves = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if let Some(raw) = early_leaves {
+            for_each_entry(raw.get(), |k, e| view.leave(k, e)).map_err(serde::de::Error::custom)?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for DiffSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// Reads `[join_ref, ref, topic, event, payload]` and hands a presence
+/// payload to the view while it is parsed; true if it was a presence event.
+struct FrameVisitor<'v>(&'v mut View);
+
+impl<'de> Visitor<'de> for FrameVisitor<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Phoenix V2 message")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        for _ in 0..3 {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(false);
+            }
+        }
+        let event: Option<Cow<'de, str>> = seq.next_element()?;
+        let view = self.0;
+        let presence = match event.as_deref() {
+            Some("presence_state") => {
+                view.keys.clear();
+                seq.next_element_seed(Walk(|k: &str, e: &Entry| view.join(k, e)))?;
+                view.state_seen = true;
+                for diff in std::mem::take(&mut view.pending) {
+                    view.apply_diff(&diff);
+                }
+                true
+            }
+            Some("presence_diff") if view.state_seen => {
+                seq.next_element_seed(DiffSeed(view))?;
+                true
+            }
+            Some("presence_diff") => {
+                if let Some(raw) = seq.next_element::<&RawValue>()? {
+                    view.pending.push(raw.get().to_string());
+                }
+                true
+            }
+            _ => false,
+        };
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(presence)
+    }
+}
+
+fn ref_hashes<'a>(entry: &'a Entry<'a>) -> impl Iterator<Item = u64> + 'a {
+    entry.metas.iter().filter_map(|m| {
+        m.phx_ref.map(|r| {
+            let mut h = FxHasher::default();
+            h.write(r.get().as_bytes());
+            h.finish()
+        })
+    })
+}
+
 /// One client's view of the presences on the topic.
 #[derive(Default, Debug)]
 pub struct View {
     state_seen: bool,
-    pending: Vec<Value>,
-    keys: HashMap<String, HashSet<String>>,
+    /// raw diffs that arrived before the state
+    pending: Vec<String>,
+    keys: HashMap<u32, Refs, Fx>,
 }
 
 impl View {
+    /// A view sized for `n` keys up front (no rehashing while it fills).
+    pub fn with_capacity(n: usize) -> View {
+        View {
+            keys: HashMap::with_capacity_and_hasher(n, Fx::default()),
+            ..View::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -49,78 +294,44 @@ impl View {
         self.state_seen
     }
 
-    /// Applies a `presence_state` or `presence_diff`; true if it was one.
-    pub fn on_event(&mut self, event: &str, payload: Value) -> bool {
-        match event {
-            "presence_state" => {
-                self.keys.clear();
-                if let Value::Object(entries) = payload {
-                    for (key, entry) in entries {
-                        let refs = refs_of(&entry);
-                        if !refs.is_empty() {
-                            self.keys.insert(key, refs);
-                        }
-                    }
-                }
-                self.state_seen = true;
-                for diff in std::mem::take(&mut self.pending) {
-                    self.apply_diff(&diff);
-                }
-                true
+    /// Applies a `presence_state` or `presence_diff` frame (the whole
+    /// Phoenix array as text); true if it was one.
+    pub fn on_frame(&mut self, text: &str) -> bool {
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.deserialize_seq(FrameVisitor(self)).unwrap_or(false)
+    }
+
+    /// Applies a `presence_state` or `presence_diff` payload; true if it was one.
+    pub fn on_event(&mut self, event: &str, payload: &str) -> bool {
+        let frame = format!(r#"[null,null,"t",{},{payload}]"#, json!(event));
+        self.on_frame(&frame)
+    }
+
+    fn apply_diff(&mut self, payload: &str) {
+        let mut de = serde_json::Deserializer::from_str(payload);
+        let _ = DiffSeed(self).deserialize(&mut de);
+    }
+
+    fn leave(&mut self, key: &str, entry: &Entry) {
+        let id = key_id(key);
+        if let Some(refs) = self.keys.get_mut(&id) {
+            if ref_hashes(entry).fold(false, |_, r| refs.remove(r)) {
+                self.keys.remove(&id);
             }
-            "presence_diff" => {
-                if self.state_seen {
-                    self.apply_diff(&payload);
-                } else {
-                    self.pending.push(payload);
-                }
-                true
-            }
-            _ => false,
         }
     }
 
-    fn apply_diff(&mut self, diff: &Value) {
-        if let Some(Value::Object(joins)) = diff.get("joins") {
-            for (key, entry) in joins {
-                self.keys
-                    .entry(key.clone())
-                    .or_default()
-                    .extend(refs_of(entry));
-            }
-        }
-        if let Some(Value::Object(leaves)) = diff.get("leaves") {
-            for (key, entry) in leaves {
-                if let Some(refs) = self.keys.get_mut(key) {
-                    for r in refs_of(entry) {
-                        refs.remove(&r);
-                    }
-                    if refs.is_empty() {
-                        self.keys.remove(key);
-                    }
+    fn join(&mut self, key: &str, entry: &Entry) {
+        let id = key_id(key);
+        for r in ref_hashes(entry) {
+            match self.keys.get_mut(&id) {
+                Some(refs) => refs.add(r),
+                None => {
+                    self.keys.insert(id, Refs::One(r));
                 }
             }
         }
     }
-}
-
-fn refs_of(entry: &Value) -> HashSet<String> {
-    entry
-        .get("metas")
-        .and_then(Value::as_array)
-        .map(|metas| {
-            metas
-                .iter()
-                .filter_map(|m| {
-                    m.get("phx_ref").map(|r| {
-                        r.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| r.to_string())
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -309,16 +520,14 @@ async fn client(
         join_us: None,
         error: None,
     };
-    let mut view = View::default();
+    let mut view = View::with_capacity(n);
     tokio::time::sleep_until(t0).await;
-    let on_frame = |text: &str, msg: Incoming, view: &mut View, out: &mut ClientOut| {
+    let on_frame = |text: &str, view: &mut View, out: &mut ClientOut| {
         sh.bytes
             .fetch_add(frame_bytes(text.len()), Ordering::Relaxed);
         sh.frames.fetch_add(1, Ordering::Relaxed);
-        if let Incoming::Event { event, payload, .. } = msg {
-            if view.on_event(&event, payload) {
-                sh.saw_presence.store(true, Ordering::Relaxed);
-            }
+        if view.on_frame(text) {
+            sh.saw_presence.store(true, Ordering::Relaxed);
         }
         if out.converged_us.is_none() && view.len() >= n {
             out.converged_us = Some((Instant::now() - t0).as_micros() as u32);
@@ -330,12 +539,9 @@ async fn client(
         send(&mut ws, frame).await?;
         loop {
             let text = recv_text(&mut ws).await?.ok_or("closed while joining")?;
-            match Proto::Phoenix.decode(&text) {
-                Incoming::Reply { r: 1, ok, payload } => {
-                    on_frame(&text, Incoming::Other, &mut view, &mut out);
-                    return Ok::<_, String>((ok, payload));
-                }
-                msg => on_frame(&text, msg, &mut view, &mut out),
+            on_frame(&text, &mut view, &mut out);
+            if let Incoming::Reply { r: 1, ok, payload } = Proto::Phoenix.decode_light(&text) {
+                return Ok::<_, String>((ok, payload));
             }
         }
     }
@@ -361,10 +567,7 @@ async fn client(
         tokio::select! {
             _ = stop.changed() => break,
             m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    let msg = Proto::Phoenix.decode(&t);
-                    on_frame(&t, msg, &mut view, &mut out);
-                }
+                Some(Ok(Message::Text(t))) => on_frame(&t, &mut view, &mut out),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     if out.converged_us.is_none() {
                         out.error = Some("closed before converging".into());
@@ -382,35 +585,78 @@ async fn client(
 mod tests {
     use super::*;
 
+    fn ev(v: &mut View, event: &str, payload: Value) -> bool {
+        v.on_event(event, &payload.to_string())
+    }
+
     #[test]
     fn view_follows_phoenix_semantics() {
         let mut v = View::default();
         // A diff before the state waits for it.
-        assert!(v.on_event(
+        assert!(ev(
+            &mut v,
             "presence_diff",
             json!({"joins": {"b": {"metas": [{"phx_ref": "2"}]}}, "leaves": {}})
         ));
         assert_eq!(v.len(), 0);
-        v.on_event(
+        ev(
+            &mut v,
             "presence_state",
             json!({"a": {"metas": [{"phx_ref": "1"}]}}),
         );
         assert_eq!(v.len(), 2);
         // Two tabs under one key; a leave removes only the matching phx_ref.
-        v.on_event(
+        ev(
+            &mut v,
             "presence_diff",
             json!({"joins": {"a": {"metas": [{"phx_ref": "3"}]}}, "leaves": {}}),
         );
-        v.on_event(
+        ev(
+            &mut v,
             "presence_diff",
             json!({"joins": {}, "leaves": {"a": {"metas": [{"phx_ref": "1"}]}}}),
         );
         assert_eq!(v.len(), 2);
-        v.on_event(
+        ev(
+            &mut v,
             "presence_diff",
             json!({"joins": {}, "leaves": {"a": {"metas": [{"phx_ref": "3"}]}}}),
         );
         assert_eq!(v.len(), 1);
-        assert!(!v.on_event("msg", json!({})));
+        assert!(!ev(&mut v, "msg", json!({})));
+    }
+
+    #[test]
+    fn whole_frames_with_escapes_and_other_meta_fields() {
+        let mut v = View::default();
+        let state = r#"["1",null,"room:x","presence_state",{"u\"1":{"metas":[{"online_at":1,"phx_ref":"A"}]},"u2":{"metas":[{"phx_ref":"B","nested":{"k":[1,2]}}]}}]"#;
+        assert!(v.on_frame(state));
+        assert_eq!(v.len(), 2);
+        let diff = r#"["1",null,"room:x","presence_diff",{"joins":{"u3":{"metas":[{"phx_ref":"C"}]}},"leaves":{"u\"1":{"metas":[{"phx_ref":"A"}]}}}]"#;
+        assert!(v.on_frame(diff));
+        assert_eq!(v.len(), 2);
+        assert!(!v.on_frame(r#"["1","1","room:x","phx_reply",{"status":"ok","response":{}}]"#));
+        assert!(!v.on_frame("not json"));
+        // leaves written before joins still apply after them
+        let diff = r#"["1",null,"room:x","presence_diff",{"leaves":{"u4":{"metas":[{"phx_ref":"D"}]}},"joins":{"u4":{"metas":[{"phx_ref":"D"}]}}}]"#;
+        assert!(v.on_frame(diff));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn one_diff_leaving_two_tabs_of_a_key() {
+        let mut v = View::default();
+        ev(
+            &mut v,
+            "presence_state",
+            json!({"k": {"metas": [{"phx_ref": "1"}, {"phx_ref": "2"}]}, "j": {"metas": [{"phx_ref": "3"}]}}),
+        );
+        assert_eq!(v.len(), 2);
+        ev(
+            &mut v,
+            "presence_diff",
+            json!({"joins": {}, "leaves": {"k": {"metas": [{"phx_ref": "2"}, {"phx_ref": "1"}]}, "j": {"metas": [{"phx_ref": "3"}, {"phx_ref": "9"}]}}}),
+        );
+        assert_eq!(v.len(), 0);
     }
 }
