@@ -27,7 +27,8 @@ all() ->
      websocket_suffix_path_and_vsn, unsupported_vsn_is_403,
      origin_policy_default, origin_policy_list_and_false,
      non_websocket_paths_are_404, connect_params_reach_the_channel,
-     stop_closes_websockets_with_1001, garbage_never_crashes_the_server].
+     stop_closes_websockets_with_1001, garbage_never_crashes_the_server,
+     idle_socket_hibernates_after_join_and_heartbeat].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -55,6 +56,7 @@ testcase_opts(max_channels_per_connection_is_enforced) -> #{max_channels_per_con
 testcase_opts(frame_over_max_frame_size_closes_1009) -> #{max_frame_size => 1000};
 testcase_opts(client_that_stops_reading_is_closed) -> #{max_send_queue => 65536};
 testcase_opts(origin_policy_list_and_false) -> #{check_origin => [<<"https://good.example">>]};
+testcase_opts(idle_socket_hibernates_after_join_and_heartbeat) -> #{hibernate_after => 60000};
 testcase_opts(_) -> #{}.
 
 connect(Config) -> connect(Config, "/ws?vsn=2.0.0").
@@ -466,6 +468,26 @@ collect_replies(C, Seen) ->
             end;
         _ -> Seen
     end.
+
+%% A join and a heartbeat are followed by quiet, so the connection process
+%% hibernates as soon as their answers are written (hibernate_after is a
+%% minute here); an ordinary event does not make it hibernate.
+idle_socket_hibernates_after_join_and_heartbeat(Config) ->
+    C = connect(Config),
+    [<<"1">>, <<"1">>, <<"room:hib">>, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = join(C, <<"1">>, <<"room:hib">>),
+    [Sock] = hornbeam_pubsub:subscribers(<<"room:hib">>),
+    Hibernated = fun() -> erlang:process_info(Sock, current_function) =:= {current_function, {erlang, hibernate, 3}} end,
+    ?assertEqual(ok, wait_until(Hibernated)),
+    ok = ?C:push(C, <<"1">>, <<"2">>, <<"room:hib">>, <<"echo">>, #{<<"n">> => 1}),
+    [_, <<"2">>, _, <<"phx_reply">>, _] = ?C:recv_json(C),
+    timer:sleep(300),
+    ?assertNot(Hibernated()),
+    ok = ?C:push(C, null, <<"3">>, <<"phoenix">>, <<"heartbeat">>, #{}),
+    ?assertEqual(ok_reply(null, <<"3">>, <<"phoenix">>), ?C:recv_json(C)),
+    ?assertEqual(ok, wait_until(Hibernated)),
+    %% and it still works after waking up
+    ok = ?C:push(C, <<"1">>, <<"4">>, <<"room:hib">>, <<"echo">>, #{<<"n">> => 2}),
+    ?assertMatch([_, <<"4">>, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>}], ?C:recv_json(C)).
 
 wait_until(Fun) -> wait_until(Fun, 100).
 wait_until(_Fun, 0) -> {error, timeout};

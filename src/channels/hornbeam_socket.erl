@@ -47,7 +47,10 @@
     channels = #{} :: #{binary() => #channel{}},
     by_pid = #{} :: #{pid() => binary()},
     last_recv :: integer(),
-    closing = false :: boolean()
+    closing = false :: boolean(),
+    %% set by a join or a heartbeat, after which a quiet spell usually
+    %% follows: hibernate once the writes of the answer are acknowledged
+    hibernate_now = false :: boolean()
 }).
 
 %% @doc Become the WebSocket process for Sock (already upgraded). Never returns.
@@ -97,6 +100,16 @@ handle_info({tcp_closed, Sock}, State = #state{sock = Sock}) ->
 handle_info({tcp_error, Sock, Reason}, State = #state{sock = Sock}) ->
     logger:info("connection error: ~0p", [Reason]),
     {stop, normal, State};
+handle_info({inet_reply, _Sock, ok}, State = #state{hibernate_now = true}) ->
+    %% Idle connections only join and then heartbeat (every 30 s with
+    %% phoenix.js). Hibernating when the last write of the answer is
+    %% acknowledged, instead of hibernate_after later, keeps 10,000 of them
+    %% at their hibernated size. (Hibernating before the inet_reply would
+    %% only be woken up by it.)
+    case erlang:process_info(self(), message_queue_len) of
+        {message_queue_len, 0} -> {noreply, State#state{hibernate_now = false}, hibernate};
+        _ -> {noreply, State}
+    end;
 handle_info({inet_reply, _Sock, ok}, State) ->
     {noreply, State};
 handle_info({inet_reply, _Sock, {error, Reason}}, State) ->
@@ -207,7 +220,8 @@ handle_frame({close, Close}, State) ->
 handle_message(_JoinRef, Ref, Topic, Event, Payload, State) ->
     case hornbeam_protocol:classify(Topic, Event) of
         {heartbeat, Dialect} ->
-            write(hornbeam_protocol:reply_frame(Dialect, null, Ref, Topic, {ok, <<"{}">>}), State);
+            write(hornbeam_protocol:reply_frame(Dialect, null, Ref, Topic, {ok, <<"{}">>}),
+                  State#state{hibernate_now = true});
         {join, Dialect} ->
             join(_JoinRef, Ref, Topic, Payload, Dialect, State);
         {leave, Dialect} ->
@@ -290,13 +304,7 @@ join_answered(Pid, Outcome, Frame, State = #state{by_pid = ByPid, channels = Cha
                                       hornbeam_presence:list_json(Topic)),
                     State3 = do_write(PresenceState, State2),
                     C = Channel#channel{joined = true, close_after_join = []},
-                    %% Joins are rare and usually followed by quiet: hibernate
-                    %% now rather than after hibernate_after, so 10,000
-                    %% connections opening at once never hold their join garbage.
-                    case after_write(State3#state{channels = Channels#{Topic := C}}) of
-                        {noreply, S} -> {noreply, S, hibernate};
-                        Stop -> Stop
-                    end;
+                    after_write(State3#state{channels = Channels#{Topic := C}, hibernate_now = true});
                 error ->
                     erlang:demonitor(Channel#channel.monitor, [flush]),
                     after_write(forget(Topic, Pid, State2))
