@@ -121,7 +121,9 @@ def hornbeam_python_cmd(port: int) -> Tuple[List[str], Path]:
     custom = os.environ.get("HORNBEAM_PYTHON_CMD")
     if custom:
         return (["bash", "-c", "exec " + custom.replace("{port}", str(port))], ROOT)
-    cmd = [str(ROOT / "bin" / "hornbeam"), "run", "bench_app:app",
+    # max_connections as for hornbeam-erlang: the 16,384 default would make
+    # the 19,500-connection idle run wait on a paused acceptor.
+    cmd = [str(ROOT / "bin" / "hornbeam"), "run", "bench_app:app", "--max-connections", "100000",
            "--pythonpath", str(BENCH / "peers" / "hornbeam"), "--channel-module", "bench_app",
            "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
     workers = os.environ.get("HORNBEAM_PY_WORKERS")

@@ -24,6 +24,7 @@ run_usage() ->
     "  --channel-module M      Python module with channel handlers (repeatable)\n"
     "  --pythonpath DIR        added to sys.path (repeatable; default the current directory)\n"
     "  --ws-path PATH          WebSocket endpoint (default /ws)\n"
+    "  --max-connections N     live connections before acceptors pause (default 16384)\n"
     "  --name NODE             Erlang node name, e.g. a@127.0.0.1 (enables clustering)\n"
     "  --cookie C              Erlang distribution cookie\n"
     "  --join NODE             connect to this node and form a cluster (repeatable)\n"
@@ -89,6 +90,11 @@ option("--channel-module", V, O, N) ->
     {ok, O#{channel_modules => [V | maps:get(channel_modules, O, [])]}, N};
 option("--pythonpath", V, O, N) ->
     {ok, O#{pythonpath => [V | maps:get(pythonpath, O, [])]}, N};
+option("--max-connections", V, O, N) ->
+    case string:to_integer(V) of
+        {M, ""} when M > 0 -> {ok, O#{max_connections => M}, N};
+        _ -> {error, "--max-connections needs a positive integer, got " ++ V}
+    end;
 option("--ws-path", V = [$/ | _], O, N) -> {ok, O#{ws_path => V}, N};
 option("--ws-path", V, _, _) -> {error, "--ws-path must start with /, got " ++ V};
 option("--name", V, O, N) -> {ok, O, N#{name => V}};

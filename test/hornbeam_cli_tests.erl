@@ -17,10 +17,11 @@ every_option_test() ->
         hornbeam_cli:parse(["run", "pkg.mod:application", "--bind", "[::]:9000", "--workers", "3",
                             "--worker-class", "wsgi", "--channel-module", "a", "--channel-module", "b",
                             "--pythonpath", "x", "--pythonpath", "y", "--ws-path", "/socket",
-                            "--name", "n@127.0.0.1", "--cookie", "c", "--join", "m@127.0.0.1",
+                            "--max-connections", "50000", "--name", "n@127.0.0.1", "--cookie", "c", "--join", "m@127.0.0.1",
                             "--join", "o@127.0.0.1", "--log-level", "debug"]),
     ?assertEqual(#{bind => "[::]:9000", workers => 3, worker_class => wsgi,
-                   channel_modules => ["a", "b"], pythonpath => ["x", "y"], ws_path => "/socket"}, Opts),
+                   channel_modules => ["a", "b"], pythonpath => ["x", "y"], ws_path => "/socket",
+                   max_connections => 50000}, Opts),
     ?assertEqual(#{name => "n@127.0.0.1", cookie => "c", join => ["m@127.0.0.1", "o@127.0.0.1"],
                    log_level => debug}, Node).
 
@@ -33,6 +34,7 @@ errors_test_() ->
      ?_assertMatch({error, "unknown option: --nope"}, hornbeam_cli:parse(["run", "a:b", "--nope", "1"])),
      ?_assertMatch({error, "option --bind needs a value"}, hornbeam_cli:parse(["run", "a:b", "--bind"])),
      ?_assertMatch({error, "--workers needs" ++ _}, hornbeam_cli:parse(["run", "a:b", "--workers", "0"])),
+     ?_assertMatch({error, "--max-connections needs" ++ _}, hornbeam_cli:parse(["run", "a:b", "--max-connections", "many"])),
      ?_assertMatch({error, "--worker-class" ++ _}, hornbeam_cli:parse(["run", "a:b", "--worker-class", "x"])),
      ?_assertMatch({error, "--ws-path" ++ _}, hornbeam_cli:parse(["run", "a:b", "--ws-path", "ws"])),
      ?_assertMatch({error, "--log-level" ++ _}, hornbeam_cli:parse(["run", "a:b", "--log-level", "loud"]))].

@@ -235,7 +235,10 @@ pub struct Opened {
 }
 
 /// Opens (and joins, when `topic` is given) `n` connections, at most
-/// `concurrency` handshakes in flight.
+/// `concurrency` handshakes in flight. Once `concurrency` attempts in a row
+/// have timed out the server has stopped accepting (a full backlog behind a
+/// connection limit, say): the remaining attempts fail at once instead of
+/// each waiting out `timeout`.
 pub async fn open_many(
     target: &Target,
     srcs: &Arc<SrcIps>,
@@ -246,14 +249,22 @@ pub async fn open_many(
 ) -> Opened {
     let start = std::time::Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let timeouts_in_a_row = Arc::new(AtomicUsize::new(0));
+    let give_up_after = concurrency.max(1);
     let mut handles = Vec::with_capacity(n);
     for _ in 0..n {
         let target = target.clone();
         let srcs = srcs.clone();
         let sem = sem.clone();
+        let timeouts = timeouts_in_a_row.clone();
         let topic = topic.map(str::to_string);
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
+            if timeouts.load(Ordering::Relaxed) >= give_up_after {
+                return Err(format!(
+                    "not attempted: {give_up_after} handshakes in a row timed out (the server stopped accepting)"
+                ));
+            }
             let src = srcs.next();
             let fut = async {
                 match topic {
@@ -263,9 +274,16 @@ pub async fn open_many(
                     None => connect(&target, src).await,
                 }
             };
-            tokio::time::timeout(timeout, fut)
-                .await
-                .map_err(|_| "timed out opening".to_string())?
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(result) => {
+                    timeouts.store(0, Ordering::Relaxed);
+                    result
+                }
+                Err(_) => {
+                    timeouts.fetch_add(1, Ordering::Relaxed);
+                    Err("timed out opening".to_string())
+                }
+            }
         }));
     }
     let mut conns = Vec::with_capacity(n);
@@ -318,5 +336,25 @@ mod tests {
         let got: Vec<_> = (0..4).map(|_| s.next().unwrap().to_string()).collect();
         assert_eq!(got, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]);
         assert!(SrcIps::parse("none").unwrap().next().is_none());
+    }
+
+    /// A server that completes TCP handshakes (the kernel's backlog) but
+    /// never answers: after `concurrency` timeouts the rest are not tried.
+    #[tokio::test]
+    async fn opening_gives_up_on_a_server_that_stopped_accepting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("ws://{}", listener.local_addr().unwrap());
+        let target = Target::new(Proto::Phoenix, &base, None).unwrap();
+        let srcs = Arc::new(SrcIps::parse("none").unwrap());
+        let opened = open_many(&target, &srcs, 40, 4, None, Duration::from_millis(300)).await;
+        assert_eq!(opened.conns.len(), 0);
+        assert_eq!(opened.failures, 40);
+        assert!(opened
+            .first_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")));
+        // 4 rounds of 300 ms would be 3 s; giving up makes it one round.
+        assert!(opened.elapsed < Duration::from_millis(2_500), "{:?}", opened.elapsed);
+        drop(listener);
     }
 }
