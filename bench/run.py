@@ -132,6 +132,29 @@ def hornbeam_python_cmd(port: int) -> Tuple[List[str], Path]:
     return (cmd, ROOT)
 
 
+def django_redis_check() -> Optional[str]:
+    if no_venv():
+        return no_venv()
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        return "redis-server not found (bench/setup.sh installs it with apt)"
+    r = subprocess.run([str(venv_bin("python")), "-c", "import channels_redis"], capture_output=True)
+    return None if r.returncode == 0 else "channels_redis is not in bench/.venv (run bash bench/setup.sh)"
+
+
+def django_redis_cmd(port: int) -> Tuple[List[str], Path]:
+    # Redis is started here, in the server's process group: it is pinned to
+    # the same core, counted in the server's memory and stopped with it.
+    rport = free_port()
+    daphne = venv_bin("daphne")
+    script = (
+        f"redis-server --port {rport} --bind 127.0.0.1 --save '' --appendonly no --loglevel warning & "
+        f"for i in $(seq 100); do redis-cli -p {rport} ping >/dev/null 2>&1 && break; sleep 0.05; done; "
+        f"export DJPEER_REDIS_URL=redis://127.0.0.1:{rport}/0; "
+        f"exec {daphne} -v 0 -e tcp:port={port}:interface=127.0.0.1:backlog=1024 djpeer.asgi:application"
+    )
+    return (["bash", "-c", script], BENCH / "peers" / "django_channels")
+
+
 SERVERS: Dict[str, Server] = {s.name: s for s in [
     Server("hornbeam-erlang", "phoenix", True, "Hornbeam, Erlang channel bench/peers/hornbeam/bench_channel.erl",
            compile_bench_channel, hornbeam_erlang_cmd),
@@ -154,6 +177,9 @@ SERVERS: Dict[str, Server] = {s.name: s for s in [
            lambda port: ([str(venv_bin("daphne")), "-v", "0", "-e",
                           f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "djpeer.asgi:application"],
                          BENCH / "peers" / "django_channels")),
+    Server("django-channels-redis", "json", False,
+           "Django Channels on daphne, channels_redis layer and a Redis server on the same core",
+           django_redis_check, django_redis_cmd),
     Server("python-websockets", "json", False, "plain Python websockets server (uvloop)",
            no_venv,
            lambda port: ([str(venv_bin("python")), str(BENCH / "peers" / "python_websockets" / "server.py"),

@@ -39,3 +39,16 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "bench/setup.sh: npm not found; the socket.io (Node) peer will be skipped" >&2
 fi
+
+# Redis for the django-channels-redis peer (Debian's package; the harness
+# starts its own server per run, so the system service is not needed).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "bench/setup.sh: apt-get install redis-server"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null \
+      || echo "bench/setup.sh: could not install redis-server; django-channels-redis will be skipped" >&2
+  else
+    echo "bench/setup.sh: no redis-server and no apt-get; django-channels-redis will be skipped" >&2
+  fi
+fi
