@@ -289,12 +289,10 @@ def _check_assign(key: Any, value: Any) -> None:
 
 
 def _text(b: Any) -> Optional[str]:
-    if b.__class__ is str:
+    if isinstance(b, str):
         return b
     if isinstance(b, bytes):
         return b.decode("utf-8", "replace")
-    if isinstance(b, str):
-        return b
     return None
 
 

@@ -273,9 +273,6 @@ def dispatch_batch(calls: Any) -> None:
 
 
 def _dispatch(call_id: int, kind: str, args: Mapping[str, Any]) -> None:
-    if kind == "event":
-        _dispatch_event(call_id, args)
-        return
     if kind == "http":
         if http is None:
             sink(call_id, ("invalid", b"this worker has no HTTP app"))
@@ -305,23 +302,6 @@ def _run(call_id: int, fn: Callable[..., Any], fn_args: Tuple[Any, ...],
     task = loop.create_task(_await(call_id, hc.handler_name(fn), value, finish, crash_result))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
-
-
-def _dispatch_event(call_id: int, args: Mapping[str, Any]) -> None:
-    """The hot path: an event on a joined channel (as _prepare_event, without
-    the intermediate Prepared)."""
-    get = args.get
-    ch = _channel_for(args)
-    event = get("event")
-    event = event.decode("utf-8", "replace") if event.__class__ is bytes else _str(event)
-    fn = ch.event_handlers.get(event) if ch is not None else None
-    if fn is None:
-        sink(call_id, ("no_handler",
-                       f"no handler for event {event!r} on {_str(get('pattern'))}".encode()))
-        return
-    socket = hc.Socket._from_wire(get("socket") or {})
-    payload = _decode(get("payload"), {})
-    _run(call_id, fn, (payload, socket), lambda value: _event_result(value, socket), _crash)
 
 
 async def _await(call_id: int, name: str, aw: Any, finish: Callable[[Any], Result],
@@ -372,10 +352,10 @@ def _crash(message: str) -> Result:
 
 
 def _prepare(kind: str, args: Mapping[str, Any]) -> Any:
+    if kind == "event":  # the hot path first
+        return _prepare_event(args)
     if kind == "join":
         return _prepare_join(args)
-    if kind == "event":
-        return _prepare_event(args)
     if kind == "leave":
         return _prepare_leave(args)
     if kind == "connect":
@@ -385,10 +365,8 @@ def _prepare(kind: str, args: Mapping[str, Any]) -> Any:
 
 def _channel_for(args: Mapping[str, Any]) -> Optional[hc.Channel]:
     pattern = args.get("pattern")
-    if pattern.__class__ is bytes:
+    if isinstance(pattern, bytes):
         pattern = pattern.decode("utf-8", "replace")
-    elif isinstance(pattern, bytes):
-        pattern = bytes(pattern).decode("utf-8", "replace")
     return hc.channels().get(pattern) if isinstance(pattern, str) else None
 
 

@@ -354,7 +354,11 @@ mod tests {
             .as_deref()
             .is_some_and(|e| e.contains("timed out")));
         // 4 rounds of 300 ms would be 3 s; giving up makes it one round.
-        assert!(opened.elapsed < Duration::from_millis(2_500), "{:?}", opened.elapsed);
+        assert!(
+            opened.elapsed < Duration::from_millis(2_500),
+            "{:?}",
+            opened.elapsed
+        );
         drop(listener);
     }
 }

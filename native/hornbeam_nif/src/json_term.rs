@@ -46,7 +46,10 @@ fn value_to_term<'a>(env: Env<'a>, value: &Value) -> NifResult<Term<'a>> {
         }
         Value::String(s) => new_binary(env, s.as_bytes()),
         Value::Array(items) => {
-            let terms = items.iter().map(|v| value_to_term(env, v)).collect::<NifResult<Vec<_>>>()?;
+            let terms = items
+                .iter()
+                .map(|v| value_to_term(env, v))
+                .collect::<NifResult<Vec<_>>>()?;
             terms.encode(env)
         }
         Value::Object(map) => {

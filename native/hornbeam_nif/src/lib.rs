@@ -56,7 +56,11 @@ fn ws_message_term<'a>(env: Env<'a>, message: &Message) -> Term<'a> {
 }
 
 #[rustler::nif]
-fn nif_ws_decode<'a>(env: Env<'a>, decoder: ResourceArc<WsDecoder>, bytes: Binary<'a>) -> NifResult<Term<'a>> {
+fn nif_ws_decode<'a>(
+    env: Env<'a>,
+    decoder: ResourceArc<WsDecoder>,
+    bytes: Binary<'a>,
+) -> NifResult<Term<'a>> {
     ws_decode(env, decoder, bytes)
 }
 
@@ -64,11 +68,19 @@ fn nif_ws_decode<'a>(env: Env<'a>, decoder: ResourceArc<WsDecoder>, bytes: Binar
 /// Erlang side chooses): unmasking and UTF-8 checks of a 1 MiB message take
 /// about 2 ms here.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn nif_ws_decode_dirty<'a>(env: Env<'a>, decoder: ResourceArc<WsDecoder>, bytes: Binary<'a>) -> NifResult<Term<'a>> {
+fn nif_ws_decode_dirty<'a>(
+    env: Env<'a>,
+    decoder: ResourceArc<WsDecoder>,
+    bytes: Binary<'a>,
+) -> NifResult<Term<'a>> {
     ws_decode(env, decoder, bytes)
 }
 
-fn ws_decode<'a>(env: Env<'a>, decoder: ResourceArc<WsDecoder>, bytes: Binary<'a>) -> NifResult<Term<'a>> {
+fn ws_decode<'a>(
+    env: Env<'a>,
+    decoder: ResourceArc<WsDecoder>,
+    bytes: Binary<'a>,
+) -> NifResult<Term<'a>> {
     let mut guard = decoder.0.lock().map_err(|_| rustler::Error::BadArg)?;
     let (messages, failure) = guard.decode(bytes.as_slice());
     let terms: Vec<Term<'a>> = messages.iter().map(|m| ws_message_term(env, m)).collect();
@@ -166,7 +178,11 @@ fn nif_msg_decode<'a>(env: Env<'a>, input: Binary<'a>, max_depth: usize) -> NifR
 
 /// `nif_msg_decode` on a dirty CPU scheduler, for messages over 64 KiB.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn nif_msg_decode_dirty<'a>(env: Env<'a>, input: Binary<'a>, max_depth: usize) -> NifResult<Term<'a>> {
+fn nif_msg_decode_dirty<'a>(
+    env: Env<'a>,
+    input: Binary<'a>,
+    max_depth: usize,
+) -> NifResult<Term<'a>> {
     msg_decode(env, input, max_depth)
 }
 
@@ -176,7 +192,13 @@ fn msg_decode<'a>(env: Env<'a>, input: Binary<'a>, max_depth: usize) -> NifResul
             let topic = slice_term(env, &input, m.topic.as_bytes())?;
             let event = slice_term(env, &input, m.event.as_bytes())?;
             let payload = slice_term(env, &input, m.payload)?;
-            let parts = (ref_term(env, &m.join_ref), ref_term(env, &m.r#ref), topic, event, payload);
+            let parts = (
+                ref_term(env, &m.join_ref),
+                ref_term(env, &m.r#ref),
+                topic,
+                event,
+                payload,
+            );
             Ok((atoms::ok(), parts).encode(env))
         }
         Err(e) => {
@@ -194,7 +216,13 @@ struct OutgoingParts<'a> {
     payload: Binary<'a>,
 }
 
-fn outgoing<'a>(join_ref: Term<'a>, r#ref: Term<'a>, topic: Term<'a>, event: Term<'a>, payload: Term<'a>) -> NifResult<OutgoingParts<'a>> {
+fn outgoing<'a>(
+    join_ref: Term<'a>,
+    r#ref: Term<'a>,
+    topic: Term<'a>,
+    event: Term<'a>,
+    payload: Term<'a>,
+) -> NifResult<OutgoingParts<'a>> {
     Ok(OutgoingParts {
         join_ref: term_ref(join_ref)?,
         r#ref: term_ref(r#ref)?,
@@ -207,22 +235,45 @@ fn outgoing<'a>(join_ref: Term<'a>, r#ref: Term<'a>, topic: Term<'a>, event: Ter
 fn encode_message(parts: &OutgoingParts, out: &mut Vec<u8>) -> NifResult<()> {
     let topic = std::str::from_utf8(parts.topic.as_slice()).map_err(|_| rustler::Error::BadArg)?;
     let event = std::str::from_utf8(parts.event.as_slice()).map_err(|_| rustler::Error::BadArg)?;
-    message::encode_into(out, &parts.join_ref, &parts.r#ref, topic, event, parts.payload.as_slice());
+    message::encode_into(
+        out,
+        &parts.join_ref,
+        &parts.r#ref,
+        topic,
+        event,
+        parts.payload.as_slice(),
+    );
     Ok(())
 }
 
 #[rustler::nif]
-fn msg_encode<'a>(env: Env<'a>, join_ref: Term<'a>, r#ref: Term<'a>, topic: Term<'a>, event: Term<'a>, payload: Term<'a>) -> NifResult<Term<'a>> {
+fn msg_encode<'a>(
+    env: Env<'a>,
+    join_ref: Term<'a>,
+    r#ref: Term<'a>,
+    topic: Term<'a>,
+    event: Term<'a>,
+    payload: Term<'a>,
+) -> NifResult<Term<'a>> {
     let parts = outgoing(join_ref, r#ref, topic, event, payload)?;
-    let mut out = Vec::with_capacity(parts.payload.len() + parts.topic.len() + parts.event.len() + 32);
+    let mut out =
+        Vec::with_capacity(parts.payload.len() + parts.topic.len() + parts.event.len() + 32);
     encode_message(&parts, &mut out)?;
     Ok(bin(env, &out))
 }
 
 #[rustler::nif]
-fn msg_encode_frame<'a>(env: Env<'a>, join_ref: Term<'a>, r#ref: Term<'a>, topic: Term<'a>, event: Term<'a>, payload: Term<'a>) -> NifResult<Term<'a>> {
+fn msg_encode_frame<'a>(
+    env: Env<'a>,
+    join_ref: Term<'a>,
+    r#ref: Term<'a>,
+    topic: Term<'a>,
+    event: Term<'a>,
+    payload: Term<'a>,
+) -> NifResult<Term<'a>> {
     let parts = outgoing(join_ref, r#ref, topic, event, payload)?;
-    let mut msg = Vec::with_capacity(parts.payload.len() + parts.topic.len() + parts.event.len() + 32);
+    let mut msg =
+        Vec::with_capacity(parts.payload.len() + parts.topic.len() + parts.event.len() + 32);
     encode_message(&parts, &mut msg)?;
     let mut out = Vec::with_capacity(msg.len() + 10);
     ws_frame::encode_header(OpCode::Text, msg.len(), &mut out);
@@ -240,7 +291,11 @@ fn nif_json_decode<'a>(env: Env<'a>, input: Term<'a>, max_depth: usize) -> NifRe
 /// Same as `nif_json_decode`, on a dirty CPU scheduler: the Erlang side picks
 /// it for inputs over 64 KiB, where building the terms can exceed 1 ms.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn nif_json_decode_dirty<'a>(env: Env<'a>, input: Term<'a>, max_depth: usize) -> NifResult<Term<'a>> {
+fn nif_json_decode_dirty<'a>(
+    env: Env<'a>,
+    input: Term<'a>,
+    max_depth: usize,
+) -> NifResult<Term<'a>> {
     json_term::decode(env, input, max_depth)
 }
 
@@ -257,7 +312,11 @@ struct CompiledRouter(Router);
 impl Resource for CompiledRouter {}
 
 #[rustler::nif]
-fn router_new<'a>(env: Env<'a>, patterns: Vec<Binary<'a>>, max_topic_len: usize) -> NifResult<Term<'a>> {
+fn router_new<'a>(
+    env: Env<'a>,
+    patterns: Vec<Binary<'a>>,
+    max_topic_len: usize,
+) -> NifResult<Term<'a>> {
     let mut strings = Vec::with_capacity(patterns.len());
     for p in &patterns {
         strings.push(std::str::from_utf8(p.as_slice()).map_err(|_| rustler::Error::BadArg)?);
@@ -272,14 +331,22 @@ fn router_new<'a>(env: Env<'a>, patterns: Vec<Binary<'a>>, max_topic_len: usize)
                 E::BadSegment { pattern, .. } => (atoms::bad_segment(), pattern),
                 E::DuplicateCapture { pattern, .. } => (atoms::duplicate_capture(), pattern),
             };
-            let detail = (kind, bin(env, pattern.as_bytes()), bin(env, e.to_string().as_bytes()));
+            let detail = (
+                kind,
+                bin(env, pattern.as_bytes()),
+                bin(env, e.to_string().as_bytes()),
+            );
             Ok((atoms::error(), detail).encode(env))
         }
     }
 }
 
 #[rustler::nif]
-fn router_match<'a>(env: Env<'a>, router: ResourceArc<CompiledRouter>, topic: Binary<'a>) -> NifResult<Term<'a>> {
+fn router_match<'a>(
+    env: Env<'a>,
+    router: ResourceArc<CompiledRouter>,
+    topic: Binary<'a>,
+) -> NifResult<Term<'a>> {
     let Ok(topic) = std::str::from_utf8(topic.as_slice()) else {
         return Ok(atoms::nomatch().encode(env));
     };

@@ -24,7 +24,9 @@ fn diff_term<'a>(env: Env<'a>, diff: &Diff) -> Term<'a> {
         .topics
         .iter()
         .filter(|(_, d)| !d.is_empty())
-        .map(|(topic, d)| (bin(env, topic.as_bytes()), bin(env, d.to_json().as_bytes())).encode(env))
+        .map(|(topic, d)| {
+            (bin(env, topic.as_bytes()), bin(env, d.to_json().as_bytes())).encode(env)
+        })
         .collect();
     items.encode(env)
 }
@@ -43,11 +45,21 @@ fn find<'m>(metas: &'m [Meta], phx_ref: &str) -> Option<&'m Meta> {
 
 #[rustler::nif]
 fn presence_new(node: String, incarnation: u64) -> ResourceArc<Tracker> {
-    ResourceArc::new(Tracker(Mutex::new(State::new(ReplicaId::new(node, incarnation)))))
+    ResourceArc::new(Tracker(Mutex::new(State::new(ReplicaId::new(
+        node,
+        incarnation,
+    )))))
 }
 
 #[rustler::nif]
-fn presence_track<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, owner: u64, key: String, meta: String) -> NifResult<Term<'a>> {
+fn presence_track<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    topic: String,
+    owner: u64,
+    key: String,
+    meta: String,
+) -> NifResult<Term<'a>> {
     let mut s = lock(&t)?;
     match s.track(&topic, owner, &key, &meta) {
         Ok(phx_ref) => {
@@ -63,7 +75,14 @@ fn presence_track<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, owne
 }
 
 #[rustler::nif]
-fn presence_update<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, owner: u64, key: String, meta: String) -> NifResult<Term<'a>> {
+fn presence_update<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    topic: String,
+    owner: u64,
+    key: String,
+    meta: String,
+) -> NifResult<Term<'a>> {
     let mut s = lock(&t)?;
     let before = s.get(&topic, &key);
     match s.update(&topic, owner, &key, &meta) {
@@ -84,7 +103,13 @@ fn presence_update<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, own
 }
 
 #[rustler::nif]
-fn presence_untrack<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, owner: u64, key: String) -> NifResult<Term<'a>> {
+fn presence_untrack<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    topic: String,
+    owner: u64,
+    key: String,
+) -> NifResult<Term<'a>> {
     let mut s = lock(&t)?;
     match s.untrack(&topic, owner, &key) {
         Ok(meta) => {
@@ -97,7 +122,11 @@ fn presence_untrack<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, ow
 }
 
 #[rustler::nif]
-fn presence_untrack_owner<'a>(env: Env<'a>, t: ResourceArc<Tracker>, owner: u64) -> NifResult<Term<'a>> {
+fn presence_untrack_owner<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    owner: u64,
+) -> NifResult<Term<'a>> {
     let mut s = lock(&t)?;
     let mut diff = Diff::default();
     for (topic, key, meta) in s.untrack_owner(owner) {
@@ -110,7 +139,11 @@ fn presence_untrack_owner<'a>(env: Env<'a>, t: ResourceArc<Tracker>, owner: u64)
 fn presence_extract_delta<'a>(env: Env<'a>, t: ResourceArc<Tracker>) -> NifResult<Term<'a>> {
     let mut s = lock(&t)?;
     let delta = s.extract_delta();
-    Ok(if delta.is_empty() { atoms::none().encode(env) } else { bin(env, &delta.encode()) })
+    Ok(if delta.is_empty() {
+        atoms::none().encode(env)
+    } else {
+        bin(env, &delta.encode())
+    })
 }
 
 #[rustler::nif]
@@ -122,7 +155,12 @@ fn presence_clock<'a>(env: Env<'a>, t: ResourceArc<Tracker>) -> NifResult<Term<'
 /// A peer's heartbeat: marks its replica up (introducing it if new) and says
 /// whether its clock shows state we miss (then the shard asks a transfer).
 #[rustler::nif]
-fn presence_heartbeat<'a>(env: Env<'a>, t: ResourceArc<Tracker>, clock: rustler::Binary<'a>, now_ms: u64) -> NifResult<Term<'a>> {
+fn presence_heartbeat<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    clock: rustler::Binary<'a>,
+    now_ms: u64,
+) -> NifResult<Term<'a>> {
     let clock = match Clock::decode(clock.as_slice()) {
         Ok(c) => c,
         Err(e) => return error(env, e.as_str()),
@@ -137,7 +175,12 @@ fn presence_heartbeat<'a>(env: Env<'a>, t: ResourceArc<Tracker>, clock: rustler:
 }
 
 #[rustler::nif]
-fn presence_merge_delta<'a>(env: Env<'a>, t: ResourceArc<Tracker>, delta: rustler::Binary<'a>, now_ms: u64) -> NifResult<Term<'a>> {
+fn presence_merge_delta<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    delta: rustler::Binary<'a>,
+    now_ms: u64,
+) -> NifResult<Term<'a>> {
     let delta = match Delta::decode(delta.as_slice()) {
         Ok(d) => d,
         Err(e) => return error(env, e.as_str()),
@@ -150,14 +193,20 @@ fn presence_merge_delta<'a>(env: Env<'a>, t: ResourceArc<Tracker>, delta: rustle
 #[rustler::nif]
 fn presence_dominates(t: ResourceArc<Tracker>, clock: rustler::Binary) -> NifResult<bool> {
     // An undecodable clock asks for nothing.
-    let Ok(clock) = Clock::decode(clock.as_slice()) else { return Ok(true) };
+    let Ok(clock) = Clock::decode(clock.as_slice()) else {
+        return Ok(true);
+    };
     let s = lock(&t)?;
     Ok(s.dominates(&clock))
 }
 
 /// Full state for a requester: on a dirty scheduler, as 100,000 entries take ~60 ms.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn presence_state_for<'a>(env: Env<'a>, t: ResourceArc<Tracker>, clock: rustler::Binary<'a>) -> NifResult<Term<'a>> {
+fn presence_state_for<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    clock: rustler::Binary<'a>,
+) -> NifResult<Term<'a>> {
     let clock = match Clock::decode(clock.as_slice()) {
         Ok(c) => c,
         Err(e) => return error(env, e.as_str()),
@@ -168,7 +217,12 @@ fn presence_state_for<'a>(env: Env<'a>, t: ResourceArc<Tracker>, clock: rustler:
 
 /// Merge of a full state: on a dirty scheduler, as 100,000 entries take ~0.5 s.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn presence_merge_state<'a>(env: Env<'a>, t: ResourceArc<Tracker>, state: rustler::Binary<'a>, now_ms: u64) -> NifResult<Term<'a>> {
+fn presence_merge_state<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    state: rustler::Binary<'a>,
+    now_ms: u64,
+) -> NifResult<Term<'a>> {
     let state = match FullState::decode(state.as_slice()) {
         Ok(st) => st,
         Err(e) => return error(env, e.as_str()),
@@ -179,7 +233,13 @@ fn presence_merge_state<'a>(env: Env<'a>, t: ResourceArc<Tracker>, state: rustle
 }
 
 #[rustler::nif]
-fn presence_expire<'a>(env: Env<'a>, t: ResourceArc<Tracker>, now_ms: u64, down_ms: u64, permdown_ms: u64) -> NifResult<Term<'a>> {
+fn presence_expire<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    now_ms: u64,
+    down_ms: u64,
+    permdown_ms: u64,
+) -> NifResult<Term<'a>> {
     let mut s = lock(&t)?;
     let e = s.expire(now_ms, down_ms, permdown_ms);
     let downed: Vec<Term> = e.downed.iter().map(|r| replica_term(env, r)).collect();
@@ -194,14 +254,22 @@ fn presence_list<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String) -> Ni
 }
 
 #[rustler::nif]
-fn presence_get<'a>(env: Env<'a>, t: ResourceArc<Tracker>, topic: String, key: String) -> NifResult<Term<'a>> {
+fn presence_get<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    topic: String,
+    key: String,
+) -> NifResult<Term<'a>> {
     let s = lock(&t)?;
     let metas = s.get(&topic, &key);
     if metas.is_empty() {
         return Ok(atoms::null().encode(env));
     }
     let parts: Vec<String> = metas.iter().map(Meta::to_json).collect();
-    Ok(bin(env, format!("{{\"metas\":[{}]}}", parts.join(",")).as_bytes()))
+    Ok(bin(
+        env,
+        format!("{{\"metas\":[{}]}}", parts.join(",")).as_bytes(),
+    ))
 }
 
 #[rustler::nif]

@@ -105,7 +105,9 @@ fn run() -> i32 {
             run_job(py, Job::Resolve { future, reply });
         }
         if let Some(lr) = event_loop() {
-            let _ = lr.call_soon_threadsafe.call1(py, (lr.shutdown.clone_ref(py),));
+            let _ = lr
+                .call_soon_threadsafe
+                .call1(py, (lr.shutdown.clone_ref(py),));
         }
     });
     let _ = done_rx.recv_timeout(SHUTDOWN_GRACE);
@@ -437,7 +439,10 @@ fn run_job(py: Python<'_>, job: Job) {
                     .call1(py, (lr.notify.clone_ref(py), id, msg))
             });
             if let Err(e) = scheduled {
-                st.log("error", &format!("cannot schedule a notify for call {id}: {e}"));
+                st.log(
+                    "error",
+                    &format!("cannot schedule a notify for call {id}: {e}"),
+                );
             }
         }
         Job::Resolve { future, reply } => {
@@ -612,7 +617,11 @@ mod tests {
         assert!(handle_frame(calls, &mut init_tx, &mut jobs, st) == Flow::Continue);
         assert!(matches!(
             jobs.as_slice(),
-            [Job::Notify { .. }, Job::Call { id: 8, .. }, Job::Call { id: 9, .. }]
+            [
+                Job::Notify { .. },
+                Job::Call { id: 8, .. },
+                Job::Call { id: 9, .. }
+            ]
         ));
         jobs.truncate(1);
         let stop = Term::tuple(vec![Term::atom("stop")]);

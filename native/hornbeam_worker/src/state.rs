@@ -36,11 +36,21 @@ pub enum Pending {
 
 /// Work triggered by a frame from Erlang that needs the GIL.
 pub enum Job {
-    Call { id: i64, kind: String, args: Term },
+    Call {
+        id: i64,
+        kind: String,
+        args: Term,
+    },
     /// `{notify, Id, Msg}`: news for a running call (an HTTP exchange's
     /// `disconnect` or flow-control `{ack, Seq}`); no result.
-    Notify { id: i64, msg: Term },
-    Resolve { future: Py<PyAny>, reply: Reply },
+    Notify {
+        id: i64,
+        msg: Term,
+    },
+    Resolve {
+        future: Py<PyAny>,
+        reply: Reply,
+    },
 }
 
 /// The running asyncio loop and the runtime functions scheduled onto it.
@@ -124,21 +134,18 @@ impl Shared {
                 h.take()
             }
         });
-        if let Some(frames) = held {
-            if !frames.is_empty() {
-                let _ = self.out.send(Out::Frames(frames));
-            }
-        }
+        self.send_held(held);
     }
 
     /// Sends what this thread holds back, and goes on holding (before it
     /// blocks waiting for Erlang).
     pub fn release_held(&self) {
-        let held = HELD.with(|h| h.borrow_mut().as_mut().map(std::mem::take));
-        if let Some(frames) = held {
-            if !frames.is_empty() {
-                let _ = self.out.send(Out::Frames(frames));
-            }
+        self.send_held(HELD.with(|h| h.borrow_mut().as_mut().map(std::mem::take)));
+    }
+
+    fn send_held(&self, held: Option<Vec<Vec<u8>>>) {
+        if let Some(frames) = held.filter(|f| !f.is_empty()) {
+            let _ = self.out.send(Out::Frames(frames));
         }
     }
 

@@ -301,12 +301,6 @@ impl View {
         de.deserialize_seq(FrameVisitor(self)).unwrap_or(false)
     }
 
-    /// Applies a `presence_state` or `presence_diff` payload; true if it was one.
-    pub fn on_event(&mut self, event: &str, payload: &str) -> bool {
-        let frame = format!(r#"[null,null,"t",{},{payload}]"#, json!(event));
-        self.on_frame(&frame)
-    }
-
     fn apply_diff(&mut self, payload: &str) {
         let mut de = serde_json::Deserializer::from_str(payload);
         let _ = DiffSeed(self).deserialize(&mut de);
@@ -585,8 +579,9 @@ async fn client(
 mod tests {
     use super::*;
 
+    /// Applies a presence payload as the frame a server would send.
     fn ev(v: &mut View, event: &str, payload: Value) -> bool {
-        v.on_event(event, &payload.to_string())
+        v.on_frame(&json!([null, null, "t", event, payload]).to_string())
     }
 
     #[test]
