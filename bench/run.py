@@ -110,7 +110,7 @@ def hornbeam_erlang_cmd(port: int) -> Tuple[List[str], Path]:
 
 def hornbeam_python_check() -> Optional[str]:
     missing = need(ROOT / "bin" / "hornbeam", ROOT / "priv" / "hornbeam_worker",
-                   ROOT / "priv" / "python" / "hornbeam_channels.py", HB_EBIN / "hornbeam.app")
+                   ROOT / "priv" / "python" / "hornbeam_channels" / "__init__.py", HB_EBIN / "hornbeam.app")
     if missing:
         return missing + " (the Python wiring is not built yet)"
     return None

@@ -56,7 +56,7 @@ release_carries_the_native_parts(_Config) ->
     ?assert(NifSize > 0),
     {ok, #{type := regular, mode := Mode}} = file_info(filename:join(Priv, "hornbeam_worker")),
     ?assert(Mode band 8#111 =/= 0),
-    {ok, #{type := regular}} = file_info(filename:join([Priv, "python", "hornbeam_channels.py"])),
+    {ok, #{type := regular}} = file_info(filename:join([Priv, "python", "hornbeam_channels", "__init__.py"])),
     {ok, #{type := regular}} = file_info(filename:join([Priv, "python", "hornbeam_presence.py"])),
     {ok, #{type := regular}} = file_info(filename:join([Priv, "static", "hornbeam.js"])),
     %% Self-contained: its own ERTS, and the example it serves by default.
