@@ -5,6 +5,11 @@
 %% `{backlog, 1024}', `{nodelay, true}', plus `inet6' for an IPv6 `ip'.
 %% Accepted sockets inherit them. Acceptors fetch the socket with
 %% `socket/1' and call `gen_tcp:accept/2' on it themselves.
+%%
+%% A restarted listener binds the port its predecessor had, also when
+%% `port' is 0: the first bound port of each `{Ref, IP}' is remembered in
+%% `persistent_term' (written once per new port), so clients reconnect to
+%% the same address after any restart in the tree.
 -module(hornbeam_listener).
 -behaviour(gen_server).
 
@@ -47,7 +52,7 @@ init(#{ref := Ref, ip := IP, port := Port}) ->
     Opts = Family ++ [binary, {active, false}, {packet, raw}, {ip, IP},
                       {reuseaddr, true}, {backlog, 1024}, {nodelay, true},
                       {send_timeout, 30000}, {send_timeout_close, true}],
-    case gen_tcp:listen(Port, Opts) of
+    case listen(Ref, IP, Port, Opts) of
         {ok, Sock} ->
             {ok, {BoundIP, BoundPort}} = inet:sockname(Sock),
             logger:info("listening on ~s port ~b", [inet:ntoa(BoundIP), BoundPort]),
@@ -57,6 +62,32 @@ init(#{ref := Ref, ip := IP, port := Port}) ->
                          [inet:ntoa(IP), Port, inet:format_error(Reason)]),
             {stop, {listen, Reason}}
     end.
+
+%% Port 0: the port an earlier listener of the same ref and address got,
+%% if it is free, else a new one (remembered for the next restart).
+listen(Ref, IP, 0, Opts) ->
+    Key = {?MODULE, Ref, IP},
+    Earlier = persistent_term:get(Key, 0),
+    Result = case Earlier of
+                 0 -> gen_tcp:listen(0, Opts);
+                 _ ->
+                     case gen_tcp:listen(Earlier, Opts) of
+                         {ok, _} = Ok -> Ok;
+                         {error, _} -> gen_tcp:listen(0, Opts)
+                     end
+             end,
+    _ = case Result of
+            {ok, Sock} ->
+                case inet:port(Sock) of
+                    {ok, Earlier} -> ok;
+                    {ok, New} -> persistent_term:put(Key, New);
+                    _ -> ok
+                end;
+            _ -> ok
+        end,
+    Result;
+listen(_Ref, _IP, Port, Opts) ->
+    gen_tcp:listen(Port, Opts).
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call(address, _From, State = #state{ip = IP, port = Port}) ->
