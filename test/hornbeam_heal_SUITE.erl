@@ -128,8 +128,11 @@ kill(Config, Find, Allowed) ->
     Port = ?config(port, Config),
     Sessions0 = [session(Port, Name) || Name <- [<<"c1">>, <<"c2">>]],
     ok = wait_presence([<<"c1">>, <<"c2">>]),
+    Traffic = traffic_start(Port),
+    timer:sleep(200),
     Old = pids(find(Find)),
     ct:log("killing ~p", [Old]),
+    T0 = erlang:monotonic_time(millisecond),
     [exit(Pid, kill) || Pid <- Old],
     %% Supervised processes are restarted; a client's own channel or
     %% connection process is replaced by the client (heal/2 below).
@@ -138,8 +141,18 @@ kill(Config, Find, Allowed) ->
              _ -> wait_until(fun() -> replaced(Old, Find) end)
          end,
     {Sessions, Outcomes} = lists:unzip([heal(Port, S) || S <- Sessions0]),
-    ct:log("outcomes: ~p (allowed at most ~p)", [Outcomes, Allowed]),
+    ct:log("outcomes: ~p (allowed at most ~p); serving again after ~b ms",
+           [Outcomes, Allowed, erlang:monotonic_time(millisecond) - T0]),
     [?assert(level(O) =< level(Allowed), {O, more_than, Allowed}) || O <- Outcomes],
+    %% The client that was sending all along lost no reply, unless its
+    %% channel or connection went (which the design allows here).
+    Load = #{sent := Sent} = traffic_stop(Traffic),
+    ct:log("traffic during the kill: ~p", [Load]),
+    ?assert(Sent > 10, Load),
+    case Load of
+        #{disrupted := false, lost := Lost} -> ?assertEqual(0, Lost, Load);
+        #{disrupted := How} -> ?assert(level(How) =< level(Allowed), {How, more_than, Allowed})
+    end,
     ?assertEqual(Port, hornbeam:port()),
     %% A new client connects, joins, and sees everyone in presence_state.
     ok = wait_presence([<<"c1">>, <<"c2">>]),
@@ -161,6 +174,91 @@ kill(Config, Find, Allowed) ->
     ok = ?C:close(maps:get(conn, C2)),
     ok = wait_presence([<<"c1">>, <<"c3">>]),
     ct:log("the client that left is gone from presence").
+
+%% --- traffic: a client that sends events all along ------------------------------------
+%% It joins ?ROOM without tracking presence and the Python channel on its
+%% own topic, then sends an event every few ms (at most 20 unanswered) and
+%% counts the replies, until it is stopped or its channel or connection ends
+%% (disrupted: rejoin | reconnect).
+
+-define(TRAFFIC_LOBBY, <<"lobby:traffic">>).
+
+traffic_start(Port) ->
+    Owner = self(),
+    Pid = spawn_link(fun() ->
+                             C = connect_retry(Port),
+                             Joins = maps:from_list(
+                                       [{T, traffic_join(C, T, P)}
+                                        || {T, P} <- [{?ROOM, #{}}, {?TRAFFIC_LOBBY, #{<<"name">> => <<"t0">>}}]]),
+                             Owner ! {self(), traffic_ready},
+                             traffic_loop(#{conn => C, joins => Joins, outstanding => #{}, sent => 0,
+                                            answered => 0, disrupted => false, stop => undefined})
+                     end),
+    receive {Pid, traffic_ready} -> Pid after ?HEAL_MS -> ct:fail(traffic_did_not_start) end.
+
+traffic_join(C, Topic, Payload) ->
+    JoinRef = ref(),
+    ok = ?C:push(C, JoinRef, JoinRef, Topic, <<"phx_join">>, Payload),
+    {reply, #{<<"status">> := <<"ok">>}, _} = await(C, Topic, JoinRef, JoinRef, 10000),
+    JoinRef.
+
+traffic_stop(Pid) ->
+    Pid ! {stop, self()},
+    receive {Pid, traffic, Result} -> Result after 2 * ?HEAL_MS -> ct:fail(traffic_did_not_stop) end.
+
+traffic_loop(S = #{stop := From, outstanding := Out}) when From =/= undefined, map_size(Out) =:= 0 ->
+    traffic_done(S);
+traffic_loop(S = #{conn := C, joins := Joins}) ->
+    S1 = traffic_send(S),
+    receive
+        {stop, From} ->
+            erlang:send_after(10000, self(), give_up),
+            traffic_loop(S1#{stop := From});
+        give_up ->
+            traffic_done(S1);
+        {ws, C, {text, Text}} ->
+            {ok, Msg} = hornbeam_nif:json_decode(Text),
+            traffic_loop(traffic_frame(Msg, S1, Joins));
+        {ws, C, _Closed} ->
+            traffic_done(S1#{disrupted := reconnect})
+    after 5 ->
+        traffic_loop(S1)
+    end.
+
+traffic_send(S = #{disrupted := false, stop := undefined, outstanding := Out, sent := Sent,
+                   conn := C, joins := Joins}) when map_size(Out) < 20 ->
+    Ref = ref(),
+    {Topic, Event} = case Sent rem 2 of
+                         0 -> {?ROOM, <<"echo">>};
+                         1 -> {?TRAFFIC_LOBBY, <<"read">>}
+                     end,
+    ok = ?C:push(C, maps:get(Topic, Joins), Ref, Topic, Event, #{}),
+    S#{outstanding := Out#{Ref => Topic}, sent := Sent + 1};
+traffic_send(S) ->
+    S.
+
+traffic_frame([_, Ref, _, <<"phx_reply">>, _], S = #{outstanding := Out, answered := N}, _Joins)
+  when is_map_key(Ref, Out) ->
+    S#{outstanding := maps:remove(Ref, Out), answered := N + 1};
+traffic_frame([JoinRef, _, Topic, Down, _], S, Joins)
+  when Down =:= <<"phx_error">>; Down =:= <<"phx_close">> ->
+    case Joins of
+        #{Topic := JoinRef} -> traffic_done(S#{disrupted := rejoin});
+        _ -> S
+    end;
+traffic_frame(_, S, _Joins) ->
+    S.
+
+%% Stopped (or disrupted): answer the test process once it asks.
+traffic_done(S = #{conn := C, outstanding := Out}) ->
+    ?C:close(C),
+    Result = (maps:with([sent, answered, disrupted], S))#{lost => map_size(Out)},
+    From = case S of
+               #{stop := undefined} -> receive {stop, F} -> F end;
+               #{stop := F} -> F
+           end,
+    From ! {self(), traffic, Result},
+    exit(normal).
 
 %% --- sessions: a client joined to both channels -----------------------------------------
 
