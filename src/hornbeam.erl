@@ -7,6 +7,11 @@
 %% hornbeam:stop().
 %% '''
 %% Options and their defaults are listed in README.md ("Options").
+%%
+%% Bad arguments are `{error, Reason}' for the caller, checked before
+%% anything reaches a shared process: `{bad_topic, T}', `{bad_event, E}'
+%% (topics and events are UTF-8 binaries), `{bad_from, F}',
+%% `{not_json, Payload}', `{bad_options, Opts}'.
 -module(hornbeam).
 
 -export([start/1, start/2, stop/0, port/0,
@@ -29,7 +34,9 @@ start(AppSpec, Opts) when is_map(Opts) ->
     case application:ensure_all_started(hornbeam) of
         {ok, _} -> start_endpoint(AppSpec, Opts);
         {error, _} = Error -> Error
-    end.
+    end;
+start(_AppSpec, Opts) ->
+    {error, {bad_options, Opts}}.
 
 %% @doc Stop serving: the listener, its connections and the Python workers.
 -spec stop() -> ok | {error, not_started}.
