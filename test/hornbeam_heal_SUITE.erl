@@ -500,6 +500,7 @@ broadcast_bad_arguments_are_errors_in_the_caller(Config) ->
     ?assertEqual({error, {bad_topic, room}}, hornbeam:broadcast(room, <<"e">>, #{})),
     ?assertEqual({error, {bad_from, not_a_pid}}, hornbeam:broadcast_from(not_a_pid, ?ROOM, <<"e">>, #{})),
     ?assertEqual({error, {not_json, {json, 42}}}, hornbeam:broadcast(?ROOM, <<"e">>, {json, 42})),
+    ?assertEqual({error, {bad_options, [{bind, "127.0.0.1:0"}]}}, hornbeam:start(none, [{bind, "127.0.0.1:0"}])),
     %% nothing reached the relay or the client, and a good broadcast still does
     ?assertEqual(Relay, whereis(hornbeam_pubsub)),
     ok = hornbeam:broadcast(?ROOM, <<"after_kill">>, #{<<"id">> => 1}),
