@@ -30,7 +30,8 @@ groups() ->
                   endpoint_sup_killed, listener_sup_killed, listener_killed, acceptors_killed,
                   acceptor_sup_killed, conn_limiter_killed, conn_sup_killed,
                   python_pool_sup_killed, python_worker_killed, presence_shard_killed,
-                  presence_sup_killed, channel_process_killed, connection_process_killed]},
+                  presence_sup_killed, channel_process_killed, connection_process_killed,
+                  join_while_channel_sup_is_down_is_an_error_reply]},
      {bad_arguments, [], [broadcast_bad_arguments_are_errors_in_the_caller,
                           presence_bad_arguments_are_errors_in_the_caller,
                           relay_drops_malformed_messages, shard_drops_malformed_messages,
@@ -123,6 +124,19 @@ channel_process_killed(Config) ->
 
 connection_process_killed(Config) ->
     kill(Config, {client, fun() -> connection_pid(<<"c1">>) end}, reconnect).
+
+%% The window between a channel supervisor's death and its restart, held
+%% open: a join in it is refused with a reply, and the connection lives on.
+join_while_channel_sup_is_down_is_an_error_reply(Config) ->
+    S = session(?config(port, Config), <<"c1">>),
+    ok = supervisor:terminate_child(hornbeam_node_sup, hornbeam_channel_sup),
+    C = maps:get(conn, S),
+    ok = ?C:push(C, <<"9">>, <<"9">>, <<"room:other">>, <<"phx_join">>, #{}),
+    ?assertMatch({reply, #{<<"status">> := <<"error">>, <<"response">> := #{<<"reason">> := <<"join crashed">>}}, _},
+                 await(C, <<"room:other">>, <<"9">>, <<"9">>, 5000)),
+    {ok, _} = supervisor:restart_child(hornbeam_node_sup, hornbeam_channel_sup),
+    ok = ?C:push(C, <<"10">>, <<"10">>, <<"room:other">>, <<"phx_join">>, #{}),
+    ?assertMatch({reply, #{<<"status">> := <<"ok">>}, _}, await(C, <<"room:other">>, <<"10">>, <<"10">>, 5000)).
 
 kill(Config, Find, Allowed) ->
     Port = ?config(port, Config),
