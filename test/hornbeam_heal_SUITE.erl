@@ -143,7 +143,7 @@ kill(Config, Find, Allowed) ->
     Sessions0 = [session(Port, Name) || Name <- [<<"c1">>, <<"c2">>]],
     ok = wait_presence([<<"c1">>, <<"c2">>]),
     Traffic = traffic_start(Port),
-    timer:sleep(200),
+    ok = wait_until(fun() -> traffic_answered(Traffic) >= 20 end),
     Old = pids(find(Find)),
     ct:log("killing ~p", [Old]),
     T0 = erlang:monotonic_time(millisecond),
@@ -216,6 +216,10 @@ traffic_join(C, Topic, Payload) ->
     {reply, #{<<"status">> := <<"ok">>}, _} = await(C, Topic, JoinRef, JoinRef, 10000),
     JoinRef.
 
+traffic_answered(Pid) ->
+    Pid ! {answered, self()},
+    receive {Pid, answered, N} -> N after 5000 -> 0 end.
+
 traffic_stop(Pid) ->
     Pid ! {stop, self()},
     receive {Pid, traffic, Result} -> Result after 2 * ?HEAL_MS -> ct:fail(traffic_did_not_stop) end.
@@ -230,6 +234,9 @@ traffic_loop(S = #{conn := C, joins := Joins}) ->
             traffic_loop(S1#{stop := From});
         give_up ->
             traffic_done(S1);
+        {answered, From} ->
+            From ! {self(), answered, maps:get(answered, S1)},
+            traffic_loop(S1);
         {ws, C, {text, Text}} ->
             {ok, Msg} = hornbeam_nif:json_decode(Text),
             traffic_loop(traffic_frame(Msg, S1, Joins));
