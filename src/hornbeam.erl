@@ -138,7 +138,7 @@ start_python(Sup, AppSpec, Opts) ->
 start_listener(Sup, IP, Port, Config, Opts) ->
     ListenerOpts0 = maps:with([acceptors, max_connections, max_request_line_length,
                                max_header_line_length, max_headers, max_body_length,
-                               request_timeout], Opts),
+                               request_timeout, header_timeout], Opts),
     ListenerOpts = ListenerOpts0#{ref => ?LISTENER_REF, ip => IP, port => Port,
                                   handler => hornbeam_endpoint, handler_opts => Config},
     case hornbeam_endpoint_sup:start_listener(Sup, ListenerOpts) of

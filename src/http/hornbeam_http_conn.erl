@@ -16,7 +16,9 @@
 %%     percent-encoding in the path, bad or conflicting Content-Length, both
 %%     Content-Length and Transfer-Encoding, Transfer-Encoding on HTTP/1.0,
 %%     malformed chunked body, HTTP/0.9;</li>
-%% <li>408: a started request not complete within `request_timeout';</li>
+%% <li>408: a request line and headers not complete within `header_timeout'
+%%     of the request's first byte (however steadily they trickle in), or a
+%%     body not complete within `request_timeout' of the end of the headers;</li>
 %% <li>413: body over `max_body_length' (checked on Content-Length before
 %%     reading, and while de-chunking);</li>
 %% <li>414: request line over `max_request_line_length';</li>
@@ -53,6 +55,7 @@
     buf = <<>> :: binary(),
     deadline = infinity :: integer() | infinity,
     timeout :: pos_integer() | infinity,
+    header_timeout :: pos_integer() | infinity,
     max_line :: pos_integer(),
     max_header_line :: pos_integer(),
     max_headers :: pos_integer(),
@@ -94,7 +97,8 @@ init(Config, Sock) ->
 
 start(Config, Sock) ->
     #{ref := Ref, handler := Handler, handler_opts := HandlerOpts,
-      request_timeout := Timeout, max_request_line_length := MaxLine,
+      request_timeout := Timeout, header_timeout := HeaderTimeout,
+      max_request_line_length := MaxLine,
       max_header_line_length := MaxHeaderLine, max_headers := MaxHeaders,
       max_body_length := MaxBody} = Config,
     case {inet:peername(Sock), inet:sockname(Sock)} of
@@ -102,6 +106,7 @@ start(Config, Sock) ->
             logger:set_process_metadata(#{ref => Ref, peer => Peer}),
             wait_request(#s{ref = Ref, handler = Handler, handler_opts = HandlerOpts,
                             sock = Sock, peer = Peer, local = Local, timeout = Timeout,
+                            header_timeout = HeaderTimeout,
                             max_line = MaxLine, max_header_line = MaxHeaderLine,
                             max_headers = MaxHeaders, max_body = MaxBody});
         _ ->
@@ -127,16 +132,20 @@ wait_request(S = #s{buf = <<>>, sock = Sock, timeout = Timeout}) ->
 wait_request(S) ->
     next_request(S).
 
-next_request(S = #s{timeout = Timeout}) ->
-    case read_request(S#s{deadline = deadline(Timeout)}) of
+next_request(S) ->
+    case read_request(S) of
         {ok, Req, S1} ->
             dispatch(Req, S1);
         {reject, Status, Why} ->
             logger:info("rejected request: ~b ~s", [Status, Why]),
             reject(Status, Why, S);
-        timeout ->
-            logger:info("request not complete within ~p ms (request_timeout)", [Timeout]),
-            reject(408, <<"request not complete within request_timeout">>, S);
+        {timeout, header_timeout} ->
+            logger:info("request line and headers not complete within ~p ms (header_timeout)",
+                        [S#s.header_timeout]),
+            reject(408, <<"request headers not complete within header_timeout">>, S);
+        {timeout, request_timeout} ->
+            logger:info("request body not complete within ~p ms (request_timeout)", [S#s.timeout]),
+            reject(408, <<"request body not complete within request_timeout">>, S);
         closed ->
             _ = gen_tcp:close(S#s.sock),
             ok
@@ -474,19 +483,27 @@ drain(Sock, Deadline) ->
 
 %% --- reading one request -----------------------------------------------------------
 
+%% Two clocks: the request line and headers must be complete within
+%% header_timeout of the request's first byte (a slowloris client trickling
+%% bytes just inside any idle timeout is cut off there), the body within
+%% request_timeout of the end of the headers.
 -spec read_request(#s{}) -> {ok, hornbeam_http_req:req(), #s{}}
-                          | {reject, 400..599, binary()} | timeout | closed.
-read_request(S0) ->
+                          | {reject, 400..599, binary()}
+                          | {timeout, header_timeout | request_timeout} | closed.
+read_request(S0 = #s{header_timeout = HeaderTimeout, timeout = Timeout}) ->
     try
-        {Method, Target, Version, S1} = request_line(S0, 0),
+        {Method, Target, Version, S1} = request_line(S0#s{deadline = deadline(HeaderTimeout)}, 0),
         ok = check_version(Version),
         {Headers, S2} = header_lines(S1, [], 0),
         Req = request(Method, Target, Version, Headers, S2),
-        {Body, S3} = body(Req, S2),
-        {ok, Req#{body := Body}, S3}
+        try body(Req, S2#s{deadline = deadline(Timeout)}) of
+            {Body, S3} -> {ok, Req#{body := Body}, S3}
+        catch
+            throw:timeout -> {timeout, request_timeout}
+        end
     catch
         throw:{reject, Status, Why} -> {reject, Status, Why};
-        throw:timeout -> timeout;
+        throw:timeout -> {timeout, header_timeout};
         throw:closed -> closed
     end.
 
