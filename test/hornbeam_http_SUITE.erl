@@ -51,6 +51,7 @@
     %% failures
     handler_crash_is_500_and_listener_keeps_serving/1,
     handler_bad_return_is_500/1,
+    handler_header_with_cr_lf_is_500/1,
     silent_clients_do_not_hurt_the_listener/1,
     listener_restart_keeps_live_connections/1,
     two_listeners_run_side_by_side/1,
@@ -97,6 +98,7 @@ groups() ->
                       websocket_refused_upgrade_is_403_and_keeps_alive, bad_handshakes_are_400,
                       websocket_upgrade_crash_is_500, handshake_eunit_tests_pass]},
      {failures, [], [handler_crash_is_500_and_listener_keeps_serving, handler_bad_return_is_500,
+                     handler_header_with_cr_lf_is_500,
                      silent_clients_do_not_hurt_the_listener,
                      listener_restart_keeps_live_connections, two_listeners_run_side_by_side,
                      bad_options_are_refused]},
@@ -600,6 +602,27 @@ handler_bad_return_is_500(Config) ->
     send(S, get_req(<<"/bad_return">>)),
     {500, _, _} = recv_response(S),
     assert_closed(S).
+
+%% A handler's header value with CR LF (or a 101's extra header with LF)
+%% never reaches the wire: 500, then close.
+handler_header_with_cr_lf_is_500(Config) ->
+    S = connect(Config),
+    send(S, get_req(<<"/bad_header">>)),
+    {500, Headers, _} = recv_response(S),
+    ?assertEqual(undefined, header(<<"x-injected">>, Headers)),
+    ?assertEqual(undefined, header(<<"location">>, Headers)),
+    assert_closed(S),
+    S2 = connect(Config),
+    send(S2, ws_request(<<"/ws_bad_header">>, [])),
+    {500, _, _} = recv_response(S2),
+    assert_closed(S2),
+    ?assertEqual(ok, hornbeam_http_response:check_headers([{<<"x-a">>, [<<"1">>, "2"]}])),
+    ?assertEqual({error, {bad_header_value, <<"x-a">>}},
+                 hornbeam_http_response:check_headers([{<<"x-a">>, <<"1\r\n">>}])),
+    ?assertEqual({error, {bad_header_name, <<"x\\0a">>}},
+                 hornbeam_http_response:check_headers([{<<"x", 0, "a">>, <<"1">>}])),
+    ?assertEqual({error, {not_iodata, <<"x-a">>}},
+                 hornbeam_http_response:check_headers([{<<"x-a">>, an_atom}])).
 
 silent_clients_do_not_hurt_the_listener(Config) ->
     Ref = ?config(ref, Config),

@@ -25,7 +25,10 @@
 %% <li>417: an `Expect' other than `100-continue';</li>
 %% <li>431: a header (or trailer) line over `max_header_line_length', or more
 %%     than `max_headers' of them;</li>
-%% <li>500: the handler crashed or returned something else than documented;</li>
+%% <li>500: the handler crashed or returned something else than documented,
+%%     or gave a header whose name is not a token or whose value holds CR,
+%%     LF or NUL (`hornbeam_http_response:check_headers/1'; an error log
+%%     line names the header);</li>
 %% <li>501: a transfer coding other than chunked;</li>
 %% <li>505: HTTP major version other than 1.</li>
 %% </ul>
@@ -210,9 +213,15 @@ upgrade(Req, S = #s{handler = Handler, handler_opts = Opts}) ->
                          error
                      end,
             case Answer of
-                {switch, WsState1, Extra1} -> switch(Accept, WsState1, Extra1, S);
+                {switch, WsState1, Extra1} -> switch(Accept, WsState1, Extra1, Req, S);
                 Response -> respond(Response, Req, S)
             end
+    end.
+
+switch(Accept, WsState, Extra, Req, S) ->
+    case checked_headers(Extra, Req) of
+        ok -> switch(Accept, WsState, Extra, S);
+        error -> respond(error, Req, S)
     end.
 
 switch(Accept, WsState, Extra, S = #s{sock = Sock, handler = Handler, buf = Buffered}) ->
@@ -271,7 +280,10 @@ loop_answer({stream, Status, Headers, State}, L = #loop{framing = head}, S)
                 {error, _} -> client_gone(L#loop{state = State}, S)
             end;
         error ->
-            loop_answer({error, bad_headers}, L, S)
+            %% Nothing was written: tell the module the exchange is over (a
+            %% Python stream is cancelled) and answer 500.
+            _ = (catch (L#loop.module):info({?MODULE, closed}, State)),
+            respond(error, L#loop.req, passive(S))
     end;
 loop_answer({chunk, Data, State}, L = #loop{framing = Framing}, S) when Framing =/= head ->
     {Framing1, Out} = frame_body(Framing, Data),
@@ -282,9 +294,7 @@ loop_answer({chunk, Data, State}, L = #loop{framing = Framing}, S) when Framing 
 loop_answer({done, Data}, L = #loop{framing = Framing, close = Close0}, S) when Framing =/= head ->
     {Framing1, Out} = frame_body(Framing, Data),
     {Last, Close} = case Framing1 of
-                        chunked -> {<<"0
-
-">>, Close0};
+                        chunked -> {<<"0\r\n\r\n">>, Close0};
                         {length, 0} -> {<<>>, Close0};
                         {length, Short} ->
                             logger:error("~s ~s: the response ended ~b bytes short of its "
@@ -338,6 +348,12 @@ passive_flush(S = #s{sock = Sock, buf = Buf}) ->
 %% The head of a streamed response and how its body is framed: as the
 %% handler's content-length says, else chunked (HTTP/1.1) or until close.
 stream_head(Status, Headers0, Req) ->
+    case checked_headers(Headers0, Req) of
+        ok -> stream_head_checked(Status, Headers0, Req);
+        error -> error
+    end.
+
+stream_head_checked(Status, Headers0, Req) ->
     try
         IsHead = maps:get(method, Req) =:= <<"HEAD">>,
         NoBody = Status =:= 204 orelse Status =:= 304 orelse IsHead,
@@ -399,6 +415,25 @@ respond({Status, Headers, Body}, Req, S) ->
 
 %% Write one response and go on with the next request, or close.
 write(Status, Headers0, Body, Req, Close0, S) ->
+    case checked_headers(Headers0, Req) of
+        ok -> write_checked(Status, Headers0, Body, Req, Close0, S);
+        error -> respond(error, Req, S)
+    end.
+
+%% A handler's headers, checked before anything is written; the log line
+%% says which one was refused.
+checked_headers(Headers, Req) ->
+    case hornbeam_http_response:check_headers(Headers) of
+        ok ->
+            ok;
+        {error, {Why, Name}} ->
+            logger:error("refusing the response to ~s ~s: ~s ~s (a header name must be a "
+                         "token, a value must not hold CR, LF or NUL); answering 500",
+                         [method(Req), path(Req), Why, Name]),
+            error
+    end.
+
+write_checked(Status, Headers0, Body, Req, Close0, S) ->
     Encoded = try
                   {Headers, HandlerClose} = drop_framing(Headers0, Req),
                   Close1 = Close0 orelse HandlerClose,
