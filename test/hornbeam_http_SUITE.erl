@@ -680,7 +680,10 @@ bad_options_are_refused(_Config) ->
     ?assertEqual({error, {unknown_option, colour}},
                  hornbeam_listener_sup:start_link(#{handler => ?HANDLER, colour => blue})),
     ?assertEqual({error, {bad_option, ip, {1, 2, 3}}},
-                 hornbeam_listener_sup:start_link(#{handler => ?HANDLER, ip => {1, 2, 3}})).
+                 hornbeam_listener_sup:start_link(#{handler => ?HANDLER, ip => {1, 2, 3}})),
+    ?assertEqual({error, {bad_option, header_timeout, 0}},
+                 hornbeam_listener_sup:start_link(#{handler => ?HANDLER, header_timeout => 0})),
+    ?assertEqual(10000, maps:get(header_timeout, hornbeam_http_opts:defaults())).
 
 %% =============================================================================
 %% max_connections
