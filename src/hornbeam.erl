@@ -91,7 +91,7 @@ start_endpoint(AppSpec, Opts) ->
 endpoint_opts(AppSpec, IP, Port, Opts) ->
     ListenerOpts = maps:with([acceptors, max_connections, max_request_line_length,
                               max_header_line_length, max_headers, max_body_length,
-                              request_timeout], Opts),
+                              request_timeout, header_timeout], Opts),
     #{presence => maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
       python => python_opts(AppSpec, Opts),
       listener => ListenerOpts#{ref => ?LISTENER_REF, ip => IP, port => Port},

@@ -10,7 +10,7 @@
 %% encoder (about 8 GB/s for a raw payload), stays on normal schedulers.
 -module(hornbeam_nif).
 
--export([ws_decoder_new/1, ws_decode/2, ws_buffered/1,
+-export([ws_decoder_new/1, ws_decode/2, ws_buffered/1, ws_pending/1,
          nif_ws_decode/2, nif_ws_decode_dirty/2, nif_msg_decode/2, nif_msg_decode_dirty/2,
          ws_encode/2, ws_encode_close/2,
          msg_decode/2, msg_encode/5, msg_encode_frame/5,
@@ -97,6 +97,11 @@ nif_ws_decode_dirty(_Decoder, _Bytes) -> ?NOT_LOADED.
 
 -spec ws_buffered(ws_decoder()) -> non_neg_integer().
 ws_buffered(_Decoder) -> ?NOT_LOADED.
+
+%% @doc What the decoder holds of a message not fully arrived: `nothing',
+%% part of one `frame', or open `fragments' (a fragment without FIN came).
+-spec ws_pending(ws_decoder()) -> nothing | frame | fragments.
+ws_pending(_Decoder) -> ?NOT_LOADED.
 
 %% @doc An unmasked server frame, FIN set.
 -spec ws_encode(opcode(), iodata()) -> binary().

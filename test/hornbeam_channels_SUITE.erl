@@ -28,7 +28,9 @@ all() ->
      origin_policy_default, origin_policy_list_and_false,
      non_websocket_paths_are_404, connect_params_reach_the_channel,
      stop_closes_websockets_with_1001, garbage_never_crashes_the_server,
-     idle_socket_hibernates_after_join_and_heartbeat].
+     idle_socket_hibernates_after_join_and_heartbeat,
+     unfinished_fragmented_message_closes_1008, partial_frame_closes_1008,
+     slow_channel_pauses_reading_and_answers_everything_in_order].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -57,6 +59,10 @@ testcase_opts(frame_over_max_frame_size_closes_1009) -> #{max_frame_size => 1000
 testcase_opts(client_that_stops_reading_is_closed) -> #{max_send_queue => 65536};
 testcase_opts(origin_policy_list_and_false) -> #{check_origin => [<<"https://good.example">>]};
 testcase_opts(idle_socket_hibernates_after_join_and_heartbeat) -> #{hibernate_after => 60000};
+testcase_opts(unfinished_fragmented_message_closes_1008) -> #{fragment_timeout => 500};
+testcase_opts(partial_frame_closes_1008) -> #{fragment_timeout => 500};
+testcase_opts(slow_channel_pauses_reading_and_answers_everything_in_order) ->
+    #{max_pending_events => 4};
 testcase_opts(_) -> #{}.
 
 connect(Config) -> connect(Config, "/ws?vsn=2.0.0").
@@ -503,3 +509,89 @@ stop_closes_websockets_with_1001(Config) ->
     _ = join(C, <<"1">>, <<"room:1">>),
     ok = hornbeam:stop(),
     ?assertEqual(1001, ?C:expect_closed(C, 2000)).
+
+%% --- reading limits: fragment_timeout, max_pending_events -------------------
+
+%% fragment_timeout (500 ms here): a fragmented message completed in time is
+%% handled; one left open is closed with 1008 although pings keep coming
+%% between its fragments.
+unfinished_fragmented_message_closes_1008(Config) ->
+    C = connect(Config),
+    Heartbeat = hornbeam_nif:msg_encode(null, <<"1">>, <<"phoenix">>, <<"heartbeat">>, <<"{}">>),
+    <<First:10/binary, Last/binary>> = Heartbeat,
+    ok = ?C:send_frame(C, 1, First, #{fin => false}),
+    timer:sleep(100),
+    ok = ?C:send_frame(C, 0, Last),
+    ?assertEqual(ok_reply(null, <<"1">>, <<"phoenix">>), ?C:recv_json(C)),
+    T0 = erlang:monotonic_time(millisecond),
+    ok = ?C:send_frame(C, 1, First, #{fin => false}),
+    Pinger = spawn_link(fun() -> ping_every(C, 100, 30) end),
+    ?assertEqual(1008, close_code_skipping_pongs(C, 10000)),
+    Took = erlang:monotonic_time(millisecond) - T0,
+    unlink(Pinger),
+    exit(Pinger, kill),
+    ?assert(Took >= 400 andalso Took < 2900, {took, Took}).
+
+%% The same clock for one frame of which only a part arrived.
+partial_frame_closes_1008(Config) ->
+    C = connect(Config),
+    Frame = hornbeam_ws_client:client_frame(1, binary:copy(<<"x">>, 200), true, 0),
+    ok = ?C:send_raw(C, binary:part(Frame, 0, 100)),
+    ?assertEqual(1008, close_code_skipping_pongs(C, 10000)).
+
+ping_every(_C, _Ms, 0) ->
+    ok;
+ping_every(C, Ms, N) ->
+    timer:sleep(Ms),
+    ok = ?C:send_frame(C, 9, <<"p">>),
+    ping_every(C, Ms, N - 1).
+
+close_code_skipping_pongs(C, Timeout) ->
+    case ?C:recv(C, Timeout) of
+        {pong, _} -> close_code_skipping_pongs(C, Timeout);
+        {close, Code, _} -> Code;
+        Other -> Other
+    end.
+
+%% max_pending_events (4 here): a client floods a channel whose handler
+%% sleeps 5 ms per event. The socket stops handing it events (and stops
+%% reading) at 4 pending, so the channel's mailbox never grows past that,
+%% and every event is still answered, in order.
+slow_channel_pauses_reading_and_answers_everything_in_order(Config) ->
+    C = connect(Config),
+    Topic = <<"room:bp">>,
+    [_, _, Topic, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = join(C, <<"1">>, Topic),
+    ok = ?C:push(C, <<"1">>, <<"self">>, Topic, <<"self">>, #{}),
+    [_, <<"self">>, _, _, #{<<"response">> := #{<<"pid">> := PidText}}] = ?C:recv_json(C),
+    Channel = list_to_pid(binary_to_list(PidText)),
+    Self = self(),
+    Sampler = spawn_link(fun() -> sample_queue(Channel, 0, Self) end),
+    N = 300,
+    Frames = [hornbeam_ws_client:client_frame(
+                1, hornbeam_nif:msg_encode(<<"1">>, integer_to_binary(I), Topic, <<"sleep">>,
+                                           <<"{\"ms\":5}">>), true, 0)
+              || I <- lists:seq(1, N)],
+    ok = ?C:send_raw(C, iolist_to_binary(Frames)),
+    Refs = [begin
+                [_, Ref, Topic, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = ?C:recv_json(C, 20000),
+                Ref
+            end || _ <- lists:seq(1, N)],
+    ?assertEqual([integer_to_binary(I) || I <- lists:seq(1, N)], Refs),
+    Sampler ! stop,
+    MaxQueue = receive {max_queue, Sampler, M} -> M after 5000 -> ct:fail(no_sampler_answer) end,
+    ct:pal("slow channel flooded with ~b events: max message_queue_len ~b (max_pending_events 4)",
+           [N, MaxQueue]),
+    ?assert(MaxQueue =< 4, {max_queue, MaxQueue}),
+    %% The connection is alive and reads again.
+    ok = ?C:push(C, null, <<"hb">>, <<"phoenix">>, <<"heartbeat">>, #{}),
+    ?assertEqual(ok_reply(null, <<"hb">>, <<"phoenix">>), ?C:recv_json(C)).
+
+sample_queue(Pid, Max, Parent) ->
+    receive
+        stop -> Parent ! {max_queue, self(), Max}
+    after 1 ->
+        case erlang:process_info(Pid, message_queue_len) of
+            {message_queue_len, L} -> sample_queue(Pid, max(Max, L), Parent);
+            undefined -> sample_queue(Pid, Max, Parent)
+        end
+    end.

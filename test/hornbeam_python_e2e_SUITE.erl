@@ -15,7 +15,8 @@ all() ->
      slow_handlers_on_two_channels_overlap_with_two_workers,
      push_arrives_before_the_reply_and_broadcast_from_skips_the_sender,
      os_exit_in_a_handler_errors_that_request_only, endless_loop_times_out_and_worker_is_replaced,
-     import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python].
+     import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python,
+     presence_limits_raise_value_error_in_python].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -31,6 +32,8 @@ fixtures() ->
 opts(slow_handlers_on_two_channels_overlap_with_two_workers) -> #{workers => 2};
 opts(endless_loop_times_out_and_worker_is_replaced) -> #{timeout => 1000};
 opts(on_connect_accepts_and_refuses) -> #{channel_modules => ["fx_room", "fx_connect"]};
+opts(presence_limits_raise_value_error_in_python) -> #{max_presence_meta_size => 1000,
+                                                       max_presences_per_socket => 5};
 opts(_) -> #{}.
 
 init_per_testcase(import_error_fails_start, Config) ->
@@ -267,6 +270,21 @@ presence_from_python(Config) ->
     ?assertMatch([_, _, _, <<"presence_diff">>, #{<<"joins">> := #{<<"user:cy">> := _}}], ?C:recv_json(A)),
     ok = ?C:close(C),
     ?assertMatch([_, _, _, <<"presence_diff">>, #{<<"leaves">> := #{<<"user:cy">> := _}}], ?C:recv_json(A)).
+
+%% max_presence_meta_size (1000 here) and max_presences_per_socket (5): the
+%% handler's Presence calls raise ValueError naming the limit.
+presence_limits_raise_value_error_in_python(Config) ->
+    A = connect(Config),
+    ok = ?C:push(A, <<"1">>, <<"1">>, <<"lobby:lim">>, <<"phx_join">>, #{<<"name">> => <<"ana">>}),
+    [_, _, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = ?C:recv_all_json(A, 5000),
+    [_, _, _, _, #{<<"response">> := Errors}] =
+        reply_of(A, <<"1">>, <<"2">>, <<"lobby:lim">>, <<"over_limits">>,
+                 #{<<"meta_bytes">> => 2000, <<"keys">> => 10}),
+    ?assertMatch(#{<<"meta">> := _, <<"per_socket">> := _}, Errors),
+    ?assertMatch({match, _}, re:run(maps:get(<<"meta">>, Errors), "max_presence_meta_size")),
+    ?assertMatch({match, _}, re:run(maps:get(<<"per_socket">>, Errors), "max_presences_per_socket")),
+    %% the join's own presence and 4 extra: 5 in all
+    ?assertEqual(5, map_size(hornbeam_presence:list(<<"lobby:lim">>))).
 
 %% Push and wait for its reply, skipping the presence diffs in between.
 reply_of(C, JoinRef, Ref, Topic, Event, Payload) ->

@@ -42,7 +42,10 @@ class Presence:
 
     def track(self, socket: Socket, key: str, meta: Mapping[str, Any]) -> None:
         """Track ``key`` with ``meta`` for this socket's channel. Tracking the
-        same key twice from one channel raises ValueError."""
+        same key twice from one channel raises ValueError, and so does going
+        over a presence limit (``max_presence_meta_size``,
+        ``max_presences_per_socket``, ``max_presences_per_topic``); the
+        message names the limit."""
         self._write("presence_track", socket, key, meta)
 
     def update(self, socket: Socket, key: str, meta: Mapping[str, Any]) -> None:

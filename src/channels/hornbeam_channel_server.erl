@@ -4,7 +4,10 @@
 %% Life: started by the connection with the join request; joins in
 %% `handle_continue' (so the connection never waits on a slow join) and tells
 %% the connection `{'$hb_joined', self(), ok | error, ReplyFrame}'. Events
-%% arrive as `{'$hb_in', Event, Ref, Payload}' and run in arrival order.
+%% arrive as `{'$hb_in', Event, Ref, Payload}' and run in arrival order;
+%% each one handled is acknowledged with `{'$hb_done', self()}' (after its
+%% reply), which is how the connection bounds the events waiting here
+%% (`max_pending_events', see `hornbeam_socket').
 %% Frames for the client go to the connection as `{'$hb_out', Frame}'.
 %%
 %% Endings, and what the client sees (the connection sends it):
@@ -106,16 +109,18 @@ handle_cast(_Msg, State) ->
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
 handle_info({'$hb_in', Event, Ref, Raw}, State = #state{socket = Socket}) ->
-    #{handler := Handler} = Socket,
-    case payload_in(Raw, State) of
-        {ok, Payload} ->
-            Result = run(fun() -> call_handle_in(Handler, Event, Payload, Socket) end),
-            handle_in_result(Result, Event, Ref, State);
-        {error, Why, Text} ->
-            logger:info("event ~s payload is not usable JSON (~s): ~s", [Event, Why, Text]),
-            reply(Ref, {error, #{<<"reason">> => <<"invalid payload">>}}, Socket),
-            {noreply, State}
-    end;
+    #{handler := Handler, transport_pid := Transport} = Socket,
+    Answer = case payload_in(Raw, State) of
+                 {ok, Payload} ->
+                     Result = run(fun() -> call_handle_in(Handler, Event, Payload, Socket) end),
+                     handle_in_result(Result, Event, Ref, State);
+                 {error, Why, Text} ->
+                     logger:info("event ~s payload is not usable JSON (~s): ~s", [Event, Why, Text]),
+                     reply(Ref, {error, #{<<"reason">> => <<"invalid payload">>}}, Socket),
+                     {noreply, State}
+             end,
+    Transport ! {'$hb_done', self()},
+    Answer;
 handle_info({'$hb_leave', Reason}, State) ->
     {stop, {shutdown, Reason}, State};
 handle_info({'DOWN', _, process, Pid, _}, State = #state{socket = #{transport_pid := Pid}}) ->

@@ -18,6 +18,8 @@
     max_channels_per_connection := pos_integer(),
     max_topic_length := pos_integer(),
     heartbeat_timeout := pos_integer(),
+    fragment_timeout := pos_integer(),
+    max_pending_events := pos_integer(),
     hibernate_after := timeout(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
@@ -36,6 +38,8 @@ defaults() ->
       max_channels_per_connection => 100,      %% → join error "too many channels joined"
       max_topic_length => 255,                 %% bytes → join error "unmatched topic"
       heartbeat_timeout => 60000,              %% ms without any message → close 1000
+      fragment_timeout => 30000,               %% ms for a partly arrived (fragmented) message → close 1008
+      max_pending_events => 100,               %% events one channel has not handled yet → socket stops reading
       hibernate_after => 5000,                 %% ms idle before a socket/channel process hibernates
       channels => [],                          %% [{Pattern, Module}] Erlang channels
       connect => undefined}.

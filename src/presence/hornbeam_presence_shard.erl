@@ -17,6 +17,15 @@
 %% the same owners and its replica (name, incarnation) is unchanged for the
 %% peers. Messages from other nodes are checked before they reach the NIF;
 %% a malformed one is logged and dropped.
+%%
+%% Limits, checked before a local write (each in its own function below):
+%% a meta's JSON is at most `max_presence_meta_size' bytes
+%% (`{error, meta_too_large}'); one owner tracks at most
+%% `max_presences_per_socket' presences on this shard's topics
+%% (`{error, too_many_presences_per_socket}'); one topic holds at most
+%% `max_presences_per_topic' presences tracked on this node
+%% (`{error, too_many_presences_per_topic}'). The shard counts its own
+%% tracks for that; presences of other nodes are bounded by their limits.
 -module(hornbeam_presence_shard).
 -behaviour(gen_server).
 
@@ -28,6 +37,9 @@
     crdt :: reference(),
     config :: map(),
     owners = #{} :: #{pid() => {non_neg_integer(), reference()}},
+    %% presences tracked here: per owner and topic, and per topic
+    owner_counts = #{} :: #{pid() => #{binary() => pos_integer()}},
+    topic_counts = #{} :: #{binary() => pos_integer()},
     next_owner = 1 :: pos_integer(),
     %% peer shard pid => now_ms() of our last transfer request to it
     asked = #{} :: #{pid() => integer()},
@@ -74,7 +86,12 @@ init({Ix, Config}) ->
     persistent_term:put({?MODULE, Ix}, Crdt),
     ok = pg:join(hornbeam_pubsub:scope(), {presence, Ix}, self()),
     logger:set_process_metadata(#{presence_shard => Ix}),
-    State = #state{ix = Ix, crdt = Crdt, config = Config, owners = Owners, next_owner = Next},
+    {OwnerCounts, TopicCounts} = case ets:lookup(?KEEP, {counts, Ix}) of
+                                     [{_, Counts}] -> Counts;
+                                     [] -> {#{}, #{}}
+                                 end,
+    State = #state{ix = Ix, crdt = Crdt, config = Config, owners = Owners, next_owner = Next,
+                   owner_counts = OwnerCounts, topic_counts = TopicCounts},
     gossip(State),
     schedule(tick, Config),
     {ok, State}.
@@ -104,7 +121,17 @@ adopt_or_new(Ix) ->
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call({track, Owner, Topic, Key, Meta}, _From, State)
   when is_pid(Owner), is_binary(Topic), is_binary(Key) ->
-    write(Owner, State, fun(Crdt, Id, Json) -> hornbeam_nif:presence_track(Crdt, Topic, Id, Key, Json) end, Meta);
+    case track_allowed(Owner, Topic, State) of
+        ok ->
+            case write(Owner, State, fun(Crdt, Id, Json) ->
+                                            hornbeam_nif:presence_track(Crdt, Topic, Id, Key, Json)
+                                    end, Meta) of
+                {reply, ok, State1} -> {reply, ok, count_track(Owner, Topic, 1, State1)};
+                Refused -> Refused
+            end;
+        {error, _} = Error ->
+            {reply, Error, State}
+    end;
 handle_call({update, Owner, Topic, Key, Meta}, _From, State)
   when is_pid(Owner), is_binary(Topic), is_binary(Key) ->
     write(Owner, State, fun(Crdt, Id, Json) -> hornbeam_nif:presence_update(Crdt, Topic, Id, Key, Json) end, Meta);
@@ -113,7 +140,7 @@ handle_call({untrack, Owner, Topic, Key}, _From, State = #state{owners = Owners,
     case Owners of
         #{Owner := {Id, _}} ->
             case guarded(fun() -> hornbeam_nif:presence_untrack(Crdt, Topic, Id, Key) end) of
-                {ok, Diffs} -> {reply, ok, publish(Diffs, State)};
+                {ok, Diffs} -> {reply, ok, publish(Diffs, count_track(Owner, Topic, -1, State))};
                 {error, Why} -> {reply, {error, Why}, State}
             end;
         _ ->
@@ -133,7 +160,8 @@ handle_info({'DOWN', Mon, process, Pid, _}, State = #state{owners = Owners, crdt
         #{Pid := {Id, Mon}} ->
             Diffs = hornbeam_nif:presence_untrack_owner(Crdt, Id),
             true = ets:delete(?KEEP, {owner, State#state.ix, Pid}),
-            {noreply, publish(Diffs, State#state{owners = maps:remove(Pid, Owners)})};
+            State1 = forget_counts(Pid, State#state{owners = maps:remove(Pid, Owners)}),
+            {noreply, publish(Diffs, State1)};
         _ ->
             {noreply, State}
     end;
@@ -197,8 +225,8 @@ terminate(_Reason, #state{ix = Ix}) ->
 
 %% --- internals ------------------------------------------------------------------
 
-write(Owner, State = #state{crdt = Crdt}, Op, Meta) ->
-    case meta_json(Meta) of
+write(Owner, State = #state{crdt = Crdt, config = Config}, Op, Meta) ->
+    case meta_within_limit(meta_json(Meta), Config) of
         {ok, Json} ->
             {Id, State1} = owner_id(Owner, State),
             case guarded(fun() -> Op(Crdt, Id, Json) end) of
@@ -224,6 +252,49 @@ meta_json(_) -> {error, meta_must_be_a_map}.
 guarded(Fun) ->
     try Fun()
     catch error:Reason -> {error, {nif_error, Reason}}
+    end.
+
+%% --- limits ----------------------------------------------------------------
+
+meta_within_limit({ok, Json}, #{max_presence_meta_size := Max}) when byte_size(Json) > Max ->
+    {error, meta_too_large};
+meta_within_limit(Result, _Config) ->
+    Result.
+
+track_allowed(Owner, Topic, #state{config = Config, owner_counts = Owners, topic_counts = Topics}) ->
+    #{max_presences_per_socket := MaxOwner, max_presences_per_topic := MaxTopic} = Config,
+    OwnerCount = lists:sum(maps:values(maps:get(Owner, Owners, #{}))),
+    TopicCount = maps:get(Topic, Topics, 0),
+    if
+        OwnerCount >= MaxOwner -> {error, too_many_presences_per_socket};
+        TopicCount >= MaxTopic -> {error, too_many_presences_per_topic};
+        true -> ok
+    end.
+
+%% Delta (+1 or -1) to the counts of Owner on Topic.
+count_track(Owner, Topic, Delta, State = #state{owner_counts = Owners, topic_counts = Topics}) ->
+    OfOwner = bump(Topic, Delta, maps:get(Owner, Owners, #{})),
+    Owners1 = case map_size(OfOwner) of
+                  0 -> maps:remove(Owner, Owners);
+                  _ -> Owners#{Owner => OfOwner}
+              end,
+    keep_counts(State#state{owner_counts = Owners1, topic_counts = bump(Topic, Delta, Topics)}).
+
+%% The owner exited: all its presences left.
+forget_counts(Owner, State = #state{owner_counts = Owners, topic_counts = Topics}) ->
+    Topics1 = maps:fold(fun(Topic, N, Acc) -> bump(Topic, -N, Acc) end,
+                        Topics, maps:get(Owner, Owners, #{})),
+    keep_counts(State#state{owner_counts = maps:remove(Owner, Owners), topic_counts = Topics1}).
+
+%% The counts outlive a shard restart with the rest of its state (see adopt_or_new/1).
+keep_counts(State = #state{ix = Ix, owner_counts = Owners, topic_counts = Topics}) ->
+    true = ets:insert(?KEEP, {{counts, Ix}, {Owners, Topics}}),
+    State.
+
+bump(Key, Delta, Map) ->
+    case maps:get(Key, Map, 0) + Delta of
+        N when N > 0 -> Map#{Key => N};
+        _ -> maps:remove(Key, Map)
     end.
 
 owner_id(Pid, State = #state{ix = Ix, owners = Owners, next_owner = Next}) ->
