@@ -118,12 +118,13 @@ start_python(Sup, AppSpec, Opts) ->
         true ->
             {ok, [], undefined};
         false ->
-            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env,
+            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env, python,
                                  worker_class, lifespan, root_path, shutdown_timeout], Opts),
             PyOpts = PyOpts0#{app => App, channel_modules => Modules,
                               pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]},
             case hornbeam_endpoint_sup:start_python(Sup, PyOpts) of
                 ok ->
+                    channels_only_notice(App),
                     Channels = [{P, hornbeam_py_channel} || #{pattern := P} <- hornbeam_python:channels()],
                     Connect = case hornbeam_python:has_on_connect() of
                                   true -> fun hornbeam_py_connect:connect/2;
@@ -133,6 +134,17 @@ start_python(Sup, AppSpec, Opts) ->
                 {error, _} = Error ->
                     Error
             end
+    end.
+
+%% `module:app' whose module has no `app' but registers channels is served
+%% as channels only, the shape the channel docs show (the worker checked).
+channels_only_notice(undefined) ->
+    ok;
+channels_only_notice(App) ->
+    case hornbeam_python:has_http_app() of
+        true -> ok;
+        false -> logger:notice("~ts: no such attribute; serving channels only "
+                               "(HTTP answers 404 except /hornbeam.js)", [App])
     end.
 
 start_listener(Sup, IP, Port, Config, Opts) ->

@@ -33,7 +33,8 @@ start_listener(Sup, ListenerOpts) ->
 
 started({ok, _}) -> ok;
 started({ok, _, _}) -> ok;
-started({error, {{python_import, _, _} = Reason, _}}) -> {error, Reason};
+started({error, {{python_import, _, _, _} = Reason, _}}) -> {error, Reason};
+started({error, {{bad_app, _, _} = Reason, _}}) -> {error, Reason};
 started({error, {{worker_binary_missing, _, _} = Reason, _}}) -> {error, Reason};
 started({error, {shutdown, {failed_to_start_child, _, Reason}}}) -> {error, Reason};
 started({error, {Reason, Child}}) when element(1, Child) =:= child -> {error, Reason};

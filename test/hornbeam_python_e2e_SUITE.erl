@@ -216,10 +216,10 @@ import_error_fails_start(_Config) ->
     _ = hornbeam:stop(),
     Result = hornbeam:start(none, #{bind => "127.0.0.1:0", channel_modules => ["fx_broken"],
                                     pythonpath => [fixtures()], workers => 1}),
-    ?assertMatch({error, {python_import, <<"fx_broken">>, _}}, Result),
-    {error, {python_import, _, Message}} = Result,
+    ?assertMatch({error, {python_import, <<"fx_broken">>, _, _}}, Result),
+    {error, {python_import, _, Message, _}} = Result,
     ?assertMatch({match, _}, re:run(Message, "does_not_exist_xyz")),
-    ?assertMatch({error, {python_import, <<"no_such_module_here">>, _}},
+    ?assertMatch({error, {python_import, <<"no_such_module_here">>, _, _}},
                  hornbeam:start(none, #{bind => "127.0.0.1:0", channel_modules => ["no_such_module_here"],
                                         pythonpath => [fixtures()], workers => 1})),
     %% and nothing is left running
