@@ -163,8 +163,10 @@ distribution(_) ->
 %% `mix hornbeam.run' and the release's autostart).
 -spec explain(term(), string() | binary()) -> iolist().
 explain({python_import, Module, Message, Traceback}, _) ->
-    io_lib:format("cannot import Python module ~ts: ~ts~n~ts",
-                  [Module, Message, string:trim(Traceback, trailing)]);
+    case string:trim(Traceback, trailing) of
+        <<>> -> io_lib:format("cannot import Python module ~ts: ~ts", [Module, Message]);
+        Trace -> io_lib:format("cannot import Python module ~ts: ~ts~n~ts", [Module, Message, Trace])
+    end;
 explain({bad_app, Spec, Message}, _) ->
     io_lib:format("cannot serve ~ts: ~ts", [Spec, Message]);
 explain({python_not_found, Python}, _) ->

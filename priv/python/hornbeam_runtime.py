@@ -264,11 +264,14 @@ def _app_error(spec: str, message: str) -> Result:
 
 def _user_traceback(e: BaseException) -> str:
     """The traceback without the frames of this module and of importlib,
-    which every import error would otherwise start with."""
+    which every import error would otherwise start with; empty when no
+    frame is left (a module that is not there at all)."""
     te = traceback.TracebackException(type(e), e, e.__traceback__)
     frames = [f for f in te.stack
               if f.filename != __file__ and not f.filename.startswith("<frozen importlib")
               and not f.filename.endswith(("importlib/__init__.py", "importlib\\__init__.py"))]
+    if not frames and e.__cause__ is None and e.__context__ is None:
+        return ""
     te.stack = traceback.StackSummary.from_list(frames)
     return "".join(te.format())
 

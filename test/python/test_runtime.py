@@ -92,6 +92,10 @@ def test_import_traceback_leaves_out_importlib_and_runtime_frames(runtime):
     assert trace.count(b"ModuleNotFoundError") == 1
 
 
+def test_a_module_that_is_not_there_has_no_traceback(runtime):
+    assert runtime.init("no_such_module_here")[3] == b""
+
+
 # ---------------------------------------------------------------------------
 # join
 # ---------------------------------------------------------------------------
