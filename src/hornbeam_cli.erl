@@ -140,6 +140,7 @@ url(Bind) ->
     io_lib:format("http://~s:~b", [Host, hornbeam:port()]).
 
 distribution(#{name := Name} = Node) ->
+    ensure_epmd(),
     Mode = case lists:member($., Name) of true -> longnames; false -> shortnames end,
     case net_kernel:start([list_to_atom(Name), Mode]) of
         {ok, _} -> ok;
@@ -158,6 +159,27 @@ distribution(#{join := [_ | _]}) ->
     fail(2, "--join needs --name (a distributed node)");
 distribution(_) ->
     ok.
+
+%% `erl -name' starts epmd when none runs; net_kernel:start/1 does not, so
+%% on a machine that never ran a distributed node --name would fail.
+ensure_epmd() ->
+    Epmd = case os:find_executable("epmd") of
+               false -> os:find_executable("epmd", filename:join(code:root_dir(), "bin"));
+               Path -> Path
+           end,
+    case erl_epmd:names() of
+        {ok, _} -> ok;
+        _ when is_list(Epmd) -> _ = os:cmd(Epmd ++ " -daemon"), await_epmd(50);
+        _ -> ok
+    end.
+
+%% `epmd -daemon' returns before the daemon listens.
+await_epmd(0) -> ok;
+await_epmd(Tries) ->
+    case erl_epmd:names() of
+        {ok, _} -> ok;
+        _ -> timer:sleep(100), await_epmd(Tries - 1)
+    end.
 
 %% @doc One line saying why hornbeam:start/2 failed (shared by the CLI,
 %% `mix hornbeam.run' and the release's autostart).
