@@ -104,8 +104,12 @@ defmodule Mix.Tasks.Hornbeam.RunTest do
     refute error.message =~ "\n"
   end
 
-  @tag :tmp_dir
-  test "a module with channels and no app is served channels-only", %{tmp_dir: dir} do
+  test "a module with channels and no app is served channels-only" do
+    # (not @tag :tmp_dir: that writes under the checkout's tmp/)
+    dir = Path.join(System.tmp_dir!(), "hornbeam_mix_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+
     File.write!(Path.join(dir, "docs_chat.py"), """
     from hornbeam_channels import channel
 
