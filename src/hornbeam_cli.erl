@@ -201,6 +201,10 @@ explain({python_version, Exe, Found, Built}, _) ->
     io_lib:format("~ts is Python ~ts, but the worker was built for Python ~ts; use a ~ts "
                   "interpreter or virtualenv, or rebuild for ~ts with "
                   "`PYO3_PYTHON=~ts make build`", [Exe, Found, Built, Built, Found, Exe]);
+explain({python_base, Exe, Base, BuiltBase, BuiltExe}, _) ->
+    io_lib:format("~ts is Python from ~ts, but the worker embeds the libpython of ~ts; make the "
+                  "virtualenv with `~ts -m venv`, or rebuild for this one with "
+                  "`PYO3_PYTHON=~ts make build`", [Exe, Base, BuiltBase, BuiltExe, Exe]);
 explain({worker_version_unknown, Output}, _) ->
     io_lib:format("the Python worker binary does not say which Python it embeds (~ts): "
                   "run `make build`", [string:trim(Output)]);

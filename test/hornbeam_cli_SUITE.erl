@@ -18,6 +18,7 @@ all() ->
      python_option_imports_from_a_venv,
      activated_venv_is_what_handlers_import_from,
      venv_of_another_python_version_is_one_error_line,
+     venv_of_another_installation_of_the_same_version_is_one_error_line,
      missing_python_is_one_error_line].
 
 init_per_testcase(_Case, Config) ->
@@ -261,6 +262,29 @@ venv_of_another_python_version_is_one_error_line(Config) ->
                          {"PATH", filename:join(Venv, "bin") ++ ":" ++ os:getenv("PATH")}],
             {1, Out2} = run_in(Dir, ["run", "chat:app", "--bind", "127.0.0.1:0"], Activated),
             ?assertEqual(Expected, lines(Out2))
+    end.
+
+%% Debian's python3.11 beside a pyenv 3.11 build: same version, another
+%% stdlib (the worker would not even import _socket from it).
+venv_of_another_installation_of_the_same_version_is_one_error_line(Config) ->
+    Dir = ?config(app_dir, Config),
+    {Built, BuiltExe} = worker_python(),
+    {0, BuiltBase} = run_cmd(BuiltExe, ["-c", "import os, sys; print(os.path.realpath(sys.base_prefix))"]),
+    Candidates = [P || P <- ["/usr/bin/python" ++ Built, "/usr/local/bin/python" ++ Built],
+                       filelib:is_regular(P),
+                       {0, B} <- [run_cmd(P, ["-c", "import os, sys; print(os.path.realpath(sys.base_prefix))"])],
+                       string:trim(B) =/= string:trim(BuiltBase)],
+    case Candidates of
+        [] -> {skip, "no other installation of Python " ++ Built ++ " on this machine"};
+        [Other | _] ->
+            Venv = filename:join(Dir, "same_version"),
+            {0, _} = run_cmd(Other, ["-m", "venv", "--without-pip", Venv]),
+            write(Dir, "chat.py", chat_module()),
+            {1, Out} = run_in(Dir, ["run", "chat:app", "--bind", "127.0.0.1:0", "--python", Venv], []),
+            ct:log("~ts", [Out]),
+            ?assertMatch([_], lines(Out)),
+            ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: " ++ Venv ++ "/bin/python3 is Python from "
+                                                 ".* but the worker embeds the libpython of "))
     end.
 
 missing_python_is_one_error_line(Config) ->

@@ -57,4 +57,8 @@ explain_test_() ->
                    E({python_version, "/v/bin/python3", "3.12", "3.11"})),
      ?_assertEqual("127.0.0.1:8000 is already in use (another server is listening there)",
                    E({shutdown, {failed_to_start_child, listener, {listen, eaddrinuse}}})),
+     ?_assertEqual("/v/bin/python3 is Python from /usr, but the worker embeds the libpython of /p; "
+                   "make the virtualenv with `/p/bin/python -m venv`, or rebuild for this one with "
+                   "`PYO3_PYTHON=/v/bin/python3 make build`",
+                   E({python_base, "/v/bin/python3", "/usr", "/p", "/p/bin/python"})),
      ?_assertEqual("bad option worker_class: foo", E({bad_option, worker_class, foo}))].

@@ -1,13 +1,15 @@
 %% @doc Which Python installation the workers import from, checked before
 %% any worker starts.
 %%
-%% The worker embeds the libpython it was built against (`MAJOR.MINOR',
-%% printed by `hornbeam_worker --python-version'). A virtualenv or an
-%% interpreter of that same version can lend it its `sys.prefix' and
-%% site-packages; one of another version cannot (its packages are built for
-%% another ABI, its site-packages has another name). So the interpreter is
-%% run once here, `Exe -c "...print version..."', and a mismatch is one
-%% error saying how to rebuild, before a half-started pool exists.
+%% The worker embeds the libpython it was built against (`MAJOR.MINOR' and
+%% the build's interpreter, printed by `hornbeam_worker --python-version').
+%% A virtualenv or an interpreter of that same installation can lend it its
+%% `sys.prefix' and site-packages; one of another version cannot (its
+%% packages are built for another ABI, its site-packages has another name),
+%% nor one of another installation of the same version (its stdlib does not
+%% fit the embedded libpython). So the interpreter is run once here, `Exe -c
+%% "...print version and base prefix..."', and a mismatch is one error
+%% saying what to do, before a half-started pool exists.
 %%
 %% The interpreter is the `python' option (a path to an interpreter, a
 %% command on `PATH', or a venv/prefix directory with `bin/python3'), else
@@ -18,11 +20,15 @@
 -export([resolve/2, built_version/1, interpreter/1]).
 
 -define(RUN_TIMEOUT, 30000).
--define(VERSION_CODE, "import sys; print('%d.%d' % sys.version_info[:2])").
+%% the version, then the installation a venv is made from (its stdlib)
+-define(VERSION_CODE, "import os, sys; print('%d.%d' % sys.version_info[:2]); "
+                      "print(os.path.realpath(sys.base_prefix))").
 
 -type error() :: {python_not_found, string()}
                | {python_not_runnable, string(), string()}
                | {python_version, Exe :: string(), Found :: string(), Built :: string()}
+               | {python_base, Exe :: string(), Base :: string(), BuiltBase :: string(),
+                  BuiltExe :: string()}
                | {worker_version_unknown, string()}.
 -export_type([error/0]).
 
@@ -38,26 +44,54 @@ resolve(Option, WorkerPath) ->
     end.
 
 check(Exe, WorkerPath) ->
-    case {run(Exe, ["-c", ?VERSION_CODE]), built_version(WorkerPath)} of
-        {{0, Out}, {ok, Built}} ->
-            case first_line(Out) of
-                Built -> {ok, Exe};
-                Found ->
-                    case re:run(Found, "^[0-9]+\\.[0-9]+$") of
-                        {match, _} -> {error, {python_version, Exe, Found, Built}};
-                        nomatch -> {error, {python_not_runnable, Exe, Out}}
-                    end
-            end;
-        {{_, Out}, {ok, _}} -> {error, {python_not_runnable, Exe, Out}};
-        {_, {error, _} = Error} -> Error
+    case {probe(Exe), built_version(WorkerPath)} of
+        {{ok, Built, Base}, {ok, Built, BuiltExe}} ->
+            same_base(Exe, Base, BuiltExe);
+        {{ok, Found, _}, {ok, Built, _}} ->
+            {error, {python_version, Exe, Found, Built}};
+        {{error, Out}, {ok, _, _}} ->
+            {error, {python_not_runnable, Exe, Out}};
+        {_, {error, _} = Error} ->
+            Error
     end.
 
-%% @doc `MAJOR.MINOR' of the libpython the worker binary embeds.
--spec built_version(file:filename_all()) -> {ok, string()} | {error, error()}.
+%% Same version is not enough: a venv of another 3.11 installation (say
+%% Debian's, whose stdlib has _socket built into its own binary) would lend
+%% the embedded libpython a stdlib that does not fit it. When the build's
+%% interpreter still runs, the installations must be the same.
+same_base(Exe, Base, BuiltExe) ->
+    case probe(BuiltExe) of
+        {ok, _, Base} -> {ok, Exe};
+        {ok, _, BuiltBase} -> {error, {python_base, Exe, Base, BuiltBase, BuiltExe}};
+        {error, _} -> {ok, Exe}
+    end.
+
+%% {ok, Version, BasePrefix} of an interpreter, or {error, Output}.
+probe(Exe) ->
+    case run(Exe, ["-c", ?VERSION_CODE]) of
+        {0, Out} ->
+            case string:split(string:trim(Out), "\n", all) of
+                [Version, Base] ->
+                    case re:run(Version, "^[0-9]+\\.[0-9]+$") of
+                        {match, _} -> {ok, Version, string:trim(Base)};
+                        nomatch -> {error, Out}
+                    end;
+                _ -> {error, Out}
+            end;
+        {_, Out} -> {error, Out}
+    end.
+
+%% @doc `MAJOR.MINOR' of the libpython the worker binary embeds, and the
+%% interpreter the build used.
+-spec built_version(file:filename_all()) -> {ok, string(), string()} | {error, error()}.
 built_version(WorkerPath) ->
     Path = unicode:characters_to_list(WorkerPath),
     case run(Path, ["--python-version"]) of
-        {0, Out} -> {ok, first_line(Out)};
+        {0, Out} ->
+            case string:split(Out, "\n", all) of
+                [Version, BuiltExe | _] -> {ok, string:trim(Version), string:trim(BuiltExe)};
+                _ -> {error, {worker_version_unknown, Out}}
+            end;
         {_, Out} -> {error, {worker_version_unknown, Out}}
     end.
 
@@ -121,6 +155,3 @@ collect(Port, Acc) ->
             catch port_close(Port),
             {timeout, "no answer within 30 s"}
     end.
-
-first_line(Out) ->
-    string:trim(hd(string:split(Out ++ "\n", "\n")), both).
