@@ -79,7 +79,7 @@ serve({ok, AppSpec, Opts, Node}) ->
     _ = maps:is_key(log_level, Node)
         andalso logger:set_primary_config(level, maps:get(log_level, Node)),
     lists:foreach(fun join/1, maps:get(join, Node, [])),
-    case hornbeam:start(AppSpec, Opts) of
+    case hornbeam_startup:start(AppSpec, Opts) of
         ok ->
             io:format("hornbeam: serving ~ts on port ~b (WebSocket at ~ts)~n",
                       [app_name(AppSpec), hornbeam:port(), maps:get(ws_path, Opts, "/ws")]),

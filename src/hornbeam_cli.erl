@@ -23,6 +23,8 @@ run_usage() ->
     "  --worker-class CLASS    asgi or wsgi (default asgi)\n"
     "  --channel-module M      Python module with channel handlers (repeatable)\n"
     "  --pythonpath DIR        added to sys.path (repeatable; default the current directory)\n"
+    "  --python PATH           interpreter or virtualenv to import from (default: the activated\n"
+    "                          virtualenv); must be the Python version the worker was built for\n"
     "  --ws-path PATH          WebSocket endpoint (default /ws)\n"
     "  --max-connections N     live connections before acceptors pause (default 16384)\n"
     "  --name NODE             Erlang node name, e.g. a@127.0.0.1 (enables clustering)\n"
@@ -90,6 +92,7 @@ option("--channel-module", V, O, N) ->
     {ok, O#{channel_modules => [V | maps:get(channel_modules, O, [])]}, N};
 option("--pythonpath", V, O, N) ->
     {ok, O#{pythonpath => [V | maps:get(pythonpath, O, [])]}, N};
+option("--python", V, O, N) -> {ok, O#{python => V}, N};
 option("--max-connections", V, O, N) ->
     case string:to_integer(V) of
         {M, ""} when M > 0 -> {ok, O#{max_connections => M}, N};
@@ -109,9 +112,10 @@ option(Flag, _, _, _) -> {error, "unknown option: " ++ Flag}.
 
 run(AppSpec, Opts, Node) ->
     ok = logger:set_primary_config(level, maps:get(log_level, Node, notice)),
+    one_line_logs(),
     ok = distribution(Node),
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
-    case hornbeam:start(AppSpec, Opts) of
+    case hornbeam_startup:start(AppSpec, Opts) of
         ok ->
             io:format("hornbeam: serving ~s on ~s (WebSocket at ~s); Ctrl-C to stop~n",
                       [AppSpec, url(Bind), maps:get(ws_path, Opts, "/ws")]),
@@ -119,6 +123,12 @@ run(AppSpec, Opts, Node) ->
         {error, Reason} ->
             fail(1, explain(Reason, Bind))
     end.
+
+%% A terminal reads one line per event ("2026-12-04T19:16:01.5+00:00 notice:
+%% ..."), not OTP's "=NOTICE REPORT====" header above each message.
+one_line_logs() ->
+    _ = logger:update_formatter_config(default, #{template => [time, " ", level, ": ", msg, "\n"]}),
+    ok.
 
 %% The URL actually served (the port may have been 0).
 url(Bind) ->
@@ -130,6 +140,7 @@ url(Bind) ->
     io_lib:format("http://~s:~b", [Host, hornbeam:port()]).
 
 distribution(#{name := Name} = Node) ->
+    ensure_epmd(),
     Mode = case lists:member($., Name) of true -> longnames; false -> shortnames end,
     case net_kernel:start([list_to_atom(Name), Mode]) of
         {ok, _} -> ok;
@@ -149,11 +160,56 @@ distribution(#{join := [_ | _]}) ->
 distribution(_) ->
     ok.
 
+%% `erl -name' starts epmd when none runs; net_kernel:start/1 does not, so
+%% on a machine that never ran a distributed node --name would fail.
+ensure_epmd() ->
+    Epmd = case os:find_executable("epmd") of
+               false -> os:find_executable("epmd", filename:join(code:root_dir(), "bin"));
+               Path -> Path
+           end,
+    case erl_epmd:names() of
+        {ok, _} -> ok;
+        _ when is_list(Epmd) -> _ = os:cmd(Epmd ++ " -daemon"), await_epmd(50);
+        _ -> ok
+    end.
+
+%% `epmd -daemon' returns before the daemon listens.
+await_epmd(0) -> ok;
+await_epmd(Tries) ->
+    case erl_epmd:names() of
+        {ok, _} -> ok;
+        _ -> timer:sleep(100), await_epmd(Tries - 1)
+    end.
+
 %% @doc One line saying why hornbeam:start/2 failed (shared by the CLI,
 %% `mix hornbeam.run' and the release's autostart).
 -spec explain(term(), string() | binary()) -> iolist().
-explain({python_import, Module, Message}, _) ->
-    io_lib:format("cannot import Python module ~ts: ~ts", [Module, Message]);
+explain({python_import, Module, Message, Traceback}, _) ->
+    case string:trim(Traceback, trailing) of
+        <<>> -> io_lib:format("cannot import Python module ~ts: ~ts", [Module, Message]);
+        Trace -> io_lib:format("cannot import Python module ~ts: ~ts~n~ts", [Module, Message, Trace])
+    end;
+explain({bad_app, Spec, Message}, _) ->
+    io_lib:format("cannot serve ~ts: ~ts", [Spec, Message]);
+explain({python_not_found, Python}, _) ->
+    io_lib:format("--python ~ts: no such interpreter or virtualenv (expected a python "
+                  "executable, a command on PATH, or a directory with bin/python3)", [Python]);
+explain({python_not_runnable, Exe, Output}, _) ->
+    io_lib:format("--python ~ts does not run as a Python interpreter: ~ts",
+                  [Exe, string:trim(Output)]);
+explain({python_version, Exe, Found, Built}, _) ->
+    io_lib:format("~ts is Python ~ts, but the worker was built for Python ~ts; use a ~ts "
+                  "interpreter or virtualenv, or rebuild for ~ts with "
+                  "`PYO3_PYTHON=~ts make build`", [Exe, Found, Built, Built, Found, Exe]);
+explain({python_base, Exe, Base, BuiltBase, BuiltExe}, _) ->
+    io_lib:format("~ts is Python from ~ts, but the worker embeds the libpython of ~ts; make the "
+                  "virtualenv with `~ts -m venv`, or rebuild for this one with "
+                  "`PYO3_PYTHON=~ts make build`", [Exe, Base, BuiltBase, BuiltExe, Exe]);
+explain({worker_version_unknown, Output}, _) ->
+    io_lib:format("the Python worker binary does not say which Python it embeds (~ts): "
+                  "run `make build`", [string:trim(Output)]);
+explain({bad_option, Name, Value}, _) ->
+    io_lib:format("bad option ~ts: ~0tp", [Name, Value]);
 explain({worker_binary_missing, Path, _}, _) ->
     io_lib:format("the Python worker binary is missing (~ts): run `make build`", [Path]);
 explain({bad_bind, B, _}, _) ->

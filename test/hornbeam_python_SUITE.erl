@@ -396,9 +396,9 @@ timeout_replaces_worker(_) ->
 
 import_error(_) ->
     Opts = maps:merge(base_opts(), #{channel_modules => [<<"fx_room">>, <<"fx_broken">>]}),
-    ?assertEqual({error, {python_import, <<"fx_broken">>,
-                          <<"ModuleNotFoundError: No module named 'does_not_exist_xyz'">>}},
-                 hornbeam_python_sup:start_link(Opts)),
+    {error, {python_import, <<"fx_broken">>, Message, Trace}} = hornbeam_python_sup:start_link(Opts),
+    ?assertEqual(<<"ModuleNotFoundError: No module named 'does_not_exist_xyz'">>, Message),
+    ?assertMatch({match, _}, re:run(Trace, "fx_broken.py")),
     ?assertEqual(undefined, whereis(hornbeam_python_sup)),
     ?assertEqual({error, not_started}, event(<<"reply">>)).
 

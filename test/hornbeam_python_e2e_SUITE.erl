@@ -16,7 +16,8 @@ all() ->
      push_arrives_before_the_reply_and_broadcast_from_skips_the_sender,
      os_exit_in_a_handler_errors_that_request_only, endless_loop_times_out_and_worker_is_replaced,
      import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python,
-     presence_limits_raise_value_error_in_python].
+     presence_limits_raise_value_error_in_python,
+     start_serves_a_module_without_app_as_channels_only, start_refuses_bad_apps_with_a_reason].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -36,7 +37,10 @@ opts(presence_limits_raise_value_error_in_python) -> #{max_presence_meta_size =>
                                                        max_presences_per_socket => 5};
 opts(_) -> #{}.
 
-init_per_testcase(import_error_fails_start, Config) ->
+init_per_testcase(TC, Config) when TC =:= import_error_fails_start;
+                                  TC =:= start_serves_a_module_without_app_as_channels_only;
+                                  TC =:= start_refuses_bad_apps_with_a_reason ->
+    _ = hornbeam:stop(),
     Config;
 init_per_testcase(TC, Config) ->
     _ = hornbeam:stop(),
@@ -219,10 +223,10 @@ import_error_fails_start(_Config) ->
     _ = hornbeam:stop(),
     Result = hornbeam:start(none, #{bind => "127.0.0.1:0", channel_modules => ["fx_broken"],
                                     pythonpath => [fixtures()], workers => 1}),
-    ?assertMatch({error, {python_import, <<"fx_broken">>, _}}, Result),
-    {error, {python_import, _, Message}} = Result,
+    ?assertMatch({error, {python_import, <<"fx_broken">>, _, _}}, Result),
+    {error, {python_import, _, Message, _}} = Result,
     ?assertMatch({match, _}, re:run(Message, "does_not_exist_xyz")),
-    ?assertMatch({error, {python_import, <<"no_such_module_here">>, _}},
+    ?assertMatch({error, {python_import, <<"no_such_module_here">>, _, _}},
                  hornbeam:start(none, #{bind => "127.0.0.1:0", channel_modules => ["no_such_module_here"],
                                         pythonpath => [fixtures()], workers => 1})),
     %% and nothing is left running
@@ -297,3 +301,38 @@ skip_to_reply(C, Ref) ->
         [_, _, _, <<"presence_diff">>, _] -> skip_to_reply(C, Ref);
         Other -> Other
     end.
+
+%% The issue's call as a user types it in a shell started in the app's
+%% directory: no pythonpath (it defaults to "."), e2e_chat has no `app'.
+start_serves_a_module_without_app_as_channels_only(_Config) ->
+    {ok, Cwd} = file:get_cwd(),
+    ok = file:set_cwd(fixtures()),
+    try
+        ok = hornbeam:start("e2e_chat:app", #{worker_class => asgi, channel_modules => ["e2e_chat"],
+                                              bind => "127.0.0.1:0", workers => 1}),
+        ?assertNot(hornbeam_python:has_http_app()),
+        C = connect([{port, hornbeam:port()}]),
+        ?assertMatch([_, _, <<"chat:lobby">>, <<"phx_reply">>, #{<<"status">> := <<"ok">>}],
+                     join(C, <<"1">>, <<"chat:lobby">>, #{<<"username">> => <<"Alice">>})),
+        ?assertMatch({404, _}, http_get(hornbeam:port(), "/")),
+        ?assertMatch({200, _}, http_get(hornbeam:port(), "/hornbeam.js"))
+    after
+        ok = file:set_cwd(Cwd)
+    end.
+
+start_refuses_bad_apps_with_a_reason(_Config) ->
+    Base = #{bind => "127.0.0.1:0", workers => 1, pythonpath => [fixtures()]},
+    ?assertEqual({error, {bad_app, <<"asgi_echo:ROUTES">>,
+                          <<"asgi_echo:ROUTES is a dict, not a callable ASGI/WSGI app">>}},
+                 hornbeam:start("asgi_echo:ROUTES", Base)),
+    ?assertMatch({error, {bad_app, <<"fx_connect:app">>, _}}, hornbeam:start("fx_connect:app", Base)),
+    ?assertEqual({error, {python_not_found, "/no/such/python3"}},
+                 hornbeam:start("e2e_chat:app", Base#{python => "/no/such/python3"})),
+    ?assertEqual({error, not_started}, hornbeam:stop()).
+
+http_get(Port, Path) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
+    ok = gen_tcp:send(S, ["GET ", Path, " HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"]),
+    {ok, <<"HTTP/1.1 ", Status:3/binary, _/binary>> = Resp} = gen_tcp:recv(S, 0, 30000),
+    gen_tcp:close(S),
+    {binary_to_integer(Status), Resp}.

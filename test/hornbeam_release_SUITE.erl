@@ -17,7 +17,9 @@ suite() -> [{timetrap, {minutes, 4}}].
 
 all() ->
     [release_carries_the_native_parts, default_config_serves_the_bundled_chat,
-     daemon_serves_the_chat_example_and_stops, bad_serve_config_is_one_line_and_exit_1].
+     daemon_serves_the_chat_example_and_stops, bad_serve_config_is_one_line_and_exit_1,
+     module_with_channels_and_no_app_is_served_channels_only,
+     module_with_nothing_to_serve_is_one_line_and_exit_1].
 
 root() ->
     Src = proplists:get_value(source, ?MODULE:module_info(compile)),
@@ -117,6 +119,34 @@ bad_serve_config_is_one_line_and_exit_1(_Config) ->
     ?assertEqual(1, Status),
     ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: cannot import Python module "
                                          "no_such_mod_xyz: ModuleNotFoundError", [multiline])).
+
+fixtures() -> filename:join([root(), "test", "python", "fixtures"]).
+
+%% HORNBEAM_SERVE of a module written as the channel docs show (no `app').
+module_with_channels_and_no_app_is_served_channels_only(_Config) ->
+    Env = env(#{"HORNBEAM_SERVE" => "e2e_chat:app --pythonpath " ++ fixtures() ++
+                                    " --bind 127.0.0.1:0 --workers 1"}),
+    ?assertMatch({0, _}, run(script(), ["daemon"], Env, 60000)),
+    Port = wait_for_port(60),
+    ?assertMatch({404, _}, http_get(Port, "/")),
+    ?assertMatch({200, _}, http_get(Port, "/hornbeam.js")),
+    {ok, C} = hornbeam_ws_client:connect(Port, "/ws?vsn=2.0.0"),
+    ok = hornbeam_ws_client:push(C, <<"1">>, <<"1">>, <<"chat:lobby">>, <<"phx_join">>,
+                                 #{<<"username">> => <<"ana">>}),
+    ?assertMatch([<<"1">>, <<"1">>, <<"chat:lobby">>, <<"phx_reply">>, #{<<"status">> := <<"ok">>}],
+                 hornbeam_ws_client:recv_json(C, 15000)),
+    ?assertMatch({0, _}, run(script(), ["stop"], env(), 60000)).
+
+module_with_nothing_to_serve_is_one_line_and_exit_1(_Config) ->
+    Env = env(#{"HORNBEAM_SERVE" => "fx_connect:app --pythonpath " ++ fixtures() ++
+                                    " --bind 127.0.0.1:0 --workers 2",
+                "HORNBEAM_NODE" => "hornbeam_rel_ct2@127.0.0.1"}),
+    {Status, Out} = run(script(), ["foreground"], Env, 60000),
+    ct:log("~ts", [Out]),
+    ?assertEqual(1, Status),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: cannot serve fx_connect:app: module "
+                                         "'fx_connect' has no attribute 'app'", [multiline])),
+    ?assertEqual(nomatch, re:run(Out, "REPORT|supervisor|Traceback")).
 
 %% --- helpers ----------------------------------------------------------------
 

@@ -104,10 +104,17 @@ def _text(v: Any) -> Optional[str]:
 
 
 def init(config: Mapping[str, Any]) -> Result:
-    """Import the app and channel modules. Returns ``('init_ok', info)`` or
-    ``('init_error', module, message, traceback)``."""
+    """Import the app and channel modules. Returns ``('init_ok', info)``,
+    ``('init_error', module, message, traceback)`` when a module cannot be
+    imported, or ``('app_error', spec, message)`` when ``module:attr`` names
+    nothing to serve.
+
+    A module without the attribute is served as channels only when some
+    module registered channels (the shape the channel docs show); ``info``
+    then says ``http: False`` and Erlang logs the one-line notice."""
     global loop, app, http
     http = None
+    app = None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     root = logging.getLogger()
@@ -118,21 +125,27 @@ def init(config: Mapping[str, Any]) -> Result:
 
     modules = [m for m in (_text(x) for x in config.get("channel_modules") or []) if m]
     app_spec = _text(config.get("app"))
+    app_found = False
     if app_spec:
         mod_name, _, attr = app_spec.partition(":")
         try:
             module = importlib.import_module(mod_name)
-            app = module
-            for part in filter(None, attr.split(".")):
-                app = getattr(app, part)
         except BaseException as e:  # noqa: BLE001 - reported to Erlang
             return _init_error(mod_name, e)
+        app, app_found = _attribute(module, attr)
     for name in modules:
         try:
             importlib.import_module(name)
         except BaseException as e:  # noqa: BLE001
             return _init_error(name, e)
-    if app_spec and "worker_class" in config:
+    if app_spec and not app_found:
+        if not hc.channels():
+            return _app_error(app_spec, f"module {mod_name!r} has no attribute {attr!r} and no "
+                                        "channels are registered: nothing to serve")
+    elif app_spec and "worker_class" in config:
+        if not callable(app):
+            return _app_error(app_spec, f"{app_spec} is a {type(app).__name__}, not a callable "
+                                        "ASGI/WSGI app")
         try:
             http = _http_handler(app, app_spec, config)
         except BaseException as e:  # noqa: BLE001
@@ -140,12 +153,21 @@ def init(config: Mapping[str, Any]) -> Result:
     return ("init_ok", info())
 
 
+def _attribute(module: Any, path: str) -> Tuple[Any, bool]:
+    """``module.a.b`` for the path ``a.b``, and whether it exists."""
+    obj = module
+    for part in filter(None, path.split(".")):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            return None, False
+    return obj, True
+
+
 def _http_handler(app_obj: Any, spec: str, config: Mapping[str, Any]) -> Any:
     worker_class = _text(config.get("worker_class")) or "asgi"
     lifespan = _text(config.get("lifespan")) or "auto"
     root_path = _text(config.get("root_path")) or ""
-    if not callable(app_obj):
-        raise TypeError(f"the app {spec} is a {type(app_obj).__name__}, not a callable")
     sinks = dict(event=lambda i, e: http_event(i, e), result=lambda i, r: sink(i, r),
                  log=lambda level, m: log(level, m))
     if worker_class == "wsgi":
@@ -219,20 +241,39 @@ def notify(call_id: int, msg: Any) -> None:
 
 
 def info() -> Dict[str, Any]:
-    """What init reports: the registered channels and on_connect."""
+    """What init reports: the registered channels, on_connect, and whether
+    there is an HTTP app (False: channels only)."""
     return {
         "channels": [
             {"pattern": ch.pattern.encode(), "events": [e.encode() for e in ch.event_handlers]}
             for ch in hc.channels().values()
         ],
         "on_connect": hc.connect_handler() is not None,
+        "http": http is not None,
     }
 
 
 def _init_error(module: str, e: BaseException) -> Result:
     message = f"{type(e).__name__}: {e}"
-    trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    return ("init_error", module.encode(), message.encode(), trace.encode())
+    return ("init_error", module.encode(), message.encode(), _user_traceback(e).encode())
+
+
+def _app_error(spec: str, message: str) -> Result:
+    return ("app_error", spec.encode(), message.encode())
+
+
+def _user_traceback(e: BaseException) -> str:
+    """The traceback without the frames of this module and of importlib,
+    which every import error would otherwise start with; empty when no
+    frame is left (a module that is not there at all)."""
+    te = traceback.TracebackException(type(e), e, e.__traceback__)
+    frames = [f for f in te.stack
+              if f.filename != __file__ and not f.filename.startswith("<frozen importlib")
+              and not f.filename.endswith(("importlib/__init__.py", "importlib\\__init__.py"))]
+    if not frames and e.__cause__ is None and e.__context__ is None:
+        return ""
+    te.stack = traceback.StackSummary.from_list(frames)
+    return "".join(te.format())
 
 
 # ---------------------------------------------------------------------------

@@ -109,7 +109,7 @@ frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
      emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
-     http, start, body, response, startup_failed].
+     http, start, body, response, startup_failed, app_error].
 
 %% ---------------------------------------------------------------------------
 %% gen_server
@@ -330,11 +330,18 @@ frame({init_ok, Info}, #st{status = starting} = St) ->
                                  info = Info1, waiters = [],
                                  started_at = erlang:monotonic_time(millisecond)}));
 frame({init_error, Module, Message, Trace}, #st{status = starting} = St) ->
-    ?LOG_ERROR("python worker ~b cannot import ~ts: ~ts~n~ts",
-               [St#st.ix, Module, Message, Trace]),
-    port_down(kill_port(St), {python_import, Module, Message});
+    %% A first start reports the error to the pool, which logs it once for
+    %% all workers; a restart has nobody waiting, so it logs here.
+    _ = St#st.first orelse ?LOG_ERROR("python worker ~b cannot import ~ts: ~ts~n~ts",
+                                      [St#st.ix, Module, Message, Trace]),
+    port_down(kill_port(St), {python_import, Module, Message, Trace});
+frame({app_error, Spec, Message}, #st{status = starting} = St) ->
+    _ = St#st.first orelse ?LOG_ERROR("python worker ~b cannot serve ~ts: ~ts",
+                                      [St#st.ix, Spec, Message]),
+    port_down(kill_port(St), {bad_app, Spec, Message});
 frame({startup_failed, Message}, #st{status = starting} = St) ->
-    ?LOG_ERROR("python worker ~b: the app's lifespan startup failed: ~ts", [St#st.ix, Message]),
+    _ = St#st.first orelse ?LOG_ERROR("python worker ~b: the app's lifespan startup failed: ~ts",
+                                      [St#st.ix, Message]),
     port_down(kill_port(St), {lifespan_startup_failed, Message});
 frame(Other, St) ->
     ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
@@ -343,9 +350,10 @@ frame(Other, St) ->
 normalize_info(Info) when is_map(Info) ->
     Channels = [#{pattern => P, events => Es}
                 || #{pattern := P, events := Es} <- maps:get(channels, Info, [])],
-    #{channels => Channels, on_connect => maps:get(on_connect, Info, false) =:= true};
+    #{channels => Channels, on_connect => maps:get(on_connect, Info, false) =:= true,
+      http => maps:get(http, Info, false) =:= true};
 normalize_info(_) ->
-    #{channels => [], on_connect => false}.
+    #{channels => [], on_connect => false, http => false}.
 
 %% A reply that is not `{ok, Json}' / `{error, Message}' reaches Python as
 %% ErlangError("malformed erl_reply").
@@ -469,7 +477,8 @@ port_down(St0, Reason) ->
                    restarts = St1#st.restarts + 1}
     end.
 
-first_start_error({python_import, Module, Message}) -> {python_import, Module, Message};
+first_start_error({python_import, _, _, _} = Error) -> Error;
+first_start_error({bad_app, _, _} = Error) -> Error;
 first_start_error({lifespan_startup_failed, Message}) -> {lifespan_startup_failed, Message};
 first_start_error(init_timeout) -> init_timeout;
 first_start_error(Other) -> {worker_start_failed, Other}.

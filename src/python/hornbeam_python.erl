@@ -128,11 +128,14 @@ flush_stream(Ref) ->
     after 0 -> ok
     end.
 
-%% @doc Whether the pool serves an HTTP app (`hornbeam:start/2' was given one).
+%% @doc Whether the pool serves an HTTP app: `hornbeam:start/2' was given
+%% one and the module has it (a module without it serves channels only).
 -spec has_http_app() -> boolean().
 has_http_app() ->
     case pool() of
-        #{http := Http} -> Http andalso whereis(hornbeam_python_sup) =/= undefined;
+        #{http := true} ->
+            maps:get(http, persistent_term:get(?INFO_KEY, #{}), false) =:= true
+                andalso whereis(hornbeam_python_sup) =/= undefined;
         _ -> false
     end.
 

@@ -14,6 +14,9 @@
 %% <li>`worker_path' — default `priv/hornbeam_worker';</li>
 %% <li>`emit_handler' — module with `handle_emit/1', default `hornbeam_python_emit';</li>
 %% <li>`env' — extra OS environment for the worker, `[{Name, Value}]';</li>
+%% <li>`python' — the interpreter or virtualenv the workers import from
+%%     (default: the activated one, `VIRTUAL_ENV'); it must be of the
+%%     Python version the worker was built for (`hornbeam_python_env');</li>
 %% <li>`worker_class' — how `app' serves HTTP: `asgi' (default) or `wsgi';</li>
 %% <li>`lifespan' — the ASGI lifespan protocol: `auto' (default; an app that
 %%     raises on it does not support it), `on' (required) or `off';</li>
@@ -23,7 +26,10 @@
 %% </ul>
 %%
 %% Errors: `{error, {worker_binary_missing, Path, Hint}}',
-%% `{error, {python_import, Module, Message}}' (traceback logged),
+%% `{error, {python_import, Module, Message, Traceback}}' (logged once),
+%% `{error, {bad_app, Spec, Message}}' (`module:attr' is not callable, or
+%% is missing and no channels are registered),
+%% `{error, hornbeam_python_env:error()}' (the `python' option),
 %% `{error, {lifespan_startup_failed, Message}}',
 %% `{error, {bad_option, Name, Value}}',
 %% `{error, {worker_start_failed, Reason}}'.
@@ -47,6 +53,7 @@
                   worker_path => file:filename_all(),
                   emit_handler => module(),
                   env => [{string(), string() | false}],
+                  python => string() | binary() | undefined,
                   worker_class => asgi | wsgi,
                   lifespan => auto | on | off,
                   root_path => binary() | string(),
@@ -70,16 +77,27 @@ start_link(Opts0) ->
                        #{domain => [hornbeam, python]}),
             {error, {worker_binary_missing, Path, "run `make build`"}};
         {ok, true} ->
-            %% After a kill of the supervisor above, the old pool may still
-            %% be stopping its workers (each within shutdown_timeout).
-            ok = hornbeam_names:await_free(
-                   [?MODULE | [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, maps:get(workers, Opts))]],
-                   await_timeout(Opts)),
-            case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
-                {ok, Sup} -> await_workers(Sup, Opts);
-                {error, Reason} -> {error, {worker_start_failed, Reason}}
+            case hornbeam_python_env:resolve(maps:get(python, Opts), Path) of
+                {ok, Python} -> start_pool(Opts#{env := python_env(Python, maps:get(env, Opts))});
+                {error, _} = Error -> Error
             end
     end.
+
+start_pool(Opts) ->
+    %% After a kill of the supervisor above, the old pool may still
+    %% be stopping its workers (each within shutdown_timeout).
+    ok = hornbeam_names:await_free(
+           [?MODULE | [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, maps:get(workers, Opts))]],
+           await_timeout(Opts)),
+    case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
+        {ok, Sup} -> await_workers(Sup, Opts);
+        {error, Reason} -> {error, {worker_start_failed, Reason}}
+    end.
+
+%% The checked interpreter goes to the workers as HORNBEAM_PYTHON; without
+%% one, an inherited HORNBEAM_PYTHON is removed (it was not checked).
+python_env(undefined, Env) -> [{"HORNBEAM_PYTHON", false} | Env];
+python_env(Exe, Env) -> [{"HORNBEAM_PYTHON", Exe} | Env].
 
 %% @doc Stop a pool started with start_link/1 (tests, shutdown).
 -spec stop() -> ok.
@@ -111,11 +129,25 @@ await_workers(Sup, #{workers := N, init_timeout := InitTimeout}) ->
             {ok, Sup};
         [Error | _] ->
             stop_sup(Sup),
-            case Error of
-                {error, Reason} -> {error, Reason};
-                Other -> {error, {worker_start_failed, Other}}
-            end
+            Reason = case Error of
+                         {error, R} -> R;
+                         Other -> {worker_start_failed, Other}
+                     end,
+            log_start_error(Reason),
+            {error, Reason}
     end.
+
+%% Every worker fails the same way: the pool logs the first error once.
+log_start_error({python_import, Module, Message, Trace}) ->
+    ?LOG_ERROR("cannot import Python module ~ts: ~ts~n~ts", [Module, Message, Trace],
+               #{domain => [hornbeam, python]});
+log_start_error({bad_app, Spec, Message}) ->
+    ?LOG_ERROR("cannot serve ~ts: ~ts", [Spec, Message], #{domain => [hornbeam, python]});
+log_start_error({lifespan_startup_failed, Message}) ->
+    ?LOG_ERROR("the app's lifespan startup failed: ~ts", [Message], #{domain => [hornbeam, python]});
+log_start_error(Reason) ->
+    ?LOG_ERROR("the python worker pool did not start: ~0p", [Reason],
+               #{domain => [hornbeam, python]}).
 
 %% OTP's default handler only lets through events without a domain or in
 %% [otp|_]: let the pool's log lines and Python tracebacks (domain
@@ -154,6 +186,7 @@ normalize_opts(Opts) ->
       worker_path => maps:get(worker_path, Opts, filename:join(Priv, "hornbeam_worker")),
       emit_handler => maps:get(emit_handler, Opts, hornbeam_python_emit),
       env => maps:get(env, Opts, []),
+      python => maps:get(python, Opts, undefined),
       worker_class => maps:get(worker_class, Opts, asgi),
       lifespan => maps:get(lifespan, Opts, auto),
       root_path => bin(maps:get(root_path, Opts, <<>>)),

@@ -46,8 +46,54 @@ def test_init_missing_module(runtime):
 def test_init_loads_app_attr(runtime):
     assert runtime.init("fx_room", app="fx_room:room")[0] == "init_ok"
     assert rt.app is hc.channels()["room:*"]
-    _, module, message, _ = runtime.init(app="fx_connect:nope")
-    assert module == b"fx_connect" and message.startswith(b"AttributeError")
+
+
+def served(app, *modules):
+    """init as the worker sends it (with a worker_class)."""
+    return rt.init({"app": app.encode(), "channel_modules": [m.encode() for m in modules],
+                    "pythonpath": [], "worker_id": 1, "worker_class": "asgi",
+                    "lifespan": "auto", "root_path": b""})
+
+
+def test_module_with_channels_and_no_app_is_served_channels_only(runtime):
+    tag, info = served("fx_room:app")
+    assert tag == "init_ok"
+    assert info["http"] is False
+    assert {c["pattern"] for c in info["channels"]} == {b"room:*", b"async:*"}
+    assert rt.http is None
+
+
+def test_channels_of_another_module_make_a_missing_app_channels_only(runtime):
+    tag, info = served("fx_connect:app", "fx_room")
+    assert tag == "init_ok" and info["http"] is False
+
+
+def test_module_with_neither_app_nor_channels_is_an_app_error(runtime):
+    assert served("fx_connect:nope") == (
+        "app_error", b"fx_connect:nope",
+        b"module 'fx_connect' has no attribute 'nope' and no channels are registered: "
+        b"nothing to serve")
+
+
+def test_app_that_is_not_callable_is_an_app_error(runtime):
+    assert served("asgi_echo:ROUTES", "fx_room") == (
+        "app_error", b"asgi_echo:ROUTES", b"asgi_echo:ROUTES is a dict, not a callable ASGI/WSGI app")
+
+
+def test_a_callable_app_serves_http(runtime):
+    tag, info = served("asgi_echo:app")
+    assert tag == "init_ok" and info["http"] is True
+
+
+def test_import_traceback_leaves_out_importlib_and_runtime_frames(runtime):
+    _, _, _, trace = runtime.init("fx_broken")
+    assert b"fx_broken.py" in trace
+    assert b"importlib" not in trace and b"hornbeam_runtime" not in trace
+    assert trace.count(b"ModuleNotFoundError") == 1
+
+
+def test_a_module_that_is_not_there_has_no_traceback(runtime):
+    assert runtime.init("no_such_module_here")[3] == b""
 
 
 # ---------------------------------------------------------------------------

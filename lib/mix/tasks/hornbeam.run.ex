@@ -17,6 +17,8 @@ defmodule Mix.Tasks.Hornbeam.Run do
     * `--worker-class CLASS` - `asgi` or `wsgi` (default `asgi`)
     * `--channel-module M` - Python module with channel handlers (repeatable)
     * `--pythonpath DIR` - added to `sys.path` (repeatable; default the current directory)
+    * `--python PATH` - interpreter or virtualenv to import from (default: the activated
+      virtualenv); must be the Python version the worker was built for
     * `--ws-path PATH` - WebSocket endpoint (default `/ws`)
     * `--name NODE` - Erlang node name, e.g. `a@127.0.0.1` (enables clustering)
     * `--cookie C` - Erlang distribution cookie
@@ -84,7 +86,8 @@ defmodule Mix.Tasks.Hornbeam.Run do
     distribution(node)
     bind = Map.get(opts, :bind, ~c"127.0.0.1:8000")
 
-    case :hornbeam.start(String.to_charlist(app_spec), opts) do
+    # held-back logs: a failure is the one block of explain/2 (:hornbeam_startup)
+    case :hornbeam_startup.start(String.to_charlist(app_spec), opts) do
       :ok ->
         url = url(bind)
         ws_path = Map.get(opts, :ws_path, ~c"/ws")

@@ -34,6 +34,7 @@
 
 mod convert;
 mod hbmod;
+mod interpreter;
 mod state;
 
 use std::fs::File;
@@ -62,6 +63,10 @@ fn main() {
 }
 
 fn run() -> i32 {
+    if std::env::args().nth(1).as_deref() == Some("--python-version") {
+        print!("{}", interpreter::describe());
+        return 0;
+    }
     let (proto_in, proto_out) = match protocol_files() {
         Ok(files) => files,
         Err(e) => {
@@ -74,6 +79,10 @@ fn run() -> i32 {
 
     use crate::hbmod::hornbeam_native;
     pyo3::append_to_inittab!(hornbeam_native);
+    if let Err(e) = interpreter::initialize_from_env() {
+        eprintln!("hornbeam_worker: {e}");
+        return 2;
+    }
     Python::initialize();
     if let Err(e) = Python::attach(isolate_std_fds) {
         eprintln!("hornbeam_worker: cannot redirect fds 0/1: {e}");
