@@ -7,6 +7,14 @@
 %% `{presence, Ix}'), then expires replicas silent for `down_period' (their
 %% presences leave) or `permdown_period' (forgotten). A peer whose clock it
 %% does not dominate is asked for a transfer of the state it misses.
+%%
+%% Faster than the heartbeat timeouts (beyond Phoenix.Tracker): the shard
+%% monitors every peer shard it hears from. When distribution reports the
+%% peer's node gone (`noconnection'), that replica is marked down at once
+%% (its presences leave, kept for its return until `permdown_period'); a
+%% peer shard that exits otherwise, or says `goodbye' from its terminate/2
+%% (graceful stop: hornbeam:stop/0, application stop, SIGTERM), is
+%% permdowned at once. Its next incarnation is a new replica anyway.
 %% Every change becomes a `presence_diff' broadcast to this node's
 %% subscribers of the topic, computed here from our own merges, so each
 %% client sees each change once.
@@ -19,8 +27,11 @@
 -record(state, {
     ix :: non_neg_integer(),
     crdt :: reference(),
+    incarnation :: non_neg_integer(),
     config :: map(),
     owners = #{} :: #{pid() => {non_neg_integer(), reference()}},
+    %% peer shards heard from: their monitor and the replica they speak for
+    peers = #{} :: #{pid() => {reference(), hornbeam_nif:replica()}},
     next_owner = 1 :: pos_integer(),
     %% peer shard pid => now_ms() of our last transfer request to it
     asked = #{} :: #{pid() => integer()},
@@ -52,7 +63,7 @@ init({Ix, Config}) ->
     persistent_term:put({?MODULE, Ix}, Crdt),
     ok = pg:join(hornbeam_pubsub:scope(), {presence, Ix}, self()),
     logger:set_process_metadata(#{presence_shard => Ix}),
-    State = #state{ix = Ix, crdt = Crdt, config = Config},
+    State = #state{ix = Ix, crdt = Crdt, incarnation = Incarnation, config = Config},
     gossip(State),
     schedule(tick, Config),
     {ok, State}.
@@ -80,11 +91,13 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}}.
-handle_info({'DOWN', Mon, process, Pid, _}, State = #state{owners = Owners, crdt = Crdt}) ->
-    case Owners of
-        #{Pid := {Id, Mon}} ->
+handle_info({'DOWN', Mon, process, Pid, Reason}, State = #state{owners = Owners, peers = Peers, crdt = Crdt}) ->
+    case {Owners, Peers} of
+        {#{Pid := {Id, Mon}}, _} ->
             Diffs = hornbeam_nif:presence_untrack_owner(Crdt, Id),
             {noreply, publish(Diffs, State#state{owners = maps:remove(Pid, Owners)})};
+        {_, #{Pid := {Mon, Replica}}} ->
+            {noreply, peer_gone(Replica, Reason, State#state{peers = maps:remove(Pid, Peers)})};
         _ ->
             {noreply, State}
     end;
@@ -99,8 +112,8 @@ handle_info(tick, State = #state{crdt = Crdt, config = Config}) ->
 handle_info({'$hb_presence', heartbeat, From, Clock, Delta}, State = #state{crdt = Crdt}) ->
     Now = now_ms(),
     case hornbeam_nif:presence_heartbeat(Crdt, Clock, Now) of
-        {ok, UpDiffs, _} ->
-            State1 = publish(UpDiffs, State),
+        {ok, UpDiffs, _, Replica} ->
+            State1 = publish(UpDiffs, watch_peer(From, Replica, State)),
             State2 = case Delta of
                          none -> State1;
                          _ -> merged(hornbeam_nif:presence_merge_delta(Crdt, Delta, Now), From, State1)
@@ -119,6 +132,22 @@ handle_info({'$hb_presence', transfer_req, From, Clock}, State = #state{crdt = C
 handle_info({'$hb_presence', transfer, From, Bin}, State = #state{crdt = Crdt, asked = Asked}) ->
     State1 = merged(hornbeam_nif:presence_merge_state(Crdt, Bin, now_ms()), From, State),
     {noreply, State1#state{asked = maps:remove(From, Asked)}};
+handle_info({'$hb_presence', goodbye, From, Replica = {Node, _}}, State = #state{peers = Peers})
+  when is_pid(From), is_binary(Node) ->
+    case atom_to_binary(node(From)) of
+        Node ->
+            State1 = case Peers of
+                         #{From := {Mon, _}} ->
+                             erlang:demonitor(Mon, [flush]),
+                             State#state{peers = maps:remove(From, Peers)};
+                         _ ->
+                             State
+                     end,
+            {noreply, peer_gone(Replica, goodbye, State1)};
+        _ ->
+            logger:warning("ignoring a presence goodbye from ~p for replica ~0p", [From, Replica]),
+            {noreply, State}
+    end;
 handle_info({window_end, Topic}, State = #state{throttled = Throttled, config = Config}) ->
     case Throttled of
         #{Topic := []} ->
@@ -138,7 +167,11 @@ handle_info(Msg, State) ->
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{ix = Ix}) ->
+terminate(_Reason, #state{ix = Ix, incarnation = Incarnation}) ->
+    %% Tell the peers that this incarnation is over, so that its presences
+    %% leave on their nodes now rather than after down_period.
+    Goodbye = {'$hb_presence', goodbye, self(), {atom_to_binary(node()), Incarnation}},
+    _ = [Peer ! Goodbye || Peer <- peer_shards(Ix)],
     _ = persistent_term:erase({?MODULE, Ix}),
     ok.
 
@@ -172,6 +205,29 @@ owner_id(Pid, State = #state{owners = Owners, next_owner = Next}) ->
             {Next, State#state{owners = Owners#{Pid => {Next, Mon}}, next_owner = Next + 1}}
     end.
 
+%% Monitor a peer shard from its first heartbeat on (again after a
+%% reconnection: the monitor fired when the connection went).
+watch_peer(From, Replica, State = #state{peers = Peers}) ->
+    case Peers of
+        #{From := _} -> State;
+        _ -> State#state{peers = Peers#{From => {erlang:monitor(process, From), Replica}}}
+    end.
+
+%% A peer replica is unreachable (its node disconnected: it may come back,
+%% so down) or over (its shard exited or said goodbye: permdown).
+peer_gone({Node, Incarnation}, Why, State = #state{crdt = Crdt}) ->
+    Diffs = case Why of
+                noconnection ->
+                    logger:notice("presence replica ~ts (incarnation ~b) is down: its node disconnected",
+                                  [Node, Incarnation]),
+                    hornbeam_nif:presence_replica_down(Crdt, Node, Incarnation);
+                _ ->
+                    logger:info("presence replica ~ts (incarnation ~b) is gone: ~0p",
+                                [Node, Incarnation, Why]),
+                    hornbeam_nif:presence_permdown(Crdt, Node, Incarnation)
+            end,
+    publish(Diffs, State).
+
 merged({ok, Diffs}, _From, State) -> publish(Diffs, State);
 merged({error, Why}, From, State) ->
     logger:warning("presence data from ~p could not be merged: ~p", [From, Why]),
@@ -195,9 +251,13 @@ maybe_ask_transfer(From, Clock, State = #state{crdt = Crdt, asked = Asked, confi
 gossip(#state{ix = Ix, crdt = Crdt}) ->
     Delta = hornbeam_nif:presence_extract_delta(Crdt),
     Msg = {'$hb_presence', heartbeat, self(), hornbeam_nif:presence_clock(Crdt), Delta},
-    Self = self(),
-    _ = [Peer ! Msg || Peer <- pg:get_members(hornbeam_pubsub:scope(), {presence, Ix}), Peer =/= Self],
+    _ = [Peer ! Msg || Peer <- peer_shards(Ix)],
     ok.
+
+%% The same shard on every other node.
+peer_shards(Ix) ->
+    Self = self(),
+    [Peer || Peer <- pg:get_members(hornbeam_pubsub:scope(), {presence, Ix}), Peer =/= Self].
 
 publish([], State) -> State;
 publish(Diffs, State = #state{config = #{presence_diff_interval := 0}}) ->
