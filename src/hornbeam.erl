@@ -27,7 +27,12 @@ start(AppSpec) ->
 -spec start(app_spec(), options()) -> ok | {error, term()}.
 start(AppSpec, Opts) when is_map(Opts) ->
     case application:ensure_all_started(hornbeam) of
-        {ok, _} -> start_endpoint(AppSpec, Opts);
+        {ok, _} ->
+            %% join / join_dns / join_retry_interval: see hornbeam_cluster
+            case hornbeam_cluster:join(Opts) of
+                ok -> start_endpoint(AppSpec, Opts);
+                {error, Reason} -> {error, {cluster, Reason}}
+            end;
         {error, _} = Error -> Error
     end.
 

@@ -2,6 +2,7 @@
 %%   pg scope `hornbeam'          — cluster-wide groups (pub/sub, relays)
 %%   hornbeam_pubsub              — this node's broadcast relay
 %%   hornbeam_channel_sup         — every channel process on this node
+%%   hornbeam_cluster             — keeps the node joined to its peers (join, join_dns)
 %%   endpoint (dynamic)           — listener + Python pool, added by hornbeam:start/2
 -module(hornbeam_sup).
 -behaviour(supervisor).
@@ -18,6 +19,7 @@ init([]) ->
         #{id => pg, start => {pg, start_link, [hornbeam_pubsub:scope()]}},
         #{id => hornbeam_pubsub, start => {hornbeam_pubsub, start_link, []}},
         #{id => hornbeam_channel_sup, start => {hornbeam_channel_sup, start_link, []},
-          type => supervisor, shutdown => infinity}
+          type => supervisor, shutdown => infinity},
+        #{id => hornbeam_cluster, start => {hornbeam_cluster, start_link, []}}
     ],
     {ok, {#{strategy => rest_for_one, intensity => 10, period => 10}, Children}}.
