@@ -40,8 +40,8 @@
     join_dns = [] :: [string()],
     interval :: pos_integer(),
     timer :: reference() | undefined,
-    %% the attempt in progress (its monitor)
-    attempt :: reference() | undefined,
+    %% the attempt in progress: its process and monitor
+    attempt :: {pid(), reference()} | undefined,
     %% targets connected (true) or last found unreachable (false): for
     %% logging transitions only
     seen = #{} :: #{node() => boolean()}
@@ -135,9 +135,13 @@ handle_info(attempt, State = #state{attempt = undefined}) ->
 handle_info(attempt, State) ->
     %% one at a time: the running attempt schedules the next
     {noreply, State#state{timer = undefined}};
-handle_info({'DOWN', Ref, process, _, Result}, State = #state{attempt = Ref, interval = Interval}) ->
-    State1 = report(Result, State#state{attempt = undefined}),
+handle_info({attempt_done, Pid, Results}, State = #state{attempt = {Pid, Ref}, interval = Interval}) ->
+    erlang:demonitor(Ref, [flush]),
+    State1 = report(Results, State#state{attempt = undefined}),
     {noreply, schedule(Interval, State1)};
+handle_info({'DOWN', Ref, process, _, Reason}, State = #state{attempt = {_, Ref}, interval = Interval}) ->
+    logger:warning("a cluster connection attempt failed: ~0p", [Reason]),
+    {noreply, schedule(Interval, State#state{attempt = undefined})};
 handle_info({nodeup, _Node}, State) ->
     {noreply, State};
 handle_info({nodedown, Node}, State = #state{seen = Seen}) ->
@@ -223,8 +227,9 @@ start_attempt(State) when node() =:= nonode@nohost ->
     State;
 start_attempt(State = #state{join = Join, join_dns = Dns}) ->
     [Base | _] = string:split(atom_to_list(node()), "@"),
-    {_, Ref} = spawn_monitor(fun() -> exit({attempt, connect(Join, Dns, Base)}) end),
-    State#state{attempt = Ref}.
+    Self = self(),
+    Attempt = spawn_monitor(fun() -> Self ! {attempt_done, self(), connect(Join, Dns, Base)} end),
+    State#state{attempt = Attempt}.
 
 %% [{Node, Connected}] for every target, in its own process.
 connect(Join, Dns, Base) ->
@@ -232,7 +237,7 @@ connect(Join, Dns, Base) ->
     [{Node, lists:member(Node, nodes()) orelse net_kernel:connect_node(Node) =:= true}
      || Node <- Targets].
 
-report({attempt, Results}, State = #state{seen = Seen, interval = Interval}) ->
+report(Results, State = #state{seen = Seen, interval = Interval}) ->
     Seen1 = lists:foldl(
               fun({Node, Up}, Acc) ->
                       case {maps:get(Node, Acc, undefined), Up} of
@@ -248,7 +253,4 @@ report({attempt, Results}, State = #state{seen = Seen, interval = Interval}) ->
                               Acc#{Node => false}
                       end
               end, Seen, Results),
-    State#state{seen = Seen1};
-report(Crash, State) ->
-    logger:warning("a cluster connection attempt failed: ~0p", [Crash]),
-    State.
+    State#state{seen = Seen1}.
