@@ -2,7 +2,7 @@
 //!
 //! The main property simulates 3–5 replicas under random local operations,
 //! gossip with lost / duplicated / reordered deltas, partitions, restarts
-//! (new incarnations), down / permdown / expiry and stale full-state
+//! (new incarnations), down / permdown / expiry, heartbeats and stale full-state
 //! transfers. After every step the diff a replica reports must equal the
 //! change of its `list` views; after healing and anti-entropy all replicas
 //! must hold the same view, equal to the plain model (the live tracks of
@@ -106,6 +106,8 @@ enum Op {
     Down(usize, usize),
     Permdown(usize, usize),
     AntiEntropy(usize, usize),
+    /// b's heartbeat (its clock) reaches a.
+    Heartbeat(usize, usize),
     Expire(usize),
     Tick(u64),
 }
@@ -127,6 +129,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Down(a, b)),
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Permdown(a, b)),
         3 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::AntiEntropy(a, b)),
+        2 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Heartbeat(a, b)),
         1 => n.clone().prop_map(Op::Expire),
         2 => (100u64..4_000).prop_map(Op::Tick),
     ]
@@ -496,6 +499,16 @@ impl Sim {
                             payload: Payload::State(fs.encode()),
                         });
                     }
+                }
+            }
+            Op::Heartbeat(a, b) => {
+                let (a, b) = (a % n, b % n);
+                if a != b && self.connected(a, b) {
+                    let clock = Clock::decode(&self.nodes[b].state.clock().encode())
+                        .expect("clock decodes");
+                    let now = self.now;
+                    checked(&mut self.nodes[a].state, |s| s.heartbeat(&clock, now));
+                    self.check_local(a);
                 }
             }
             Op::Expire(i) => {
@@ -1426,16 +1439,21 @@ proptest! {
         match ending {
             Return::Reconnect => {
                 // Heartbeat (clock), then the next delta, then a transfer
-                // if the clock shows a gap: the tracker's order.
-                checked(&mut b, |s| s.replica_up(a.replica(), now));
+                // if the clock shows a gap: the tracker's order. At every
+                // step b shows either none of a's entries or exactly a's
+                // live ones: never a stale one removed while away.
+                let mut current = own(&a);
+                current.extend(b_own.iter().cloned());
+                let clock = Clock::decode(&a.clock().encode()).unwrap();
+                checked(&mut b, |s| s.heartbeat(&clock, now));
+                prop_assert!(shown(&b) == b_own || shown(&b) == current, "stale after heartbeat");
                 merge(&mut b, &a.extract_delta(), now);
+                prop_assert!(shown(&b) == b_own || shown(&b) == current, "stale after delta");
                 if !b.dominates(&a.clock()) {
                     transfer(&a, &mut b, now);
                 }
                 prop_assert!(b.dominates(&a.clock()));
-                let mut expect = own(&a);
-                expect.extend(b_own.iter().cloned());
-                prop_assert_eq!(shown(&b), expect);
+                prop_assert_eq!(shown(&b), current);
                 prop_assert_eq!(b.replicas()[0].status, ReplicaStatus::Up);
             }
             Return::Permdown => {
@@ -1475,7 +1493,7 @@ fn presence_nodedown_then_quick_return_restores_the_same_presences() {
     assert_eq!(left.leave_count(), 2);
     // A second nodedown report (pg and the monitor both) changes nothing.
     assert!(checked(&mut b, |s| s.replica_down(a.replica())).is_empty());
-    let back = checked(&mut b, |s| s.replica_up(a.replica(), 500));
+    let back = checked(&mut b, |s| s.heartbeat(&a.clock(), 500));
     assert_eq!(back.join_count(), 2);
     assert_eq!(view(&b), before);
     // Its next (empty) heartbeat delta joins nothing twice.
@@ -1495,9 +1513,13 @@ fn presence_nodedown_keeps_removals_made_while_away() {
     checked(&mut b, |s| s.replica_down(a.replica()));
     a.untrack("t", 1, "gone").unwrap();
     let _lost = a.extract_delta();
-    checked(&mut b, |s| s.replica_up(a.replica(), 100));
-    merge(&mut b, &a.extract_delta(), 100);
+    // Back: its heartbeat's clock is ahead, so it stays down (no flash of
+    // "gone"), and the gap asks for a transfer.
+    assert!(checked(&mut b, |s| s.heartbeat(&a.clock(), 100)).is_empty());
+    assert!(merge(&mut b, &a.extract_delta(), 100).is_empty());
     assert!(!b.dominates(&a.clock()));
-    transfer(&a, &mut b, 100);
+    let back = transfer(&a, &mut b, 100);
+    assert_eq!(back.join_count(), 1);
+    assert_eq!(back.leave_count(), 0);
     assert_eq!(shown(&b), set(&[("t", "stays", r#"{"x":2}"#)]));
 }

@@ -152,8 +152,9 @@ fn presence_clock<'a>(env: Env<'a>, t: ResourceArc<Tracker>) -> NifResult<Term<'
     Ok(bin(env, &s.clock().encode()))
 }
 
-/// A peer's heartbeat: marks its replica up (introducing it if new) and says
-/// whether its clock shows state we miss (then the shard asks a transfer).
+/// A peer's heartbeat: introduces its replica or marks it heard from (a down
+/// one comes back up once nothing it did is missing here) and says whether
+/// its clock shows state we miss (then the shard asks a transfer).
 #[rustler::nif]
 fn presence_heartbeat<'a>(
     env: Env<'a>,
@@ -170,7 +171,7 @@ fn presence_heartbeat<'a>(
         let me = replica_term(env, clock.replica());
         return Ok((atoms::ok(), Vec::<Term>::new(), false, me).encode(env));
     }
-    let diff = s.replica_up(clock.replica(), now_ms);
+    let diff = s.heartbeat(&clock, now_ms);
     let behind = !s.dominates(&clock);
     Ok((
         atoms::ok(),
