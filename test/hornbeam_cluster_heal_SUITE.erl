@@ -25,6 +25,7 @@ suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
     [join_reconnects_after_a_partition,
+     presence_removed_during_a_partition_never_comes_back,
      killed_peer_presences_leave_at_once_and_its_restart_rejoins,
      graceful_stop_presences_leave_at_once,
      hornbeam_stop_presences_leave_at_once,
@@ -108,7 +109,8 @@ join_reconnects_after_a_partition(_Config) ->
     ok = wait_until(fun() -> connected(PA, B) end, 10000),
     {_CA, _} = track_client(PortA, <<"room:p">>, <<"user:a">>),
     {CB, _} = track_client(PortB, <<"room:p">>, <<"user:b">>),
-    ok = wait_until(fun() -> keys(PA, <<"room:p">>) =:= [<<"user:a">>, <<"user:b">>] end, 10000),
+    ok = wait_until(fun() -> keys(PA, <<"room:p">>) =:= [<<"user:a">>, <<"user:b">>] andalso
+                                 keys(PB, <<"room:p">>) =:= [<<"user:a">>, <<"user:b">>] end, 10000),
 
     %% Cut the connection (from A's side: A has no join of its own).
     T0 = erlang:monotonic_time(millisecond),
@@ -127,6 +129,44 @@ join_reconnects_after_a_partition(_Config) ->
     ok = call(PA, hornbeam, broadcast, [<<"room:p">>, <<"news">>, #{<<"n">> => 1}]),
     ?assertEqual([null, null, <<"room:p">>, <<"news">>, #{<<"n">> => 1}], next_broadcast(CB)),
     ok = wait_until(fun() -> keys(PB, <<"room:p">>) =:= [<<"user:a">>, <<"user:b">>] end, 10000).
+
+%% While A and B are cut apart (repeatedly), A's client leaves. After the
+%% heal B's clients must not see that presence join again, not even for a
+%% moment: A's replica stays down at B until B has caught up with it.
+presence_removed_during_a_partition_never_comes_back(_Config) ->
+    {PA, A, PortA} = start_peer(name(heal_r), #{}),
+    {PB, B, PortB} = start_peer(name(heal_q), #{join => [A], join_retry_interval => ?RETRY}),
+    ok = wait_until(fun() -> connected(PA, B) end, 10000),
+    {CA, _} = track_client(PortA, <<"room:r">>, <<"user:a">>),
+    {CB, _} = track_client(PortB, <<"room:r">>, <<"user:b">>),
+    ok = wait_until(fun() -> keys(PB, <<"room:r">>) =:= [<<"user:a">>, <<"user:b">>] end, 10000),
+    T0 = erlang:monotonic_time(millisecond),
+    Cutter = spawn_link(fun() -> cut(PA, B, 20) end),
+    timer:sleep(120),
+    ok = ?C:close(CA),
+    _ = until_diff(CB, <<"leaves">>, <<"user:a">>, T0),
+    Ref = monitor(process, Cutter),
+    receive {'DOWN', Ref, _, _, _} -> ok after 30000 -> ct:fail(cutter_stuck) end,
+    ok = wait_until(fun() -> connected(PA, B) end, 10000),
+    ok = wait_until(fun() -> keys(PB, <<"room:r">>) =:= [<<"user:b">>] end, 10000),
+    ok = wait_until(fun() -> keys(PA, <<"room:r">>) =:= [<<"user:b">>] end, 10000),
+    %% Nothing of user:a arrives any more (two seconds of diffs).
+    ?assertEqual([], joins_of(CB, <<"user:a">>, erlang:monotonic_time(millisecond) + 2000)).
+
+cut(_PA, _B, 0) -> ok;
+cut(PA, B, N) ->
+    _ = call(PA, erlang, disconnect_node, [B]),
+    timer:sleep(50),
+    cut(PA, B, N - 1).
+
+%% presence_diff joins of Key received on C until Deadline.
+joins_of(C, Key, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    case ?C:recv_json(C, Left) of
+        timeout -> [];
+        [_, _, _, <<"presence_diff">>, #{<<"joins">> := #{Key := J}}] -> [J | joins_of(C, Key, Deadline)];
+        _ -> joins_of(C, Key, Deadline)
+    end.
 
 killed_peer_presences_leave_at_once_and_its_restart_rejoins(_Config) ->
     AName = name(heal_k),
