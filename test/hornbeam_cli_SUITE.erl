@@ -11,7 +11,7 @@ all() ->
      port_in_use_is_one_line, missing_build_says_how_to_build,
      serves_the_chat_example_and_stops_on_sigint,
      distributed_node_keeps_the_cookie_out_of_ps_and_listens_on_loopback,
-     cookie_file_readable_by_others_is_refused].
+     cookie_file_readable_by_others_is_refused, join_without_name_is_a_usage_error].
 
 root() ->
     Src = proplists:get_value(source, ?MODULE:module_info(compile)),
@@ -141,3 +141,9 @@ cookie_file_readable_by_others_is_refused(Config) ->
                     "--cookie-file", File]),
     ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: the cookie file .* is readable by other "
                                          "users \\(mode 644\\); run chmod 600", [multiline])).
+
+join_without_name_is_a_usage_error(_Config) ->
+    {2, Out} = run(["run", "app:app", "--workers", "1", "--join", "a@127.0.0.1"]),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: --join needs --name", [multiline])),
+    {2, Out2} = run(["run", "app:app", "--workers", "1", "--cookie-file", "/nonexistent"]),
+    ?assertMatch({match, _}, re:run(Out2, "^hornbeam: error: --cookie-file needs --name", [multiline])).
