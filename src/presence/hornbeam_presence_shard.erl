@@ -170,8 +170,9 @@ handle_info(Msg, State) ->
 terminate(_Reason, #state{ix = Ix, incarnation = Incarnation}) ->
     %% Tell the peers that this incarnation is over, so that its presences
     %% leave on their nodes now rather than after down_period.
+    %% (Best effort: the pg scope may be the thing that went down.)
     Goodbye = {'$hb_presence', goodbye, self(), {atom_to_binary(node()), Incarnation}},
-    _ = [Peer ! Goodbye || Peer <- peer_shards(Ix)],
+    _ = catch [Peer ! Goodbye || Peer <- peer_shards(Ix)],
     _ = persistent_term:erase({?MODULE, Ix}),
     ok.
 
