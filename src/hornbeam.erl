@@ -32,7 +32,12 @@ start(AppSpec) ->
 -spec start(app_spec(), options()) -> ok | {error, term()}.
 start(AppSpec, Opts) when is_map(Opts) ->
     case application:ensure_all_started(hornbeam) of
-        {ok, _} -> start_endpoint(AppSpec, Opts);
+        {ok, _} ->
+            %% join / join_dns / join_retry_interval: see hornbeam_cluster
+            case hornbeam_cluster:join(Opts) of
+                ok -> start_endpoint(AppSpec, Opts);
+                {error, Reason} -> {error, {cluster, Reason}}
+            end;
         {error, _} = Error -> Error
     end;
 start(_AppSpec, Opts) ->
@@ -41,12 +46,17 @@ start(_AppSpec, Opts) ->
 %% @doc Stop serving: the listener, its connections and the Python workers.
 -spec stop() -> ok | {error, not_started}.
 stop() ->
-    case catch supervisor:terminate_child(hornbeam_sup, endpoint) of
+    ok = hornbeam_presence_shard:set_retiring(true),
+    try supervisor:terminate_child(hornbeam_sup, endpoint) of
         ok ->
             _ = supervisor:delete_child(hornbeam_sup, endpoint),
             ok;
         _ ->
             {error, not_started}
+    catch
+        _:_ -> {error, not_started}
+    after
+        hornbeam_presence_shard:set_retiring(false)
     end.
 
 %% @doc The TCP port the endpoint listens on (useful with `bind => "127.0.0.1:0"').

@@ -25,7 +25,7 @@ all() ->
      binary_frame_closes_1003, ping_gets_pong, close_handshake_is_echoed,
      client_that_stops_reading_is_closed, vanished_peer_is_noticed,
      websocket_suffix_path_and_vsn, unsupported_vsn_is_403,
-     origin_policy_default, origin_policy_list_and_false,
+     origin_policy_default, origin_policy_public_hosts, origin_policy_list_and_false,
      non_websocket_paths_are_404, connect_params_reach_the_channel,
      stop_closes_websockets_with_1001, garbage_never_crashes_the_server,
      idle_socket_hibernates_after_join_and_heartbeat,
@@ -57,6 +57,7 @@ testcase_opts(heartbeat_timeout_closes_the_connection) -> #{heartbeat_timeout =>
 testcase_opts(max_channels_per_connection_is_enforced) -> #{max_channels_per_connection => 2};
 testcase_opts(frame_over_max_frame_size_closes_1009) -> #{max_frame_size => 1000};
 testcase_opts(client_that_stops_reading_is_closed) -> #{max_send_queue => 65536};
+testcase_opts(origin_policy_public_hosts) -> #{public_hosts => ["chat.example.com", <<"*.example.org">>]};
 testcase_opts(origin_policy_list_and_false) -> #{check_origin => [<<"https://good.example">>]};
 testcase_opts(idle_socket_hibernates_after_join_and_heartbeat) -> #{hibernate_after => 60000};
 testcase_opts(unfinished_fragmented_message_closes_1008) -> #{fragment_timeout => 500};
@@ -381,11 +382,30 @@ unsupported_vsn_is_403(Config) ->
     {error, {status, 403, Body}} = ?C:connect(?config(port, Config), "/ws?vsn=1.0.0"),
     ?assertMatch({match, _}, re:run(Body, "vsn 2")).
 
+%% Bound to 127.0.0.1: pages of localhost, 127.0.0.1 and [::1] (any port)
+%% may connect; a DNS-rebinding page, whose Origin and Host header name the
+%% same hostile host, may not.
 origin_policy_default(Config) ->
     Port = ?config(port, Config),
+    P = integer_to_list(Port),
     {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "http://127.0.0.1"}]),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "http://localhost:" ++ P}]),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "http://[::1]:3000"}]),
     {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Origin", "http://evil.example"}]),
+    {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Host", "evil.example:" ++ P},
+                                                       {"Origin", "http://evil.example:" ++ P}]),
     {ok, _} = ?C:connect(Port, "/ws", []).
+
+origin_policy_public_hosts(Config) ->
+    Port = ?config(port, Config),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "https://chat.example.com"}]),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "https://a.example.org"}]),
+    %% Given public hosts replace the bind host's.
+    {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Origin", "http://127.0.0.1"}]),
+    {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Origin", "https://example.org"}]),
+    ok = hornbeam:stop(),
+    ?assertEqual({error, {bad_option, public_hosts, [42]}},
+                 hornbeam:start(none, #{bind => "127.0.0.1:0", public_hosts => [42]})).
 
 origin_policy_list_and_false(Config) ->
     Port = ?config(port, Config),

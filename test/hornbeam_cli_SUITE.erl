@@ -19,7 +19,9 @@ all() ->
      activated_venv_is_what_handlers_import_from,
      venv_of_another_python_version_is_one_error_line,
      venv_of_another_installation_of_the_same_version_is_one_error_line,
-     missing_python_is_one_error_line].
+     missing_python_is_one_error_line,
+     distributed_node_keeps_the_cookie_out_of_ps_and_listens_on_loopback,
+     cookie_file_readable_by_others_is_refused, join_without_name_is_a_usage_error].
 
 init_per_testcase(_Case, Config) ->
     Dir = filename:join(?config(priv_dir, Config), "app_" ++ integer_to_list(erlang:unique_integer([positive]))),
@@ -388,3 +390,50 @@ join(HttpPort) ->
     ok = hornbeam_ws_client:push(C, <<"1">>, <<"1">>, <<"room:lobby">>, <<"phx_join">>, #{}),
     [<<"1">>, <<"1">>, <<"room:lobby">>, <<"phx_reply">>, Reply] = hornbeam_ws_client:recv_json(C),
     Reply.
+
+%% --name with the cookie in HORNBEAM_COOKIE: the cookie is on no command
+%% line, not in the VM's environment once read (the Python workers inherit
+%% that), and distribution listens on loopback only.
+distributed_node_keeps_the_cookie_out_of_ps_and_listens_on_loopback(_Config) ->
+    Name = "hbcli_" ++ integer_to_list(erlang:unique_integer([positive])),
+    Node = list_to_atom(Name ++ "@127.0.0.1"),
+    Cookie = "c" ++ binary_to_list(binary:encode_hex(crypto:strong_rand_bytes(12))),
+    Port = open_port({spawn_executable, hornbeam()},
+                     [{args, ["run", "app:app", "--bind", "127.0.0.1:0", "--workers", "1",
+                              "--pythonpath", "examples/channels_chat", "--channel-module", "app",
+                              "--name", atom_to_list(Node)]},
+                      {env, [{"HORNBEAM_COOKIE", Cookie}]},
+                      exit_status, stderr_to_stdout, binary, {line, 4096}, {cd, root()}]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    _ = wait_for_url(Port),
+    Ps = os:cmd("ps -eo args"),
+    ?assertMatch({match, _}, re:run(Ps, Name)),
+    ?assertEqual(nomatch, re:run(Ps, Cookie)),
+    %% The node took the cookie: the CT node reaches it with it.
+    true = erlang:set_cookie(Node, list_to_atom(Cookie)),
+    ?assertEqual(list_to_atom(Cookie), erpc:call(Node, erlang, get_cookie, [])),
+    ?assertEqual(false, erpc:call(Node, os, getenv, ["HORNBEAM_COOKIE"])),
+    ?assertEqual({ok, {127, 0, 0, 1}}, erpc:call(Node, application, get_env, [kernel, inet_dist_use_interface])),
+    %% Its distribution listen socket is bound to 127.0.0.1, not 0.0.0.0.
+    {port, DistPort, _} = erl_epmd:port_please(Name, {127, 0, 0, 1}),
+    Bound = [Addr || P <- erpc:call(Node, erlang, ports, []),
+                     {ok, {Addr, DP}} <- [catch erpc:call(Node, inet, sockname, [P])], DP =:= DistPort],
+    ?assertMatch([_ | _], Bound),
+    ?assertEqual([{127, 0, 0, 1}], lists:usort(Bound)),
+    _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    ?assertEqual(0, wait_exit(Port)).
+
+cookie_file_readable_by_others_is_refused(Config) ->
+    File = filename:join(?config(priv_dir, Config), "cookie"),
+    ok = file:write_file(File, "some-long-secret-cookie"),
+    ok = file:change_mode(File, 8#644),
+    {1, Out} = run(["run", "app:app", "--workers", "1", "--name", "hbcli_refused@127.0.0.1",
+                    "--cookie-file", File]),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: the cookie file .* is readable by other "
+                                         "users \\(mode 644\\); run chmod 600", [multiline])).
+
+join_without_name_is_a_usage_error(_Config) ->
+    {2, Out} = run(["run", "app:app", "--workers", "1", "--join", "a@127.0.0.1"]),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: --join needs --name", [multiline])),
+    {2, Out2} = run(["run", "app:app", "--workers", "1", "--cookie-file", "/nonexistent"]),
+    ?assertMatch({match, _}, re:run(Out2, "^hornbeam: error: --cookie-file needs --name", [multiline])).

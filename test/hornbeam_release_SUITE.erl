@@ -11,7 +11,7 @@
 -compile([export_all, nowarn_export_all]).
 
 -define(NODE, "hornbeam_rel_ct@127.0.0.1").
--define(COOKIE, "hornbeam_rel_ct").
+-define(COOKIE, "hornbeam_rel_ct_9f3c1e7a2b").
 
 suite() -> [{timetrap, {minutes, 4}}].
 
@@ -19,7 +19,8 @@ all() ->
     [release_carries_the_native_parts, default_config_serves_the_bundled_chat,
      daemon_serves_the_chat_example_and_stops, bad_serve_config_is_one_line_and_exit_1,
      module_with_channels_and_no_app_is_served_channels_only,
-     module_with_nothing_to_serve_is_one_line_and_exit_1].
+     module_with_nothing_to_serve_is_one_line_and_exit_1,
+     missing_or_guessable_cookie_is_refused].
 
 root() ->
     Src = proplists:get_value(source, ?MODULE:module_info(compile)),
@@ -84,6 +85,9 @@ daemon_serves_the_chat_example_and_stops(_Config) ->
     ?assertMatch({0, _}, run(script(), ["daemon"], Env, 60000)),
     Port = wait_for_port(60),
     {ok, PidOut} = ok_output(run(script(), ["pid"], env(), 30000)),
+    %% The vm.args the start script filled in holds the cookie: owner only.
+    {ok, #{mode := VmArgsMode}} = file_info(filename:join([rel(), "releases", "0.1.0", "vm.args"])),
+    ?assertEqual(8#600, VmArgsMode band 8#777),
     OsPid = string:trim(PidOut),
 
     %% The ASGI app answers at /.
@@ -147,6 +151,19 @@ module_with_nothing_to_serve_is_one_line_and_exit_1(_Config) ->
     ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: cannot serve fx_connect:app: module "
                                          "'fx_connect' has no attribute 'app'", [multiline])),
     ?assertEqual(nomatch, re:run(Out, "REPORT|supervisor|Traceback")).
+
+%% No default cookie: without HORNBEAM_COOKIE, or with a guessable one,
+%% the start commands stop before the node starts, with one line.
+missing_or_guessable_cookie_is_refused(_Config) ->
+    Node = "hornbeam_rel_ct3@127.0.0.1",
+    {1, Out} = run(script(), ["foreground"], env(#{"HORNBEAM_COOKIE" => false, "HORNBEAM_NODE" => Node}), 60000),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: HORNBEAM_COOKIE is not set", [multiline])),
+    {1, Out2} = run(script(), ["daemon"], env(#{"HORNBEAM_COOKIE" => "hornbeam", "HORNBEAM_NODE" => Node}), 60000),
+    ?assertMatch({match, _}, re:run(Out2, "^hornbeam: error: HORNBEAM_COOKIE is a guessable word", [multiline])),
+    {1, Out3} = run(script(), ["foreground"], env(#{"HORNBEAM_COOKIE" => "short1", "HORNBEAM_NODE" => Node}), 60000),
+    ?assertMatch({match, _}, re:run(Out3, "^hornbeam: error: HORNBEAM_COOKIE is shorter than 16", [multiline])),
+    %% Nothing started under that name.
+    ?assertMatch({1, _}, run(script(), ["ping"], env(#{"HORNBEAM_NODE" => Node}), 30000)).
 
 %% --- helpers ----------------------------------------------------------------
 

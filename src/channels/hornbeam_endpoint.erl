@@ -11,7 +11,7 @@
 
 -type config() :: #{
     ws_path := binary(),
-    check_origin := default | false | [binary()],
+    check_origin := false | [binary()],       %% resolved: public_hosts_policy or the given list
     max_frame_size := pos_integer(),
     max_send_queue := pos_integer(),
     max_json_depth := pos_integer(),
@@ -31,7 +31,8 @@
 -spec defaults() -> map().
 defaults() ->
     #{ws_path => <<"/ws">>,
-      check_origin => default,
+      check_origin => default,                 %% Origin must be a public host → else 403; a list, or false
+      public_hosts => default,                 %% [Host]: hosts browsers reach us by; default: the bind host
       max_frame_size => 1048576,               %% bytes; bigger frame/message → close 1009
       max_send_queue => 1048576,               %% bytes queued to a client that does not read → close 1008
       max_json_depth => 64,                    %% nesting of a message payload → close 1007
@@ -48,7 +49,21 @@ defaults() ->
 %% keys of defaults/0; unknown keys are ignored here).
 -spec config(map()) -> {ok, config()} | {error, term()}.
 config(Opts) ->
-    Merged = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    Merged0 = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    case valid_hosts(maps:get(public_hosts, Merged0)) of
+        true ->
+            Policy = origin_policy(Merged0, maps:get(bind, Opts, "127.0.0.1:8000")),
+            config_routes(maps:remove(public_hosts, Merged0#{check_origin := Policy}));
+        false ->
+            {error, {bad_option, public_hosts, maps:get(public_hosts, Merged0)}}
+    end.
+
+valid_hosts(default) -> true;
+valid_hosts(Hosts) when is_list(Hosts) ->
+    lists:all(fun(H) -> is_binary(H) orelse io_lib:printable_unicode_list(H) end, Hosts);
+valid_hosts(_) -> false.
+
+config_routes(Merged) ->
     #{channels := Channels, max_topic_length := MaxTopic} = Merged,
     Patterns = [to_binary(P) || {P, _} <- Channels],
     case hornbeam_nif:router_new(Patterns, MaxTopic) of
@@ -59,6 +74,33 @@ config(Opts) ->
             {ok, Config};
         {error, Reason} ->
             {error, {bad_channel_pattern, Reason}}
+    end.
+
+%% The origin policy: `default' allows the public hosts (`public_hosts', or
+%% the bind host: loopback and wildcard binds allow localhost, 127.0.0.1 and
+%% [::1]), never "whatever the Host header says" (DNS rebinding).
+origin_policy(#{check_origin := default, public_hosts := default}, Bind) ->
+    Hosts = case hornbeam_http_bind:parse(Bind) of
+                {ok, {IP, _}} -> bind_hosts(IP);
+                {error, _} -> bind_hosts({127, 0, 0, 1})
+            end,
+    hornbeam_ws_handshake:public_hosts_policy(Hosts);
+origin_policy(#{check_origin := default, public_hosts := Hosts}, _Bind) ->
+    hornbeam_ws_handshake:public_hosts_policy(Hosts);
+origin_policy(#{check_origin := Policy}, _Bind) ->
+    Policy.
+
+bind_hosts(IP) ->
+    Local = [<<"localhost">>, <<"127.0.0.1">>, <<"::1">>],
+    case IP of
+        {127, _, _, _} -> Local;
+        {0, 0, 0, 0, 0, 0, 0, 1} -> Local;
+        Any when Any =:= {0, 0, 0, 0}; Any =:= {0, 0, 0, 0, 0, 0, 0, 0} ->
+            logger:warning("serving on every interface with no public_hosts (--public-host): "
+                           "browsers are refused (403) unless they reach this server as "
+                           "localhost; set the host names clients use"),
+            Local;
+        _ -> [list_to_binary(inet:ntoa(IP))]
     end.
 
 %% @doc The channel module for Topic.
@@ -99,8 +141,8 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
             refuse(403, <<"unsupported protocol version; this server speaks vsn 2.x "
                           "(Phoenix V2 JSON)\n">>);
         {true, true, {error, _}} ->
-            logger:info("WebSocket refused: origin ~0p not allowed",
-                        [hornbeam_http_req:header(<<"origin">>, Req)]),
+            logger:info("WebSocket refused: origin ~0p not allowed (allowed: ~0p; see public_hosts)",
+                        [hornbeam_http_req:header(<<"origin">>, Req), Policy]),
             refuse(403, <<"origin not allowed\n">>);
         {true, true, ok} ->
             ConnectInfo = connect_info(Req),

@@ -4,10 +4,6 @@
 %% `check_origin/2' decides whether the request's `Origin' is allowed:
 %% <ul>
 %% <li>`false': every origin is allowed.</li>
-%% <li>`default': allowed when `Origin' is absent, or when its host[:port]
-%%     equals the `Host' header's (case-insensitive; a default port, 80 for
-%%     http/ws and 443 for https/wss, is the same as no port; a `Host' port of
-%%     80 or 443 is the same as no port, since a TLS proxy may sit in front).</li>
 %% <li>a list of allowed origins, each one of:
 %%     <ul>
 %%     <li>`<<"https://example.com">>' — that scheme and host, and that port
@@ -20,19 +16,25 @@
 %%         (list both to allow both).</li>
 %%     </ul></li>
 %% </ul>
+%% The endpoint's default policy is the list `public_hosts_policy/1' makes of
+%% its configured public hosts (`public_hosts'; by default the bind host). It
+%% never compares the `Origin' with the request's own `Host' header: with DNS
+%% rebinding a hostile page's origin and the Host header it sends are the
+%% same name, so that comparison lets any site in.
+%%
 %% As in Phoenix, a request without `Origin' is allowed under every policy:
 %% browsers always send it on WebSocket handshakes, so its absence means a
 %% non-browser client, which an origin check cannot stop anyway. An `Origin'
 %% of `null' (opaque origin) never matches.
 -module(hornbeam_ws_handshake).
 
--export([validate/1, accept_key/1, check_origin/2, format_error/1]).
+-export([validate/1, accept_key/1, check_origin/2, public_hosts_policy/1, format_error/1]).
 
 -define(GUID, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").
 
 -type error() :: method_not_get | http_version | no_upgrade_websocket
                | no_connection_upgrade | missing_key | bad_key | unsupported_version.
--type policy() :: default | false | [binary()].
+-type policy() :: false | [binary()].
 -export_type([error/0, policy/0]).
 
 %% @doc Check the handshake; give the `Sec-WebSocket-Accept' value.
@@ -56,6 +58,23 @@ check_origin(Req, Policy) ->
         [Origin] -> verdict(origin_allowed(parse_origin(Origin), Req, Policy));
         _Several -> {error, forbidden}
     end.
+
+%% @doc The allow-list policy of public hosts: each of `"example.com"',
+%% `"example.com:8443"' (that port only), `"*.example.com"' (subdomains) or an
+%% IP address (`"10.0.0.5"', `"::1"' or `"[::1]"') allows that host with any
+%% scheme (and any port unless one is given).
+-spec public_hosts_policy([binary() | string()]) -> [binary()].
+public_hosts_policy(Hosts) ->
+    [<<"//", (bracket_ipv6(hornbeam_http_req:lowercase(to_binary(H))))/binary>> || H <- Hosts].
+
+bracket_ipv6(Host) ->
+    case inet:parse_ipv6strict_address(binary_to_list(Host)) of
+        {ok, _} -> <<"[", Host/binary, "]">>;
+        {error, _} -> Host
+    end.
+
+to_binary(B) when is_binary(B) -> B;
+to_binary(L) when is_list(L) -> unicode:characters_to_binary(L).
 
 %% @doc Human-readable text for an error of `validate/1' (used in the 400 body).
 -spec format_error(error()) -> binary().
@@ -171,31 +190,8 @@ default_port(_) -> undefined.
 
 origin_allowed(error, _Req, _Policy) ->
     false;
-origin_allowed({Scheme, Host, Port}, Req, default) ->
-    case hornbeam_http_req:headers(<<"host">>, Req) of
-        [HostHeader] ->
-            case host_port(hornbeam_http_req:lowercase(hornbeam_http_req:trim(HostHeader))) of
-                {ok, Host, HostPort} ->
-                    same_port(effective_port(Scheme, Port), HostPort);
-                _ ->
-                    false
-            end;
-        _ ->
-            false
-    end;
 origin_allowed(Origin, _Req, Allowed) when is_list(Allowed) ->
     lists:any(fun(Entry) -> entry_matches(parse_origin(Entry), Origin) end, Allowed).
-
-%% An origin's port with its scheme's default port dropped.
-effective_port(Scheme, Port) ->
-    case default_port(Scheme) of
-        Port -> undefined;
-        _ -> Port
-    end.
-
-same_port(Port, Port) -> true;
-same_port(undefined, HostPort) -> HostPort =:= 80 orelse HostPort =:= 443;
-same_port(_, _) -> false.
 
 entry_matches(error, _Origin) ->
     false;

@@ -7,6 +7,14 @@
 %% `{presence, Ix}'), then expires replicas silent for `down_period' (their
 %% presences leave) or `permdown_period' (forgotten). A peer whose clock it
 %% does not dominate is asked for a transfer of the state it misses.
+%%
+%% Faster than the heartbeat timeouts (beyond Phoenix.Tracker): the shard
+%% monitors every peer shard it hears from. When distribution reports the
+%% peer's node gone (`noconnection'), that replica is marked down at once
+%% (its presences leave, kept for its return until `permdown_period'); a
+%% peer shard that exits otherwise, or says `goodbye' from its terminate/2
+%% (graceful stop: hornbeam:stop/0, application stop, SIGTERM), is
+%% permdowned at once. Its next incarnation is a new replica anyway.
 %% Every change becomes a `presence_diff' broadcast to this node's
 %% subscribers of the topic, computed here from our own merges, so each
 %% client sees each change once.
@@ -29,17 +37,20 @@
 -module(hornbeam_presence_shard).
 -behaviour(gen_server).
 
--export([start_link/2, whereis_shard/1, state/1, keep_table/0, name/1]).
+-export([start_link/2, whereis_shard/1, state/1, keep_table/0, name/1, set_retiring/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -record(state, {
     ix :: non_neg_integer(),
     crdt :: reference(),
+    incarnation :: non_neg_integer(),
     config :: map(),
     owners = #{} :: #{pid() => {non_neg_integer(), reference()}},
     %% presences tracked here: per owner and topic, and per topic
     owner_counts = #{} :: #{pid() => #{binary() => pos_integer()}},
     topic_counts = #{} :: #{binary() => pos_integer()},
+    %% peer shards heard from: their monitor and the replica they speak for
+    peers = #{} :: #{pid() => {reference(), hornbeam_nif:replica()}},
     next_owner = 1 :: pos_integer(),
     %% peer shard pid => now_ms() of our last transfer request to it
     asked = #{} :: #{pid() => integer()},
@@ -82,7 +93,7 @@ keep_table() ->
 init({Ix, Config}) ->
     process_flag(trap_exit, true),
     ok = keep_table(),
-    {Crdt, Owners, Next} = adopt_or_new(Ix),
+    {Crdt, Incarnation, Owners, Next} = adopt_or_new(Ix),
     persistent_term:put({?MODULE, Ix}, Crdt),
     ok = pg:join(hornbeam_pubsub:scope(), {presence, Ix}, self()),
     logger:set_process_metadata(#{presence_shard => Ix}),
@@ -90,7 +101,8 @@ init({Ix, Config}) ->
                                      [{_, Counts}] -> Counts;
                                      [] -> {#{}, #{}}
                                  end,
-    State = #state{ix = Ix, crdt = Crdt, config = Config, owners = Owners, next_owner = Next,
+    State = #state{ix = Ix, crdt = Crdt, incarnation = Incarnation, config = Config,
+                   owners = Owners, next_owner = Next,
                    owner_counts = OwnerCounts, topic_counts = TopicCounts},
     gossip(State),
     schedule(tick, Config),
@@ -106,16 +118,18 @@ adopt_or_new(Ix) ->
                        [{Pid, {Id, erlang:monitor(process, Pid)}}
                         || [Pid, Id] <- ets:match(?KEEP, {{owner, Ix, '$1'}, '$2'})]),
             [{_, Next}] = ets:lookup(?KEEP, {next_owner, Ix}),
+            [{_, Incarnation}] = ets:lookup(?KEEP, {incarnation, Ix}),
             logger:notice("presence shard ~b restarted: adopted its state (~b owners)",
                           [Ix, map_size(Owners)]),
-            {Crdt, Owners, Next};
+            {Crdt, Incarnation, Owners, Next};
         [] ->
             %% A fresh incarnation per new replica: peers see a restarted
             %% node as a new replica and drop the old one's presences at once.
             Incarnation = erlang:system_time(microsecond),
             Crdt = hornbeam_nif:presence_new(atom_to_binary(node()), Incarnation),
-            true = ets:insert(?KEEP, [{{crdt, Ix}, Crdt}, {{next_owner, Ix}, 1}]),
-            {Crdt, #{}, 1}
+            true = ets:insert(?KEEP, [{{crdt, Ix}, Crdt}, {{next_owner, Ix}, 1},
+                                      {{incarnation, Ix}, Incarnation}]),
+            {Crdt, Incarnation, #{}, 1}
     end.
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
@@ -155,13 +169,15 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}}.
-handle_info({'DOWN', Mon, process, Pid, _}, State = #state{owners = Owners, crdt = Crdt}) ->
-    case Owners of
-        #{Pid := {Id, Mon}} ->
+handle_info({'DOWN', Mon, process, Pid, Reason}, State = #state{owners = Owners, peers = Peers, crdt = Crdt}) ->
+    case {Owners, Peers} of
+        {#{Pid := {Id, Mon}}, _} ->
             Diffs = hornbeam_nif:presence_untrack_owner(Crdt, Id),
             true = ets:delete(?KEEP, {owner, State#state.ix, Pid}),
             State1 = forget_counts(Pid, State#state{owners = maps:remove(Pid, Owners)}),
             {noreply, publish(Diffs, State1)};
+        {_, #{Pid := {Mon, Replica}}} ->
+            {noreply, peer_gone(Replica, Reason, State#state{peers = maps:remove(Pid, Peers)})};
         _ ->
             {noreply, State}
     end;
@@ -177,8 +193,8 @@ handle_info({'$hb_presence', heartbeat, From, Clock, Delta}, State = #state{crdt
   when is_pid(From), is_binary(Clock), (is_binary(Delta) orelse Delta =:= none) ->
     Now = now_ms(),
     case guarded(fun() -> hornbeam_nif:presence_heartbeat(Crdt, Clock, Now) end) of
-        {ok, UpDiffs, _} ->
-            State1 = publish(UpDiffs, State),
+        {ok, UpDiffs, _, Replica} ->
+            State1 = publish(UpDiffs, watch_peer(From, Replica, State)),
             State2 = case Delta of
                          none -> State1;
                          _ -> merged(guarded(fun() -> hornbeam_nif:presence_merge_delta(Crdt, Delta, Now) end),
@@ -200,6 +216,22 @@ handle_info({'$hb_presence', transfer, From, Bin}, State = #state{crdt = Crdt, a
   when is_pid(From), is_binary(Bin) ->
     State1 = merged(guarded(fun() -> hornbeam_nif:presence_merge_state(Crdt, Bin, now_ms()) end), From, State),
     {noreply, State1#state{asked = maps:remove(From, Asked)}};
+handle_info({'$hb_presence', goodbye, From, Replica = {Node, _}}, State = #state{peers = Peers})
+  when is_pid(From), is_binary(Node) ->
+    case atom_to_binary(node(From)) of
+        Node ->
+            State1 = case Peers of
+                         #{From := {Mon, _}} ->
+                             erlang:demonitor(Mon, [flush]),
+                             State#state{peers = maps:remove(From, Peers)};
+                         _ ->
+                             State
+                     end,
+            {noreply, peer_gone(Replica, goodbye, State1)};
+        _ ->
+            logger:warning("ignoring a presence goodbye from ~p for replica ~0p", [From, Replica]),
+            {noreply, State}
+    end;
 handle_info({window_end, Topic}, State = #state{throttled = Throttled, config = Config}) ->
     case Throttled of
         #{Topic := []} ->
@@ -219,9 +251,26 @@ handle_info(Msg, State) ->
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{ix = Ix}) ->
+terminate(_Reason, #state{ix = Ix, incarnation = Incarnation}) ->
+    %% When the endpoint stops for good (hornbeam:stop/0, application stop),
+    %% tell the peers that this incarnation is over, so that its presences
+    %% leave on their nodes now rather than after down_period. A shard that
+    %% is only restarted keeps its replica (adopt_or_new/1): no goodbye then.
+    %% (Best effort: the pg scope may be the thing that went down.)
+    _ = retiring() andalso begin
+            Goodbye = {'$hb_presence', goodbye, self(), {atom_to_binary(node()), Incarnation}},
+            catch [Peer ! Goodbye || Peer <- peer_shards(Ix)]
+        end,
     _ = persistent_term:erase({?MODULE, Ix}),
     ok.
+
+%% @doc Mark (true) or unmark (false) this node's presence as stopping for
+%% good: shards that terminate meanwhile say goodbye to their peers.
+-spec set_retiring(boolean()) -> ok.
+set_retiring(true) -> persistent_term:put({?MODULE, retiring}, true);
+set_retiring(false) -> _ = persistent_term:erase({?MODULE, retiring}), ok.
+
+retiring() -> persistent_term:get({?MODULE, retiring}, false).
 
 %% --- internals ------------------------------------------------------------------
 
@@ -306,6 +355,31 @@ owner_id(Pid, State = #state{ix = Ix, owners = Owners, next_owner = Next}) ->
             {Next, State#state{owners = Owners#{Pid => {Next, Mon}}, next_owner = Next + 1}}
     end.
 
+%% Monitor a peer shard from its first heartbeat on (again after a
+%% reconnection: the monitor fired when the connection went).
+watch_peer(From, Replica, State = #state{peers = Peers}) ->
+    case Peers of
+        #{From := _} -> State;
+        _ -> State#state{peers = Peers#{From => {erlang:monitor(process, From), Replica}}}
+    end.
+
+%% A peer replica is unreachable (its node disconnected: it may come back,
+%% so down at once, restored if it does) or over (it said goodbye:
+%% permdown). A peer shard that exits while its node stays connected is
+%% being restarted by its supervisor and adopts the same replica, so it is
+%% left to the heartbeats (down after down_period if it never returns).
+peer_gone({Node, Incarnation}, noconnection, State = #state{crdt = Crdt}) ->
+    logger:notice("presence replica ~ts (incarnation ~b) is down: its node disconnected",
+                  [Node, Incarnation]),
+    publish(hornbeam_nif:presence_replica_down(Crdt, Node, Incarnation), State);
+peer_gone({Node, Incarnation}, goodbye, State = #state{crdt = Crdt}) ->
+    logger:info("presence replica ~ts (incarnation ~b) is gone: it said goodbye", [Node, Incarnation]),
+    publish(hornbeam_nif:presence_permdown(Crdt, Node, Incarnation), State);
+peer_gone({Node, Incarnation}, Why, State) ->
+    logger:info("presence shard of replica ~ts (incarnation ~b) exited (~0p); waiting for its restart",
+                [Node, Incarnation, Why]),
+    State.
+
 merged({ok, Diffs}, _From, State) -> publish(Diffs, State);
 merged({error, Why}, From, State) ->
     logger:warning("presence data from ~p could not be merged: ~p", [From, Why]),
@@ -329,9 +403,13 @@ maybe_ask_transfer(From, Clock, State = #state{crdt = Crdt, asked = Asked, confi
 gossip(#state{ix = Ix, crdt = Crdt}) ->
     Delta = hornbeam_nif:presence_extract_delta(Crdt),
     Msg = {'$hb_presence', heartbeat, self(), hornbeam_nif:presence_clock(Crdt), Delta},
-    Self = self(),
-    _ = [Peer ! Msg || Peer <- pg:get_members(hornbeam_pubsub:scope(), {presence, Ix}), Peer =/= Self],
+    _ = [Peer ! Msg || Peer <- peer_shards(Ix)],
     ok.
+
+%% The same shard on every other node.
+peer_shards(Ix) ->
+    Self = self(),
+    [Peer || Peer <- pg:get_members(hornbeam_pubsub:scope(), {presence, Ix}), Peer =/= Self].
 
 publish([], State) -> State;
 publish(Diffs, State = #state{config = #{presence_diff_interval := 0}}) ->

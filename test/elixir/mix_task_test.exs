@@ -11,8 +11,8 @@ defmodule Mix.Tasks.Hornbeam.RunTest do
     assert {:ok, "app:app", opts, node} =
              Run.parse(~w(app:app --bind 127.0.0.1:0 --workers 2 --worker-class wsgi
                           --channel-module a --channel-module b --pythonpath x --pythonpath y
-                          --ws-path /socket --name n@127.0.0.1 --cookie c --join m@127.0.0.1
-                          --join o@127.0.0.1 --log-level info))
+                          --ws-path /socket --name n@127.0.0.1 --cookie-file /run/c --join m@127.0.0.1
+                          --join o@127.0.0.1,p@127.0.0.1 --join-dns peers --log-level info))
 
     assert opts == %{
              bind: ~c"127.0.0.1:0",
@@ -20,18 +20,18 @@ defmodule Mix.Tasks.Hornbeam.RunTest do
              worker_class: :wsgi,
              channel_modules: [~c"a", ~c"b"],
              pythonpath: [~c"x", ~c"y"],
-             ws_path: ~c"/socket"
+             ws_path: ~c"/socket",
+             join: [~c"m@127.0.0.1", ~c"o@127.0.0.1", ~c"p@127.0.0.1"],
+             join_dns: [~c"peers"]
            }
 
-    assert node == %{
-             name: ~c"n@127.0.0.1",
-             cookie: ~c"c",
-             join: [~c"m@127.0.0.1", ~c"o@127.0.0.1"],
-             log_level: :info
-           }
+    assert node == %{name: ~c"n@127.0.0.1", cookie_file: ~c"/run/c", log_level: :info}
 
-    assert {:ok, "chat:app", %{pythonpath: [~c"."], channel_modules: []}, %{join: []}} =
+    assert {:ok, "chat:app", %{pythonpath: [~c"."], channel_modules: []}, %{}} =
              Run.parse(["chat:app"])
+
+    assert {:error, "--cookie would show the cookie in `ps`" <> _} =
+             Run.parse(~w(app:app --name n@127.0.0.1 --cookie secret))
   end
 
   test "--help prints the usage" do
