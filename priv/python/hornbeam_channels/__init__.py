@@ -420,10 +420,25 @@ def _reset() -> None:
 # ---------------------------------------------------------------------------
 
 
+# What stands in for the worker outside it: the in-memory server of
+# hornbeam_channels.testing while a ChannelKit is open, else nothing.
+_test_backend: Any = None
+
+
+def _set_test_backend(backend: Any) -> Any:
+    """Install ``backend`` (or None) as the target of emits and Erlang calls
+    made outside the worker; returns the one it replaces (the test kit)."""
+    global _test_backend
+    previous, _test_backend = _test_backend, backend
+    return previous
+
+
 def _native() -> Any:
-    if _hornbeam is None:
-        raise RuntimeError(NOT_IN_WORKER)
-    return _hornbeam
+    if _hornbeam is not None:
+        return _hornbeam
+    if _test_backend is not None:
+        return _test_backend
+    raise RuntimeError(NOT_IN_WORKER)
 
 
 def _check_payload(payload: Any) -> None:
