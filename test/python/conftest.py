@@ -13,6 +13,9 @@ sys.path.insert(0, os.path.join(ROOT, "test", "python", "fixtures"))
 import hornbeam_channels as hc  # noqa: E402
 import hornbeam_runtime as rt  # noqa: E402
 
+# the kit's fixtures (channel_kit, hornbeam_server), tested by test_testing_*.py
+pytest_plugins = ["hornbeam_channels.pytest_plugin"]
+
 
 @pytest.fixture(autouse=True)
 def clean_registry():

@@ -21,7 +21,11 @@ the ``hornbeam_server`` fixture of ``hornbeam_channels.pytest_plugin``.
 
 from ._kit import (ANY_PAYLOAD, ChannelClosed, ChannelKit, ChannelSocket, ConnectRefused, Connection,
                    InvalidReturnValue, JoinRefused, Message, Reply)
+from ._live import LiveServer, LiveServerError, missing_build
 from ._router import PatternError
+from ._wsclient import ChannelMessage, ConnectionClosed, HandshakeError, PhoenixClient
 
-__all__ = ["ANY_PAYLOAD", "ChannelClosed", "ChannelKit", "ChannelSocket", "ConnectRefused", "Connection",
-           "InvalidReturnValue", "JoinRefused", "Message", "PatternError", "Reply"]
+__all__ = ["ANY_PAYLOAD", "ChannelClosed", "ChannelKit", "ChannelMessage", "ChannelSocket", "ConnectRefused",
+           "Connection", "ConnectionClosed", "HandshakeError", "InvalidReturnValue", "JoinRefused",
+           "LiveServer", "LiveServerError", "Message", "PatternError", "PhoenixClient", "Reply",
+           "missing_build"]
