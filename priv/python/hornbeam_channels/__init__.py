@@ -38,7 +38,7 @@ import inspect
 import json as _json
 import math
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, TypeVar, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
 try:  # the native module exists only inside hornbeam_worker
     import _hornbeam  # type: ignore[import-not-found]
@@ -116,7 +116,8 @@ def check_json(value: Any, where: str = "value") -> None:
 
 def json_encode(value: Any) -> bytes:
     if _hornbeam is not None:
-        return _hornbeam.json_encode(value)
+        encoded: bytes = _hornbeam.json_encode(value)
+        return encoded
     if isinstance(value, Mapping) and not isinstance(value, dict):
         value = dict(value)
     check_json(_lists(value))
@@ -160,6 +161,16 @@ class Socket:
 
     __slots__ = ("_id", "_topic", "_channel", "_assigns", "_assigns_json", "_params", "_params_json",
                  "_join_ref", "_join_ref_json")
+    # (set through object.__setattr__: the class refuses attribute writes)
+    _id: Optional[str]
+    _topic: str
+    _channel: Optional[bytes]  # the channel process's token; None outside a handler
+    _assigns: Any  # a dict, or _UNSET until decoded from _assigns_json
+    _assigns_json: Optional[bytes]
+    _params: Any  # like _assigns
+    _params_json: Optional[bytes]
+    _join_ref: Any  # the JSON value, or _UNSET until decoded
+    _join_ref_json: Optional[bytes]
 
     def __init__(
         self,
@@ -214,9 +225,10 @@ class Socket:
 
     def _assigns_dict(self) -> Dict[str, Any]:
         if self._assigns is _UNSET:
-            decoded = json_decode(self._assigns_json)
+            decoded = json_decode(self._assigns_json or b"{}")
             object.__setattr__(self, "_assigns", decoded if isinstance(decoded, dict) else {})
-        return self._assigns
+        assigns: Dict[str, Any] = self._assigns
+        return assigns
 
     @property
     def assigns(self) -> Mapping[str, Any]:
@@ -235,14 +247,14 @@ class Socket:
     @property
     def join_ref(self) -> Any:
         if self._join_ref is _UNSET:
-            object.__setattr__(self, "_join_ref", json_decode(self._join_ref_json))
+            object.__setattr__(self, "_join_ref", json_decode(self._join_ref_json or b"null"))
         return self._join_ref
 
     @property
     def params(self) -> Mapping[str, Any]:
         """The connect params of the WebSocket."""
         if self._params is _UNSET:
-            decoded = json_decode(self._params_json)
+            decoded = json_decode(self._params_json or b"{}")
             object.__setattr__(self, "_params", decoded if isinstance(decoded, dict) else {})
         return MappingProxyType(self._params)
 
@@ -365,7 +377,7 @@ class Channel:
         return fn
 
     @property
-    def events(self) -> list:
+    def events(self) -> List[str]:
         return list(self.event_handlers)
 
     def __repr__(self) -> str:
