@@ -74,7 +74,7 @@ class Presence:
     def get(self, key: str) -> Optional[Metas]:
         """``{"metas": [...]}`` of one key, or None."""
         refuse_on_event_loop("Presence.get()", "await Presence(topic).get_async(key)")
-        return call("presence_get", {"topic": self.topic, "key": key})
+        return _as_entry(call("presence_get", {"topic": self.topic, "key": key}))
 
     async def track_async(self, socket: Socket, key: str, meta: Mapping[str, Any]) -> None:
         """:meth:`track` for ``async def`` handlers."""
@@ -94,7 +94,7 @@ class Presence:
 
     async def get_async(self, key: str) -> Optional[Metas]:
         """:meth:`get` for ``async def`` handlers."""
-        return await call_async("presence_get", {"topic": self.topic, "key": key})
+        return _as_entry(await call_async("presence_get", {"topic": self.topic, "key": key}))
 
     def _write(self, op: str, socket: Socket, key: str, meta: Optional[Mapping[str, Any]],
                async_form: str) -> None:
@@ -136,3 +136,7 @@ class Presence:
 
 def _as_list(result: Any) -> Dict[str, Metas]:
     return result if isinstance(result, dict) else {}
+
+
+def _as_entry(result: Any) -> Optional[Metas]:
+    return result if isinstance(result, dict) else None

@@ -62,9 +62,21 @@ def chat():
 
     @room.on("away")
     async def away(payload, socket):
-        Presence(socket.topic).update(socket, f"user:{socket.assigns['name']}",
-                                      {"name": socket.assigns["name"], "status": "away"})
+        await Presence(socket.topic).update_async(socket, f"user:{socket.assigns['name']}",
+                                                  {"name": socket.assigns["name"], "status": "away"})
         return ("noreply", socket)
+
+    @room.on("who_async")
+    async def who_async(payload, socket):
+        p = Presence(socket.topic)
+        key = f"user:{socket.assigns['name']}"
+        await p.untrack_async(socket, key)
+        await p.track_async(socket, key, {"again": True})
+        return ("reply", {"list": await p.list_async(), "me": await p.get_async(key)}, socket)
+
+    @room.on("blocking_in_async")
+    async def blocking_in_async(payload, socket):
+        return ("reply", {"list": Presence(socket.topic).list()}, socket)
 
     @room.on("hide")
     def hide(payload, socket):
@@ -436,6 +448,48 @@ def test_presence_untrack_and_leave_send_leaves(chat):
     bob.leave()
     ana.assert_push("presence_diff", {"joins": {}, "leaves": {"user:bob": {"metas": [ANY]}}})
     assert chat.presence_list("room:lobby") == {}
+
+
+def test_async_presence_forms_in_async_handlers(chat):
+    _, _, ana = joined(chat, "ana")
+    got = ana.assert_reply(ana.push("who_async"))
+    assert got == {"list": {"user:ana": {"metas": [meta(again=True)]}}, "me": {"metas": [meta(again=True)]}}
+
+
+def test_blocking_presence_form_in_an_async_handler_is_refused_as_on_the_server(chat):
+    _, _, ana = joined(chat, "ana")
+    with pytest.raises(RuntimeError, match="would block the event loop.*list_async"):
+        ana.push("blocking_in_async")
+
+
+def test_sync_handlers_run_off_the_loop_even_from_an_async_test(chat):
+    async def scenario():
+        _, _, ana = joined(chat, "ana")  # on_join calls the blocking Presence.track
+        return ana.assert_reply(ana.push("who"))["me"]
+
+    assert asyncio.run(scenario()) == {"metas": [meta(name="ana", status="online")]}
+
+
+def test_sync_handler_hooks_wrap_def_handlers_not_async_ones(chat):
+    import contextlib
+
+    import hornbeam_runtime as rt
+
+    seen = []
+
+    @contextlib.contextmanager
+    def hook(kind, handler):
+        seen.append((kind, handler.__name__))
+        yield
+
+    rt.add_sync_handler_hook(hook)
+    try:
+        _, _, ana = joined(chat, "ana")
+        ana.push("count")
+        ana.push("say", {"body": "x"})
+    finally:
+        rt.remove_sync_handler_hook(hook)
+    assert seen == [("connect", "connect"), ("join", "join"), ("event", "count")]
 
 
 def test_tracking_a_key_twice_is_the_servers_value_error(chat):

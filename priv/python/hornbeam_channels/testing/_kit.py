@@ -11,10 +11,11 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import functools
 import importlib
 import inspect
 import itertools
-from typing import Any, Coroutine, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Coroutine, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import hornbeam_channels as hc
 import hornbeam_runtime as rt
@@ -218,21 +219,46 @@ class ChannelKit:
             raise RuntimeError("this ChannelKit is closed")
 
     def _run(self, kind: str, args: Mapping[str, Any]) -> Any:
-        """One worker call through hornbeam_runtime: the handler's exceptions
-        propagate; an invalid return value raises InvalidReturnValue."""
+        """One worker call through hornbeam_runtime, placed like the worker
+        places it: an ``async def`` handler on an event loop, a ``def`` one
+        off any event loop and inside the sync handler hooks
+        (``hornbeam_runtime.add_sync_handler_hook``). The handler's
+        exceptions propagate; an invalid return value raises
+        InvalidReturnValue."""
         prepared = rt._prepare(kind, args)
         if not isinstance(prepared, rt.Prepared):
             return prepared
         fn, fn_args, finish, _crash = prepared
-        value = fn(*fn_args)
-        if inspect.isawaitable(value):
-            value = self._await(value)
+        if rt._is_async(fn):
+            value = self._on_loop(fn(*fn_args))
+        else:
+            value = self._off_loop(functools.partial(rt._with_hooks, kind, fn, functools.partial(fn, *fn_args)))
+            if inspect.isawaitable(value):  # a def that returned an awaitable
+                value = self._on_loop(value)
         result = rt._finish(fn, value, finish)
         if isinstance(result, tuple) and result[0] == "invalid":
             raise InvalidReturnValue(result[1].decode("utf-8", "replace"))
         return result
 
-    def _await(self, aw: Any) -> Any:
+    @staticmethod
+    def _loop_running() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def _off_loop(self, run: Callable[[], Any]) -> Any:
+        """``run()`` on a thread without a running event loop (blocking
+        calls such as ``Presence.list()`` refuse to run on one)."""
+        if not self._loop_running():
+            return run()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(run).result()
+
+    def _on_loop(self, aw: Any) -> Any:
+        """Await ``aw`` on the kit's event loop (on a thread of its own when
+        the caller already runs a loop, e.g. an async test)."""
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         loop = self._loop
@@ -241,11 +267,8 @@ class ChannelKit:
             return await aw
 
         coro: Coroutine[Any, Any, Any] = wait()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if not self._loop_running():
             return loop.run_until_complete(coro)
-        # called from a running loop (an async test): run ours on a thread
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             return pool.submit(loop.run_until_complete, coro).result()
 
