@@ -27,7 +27,7 @@ import inspect
 import logging
 import sys
 import traceback
-from typing import Any, Callable, ContextManager, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 import hornbeam_channels as hc
 from hornbeam_pool import DEFAULT_MAX_QUEUED, DEFAULT_THREADS, HandlerPool
@@ -54,6 +54,8 @@ app: Any = None
 http: Any = None
 
 Result = Any  # a tuple or atom (str) as described above
+#: Calls a burst starts on the loop after routing all of them (dispatch_batch).
+Later = List[Tuple[Callable[..., None], Tuple[Any, ...]]]
 
 
 def _default_sink(call_id: int, result: Result) -> None:
@@ -90,7 +92,7 @@ http_event: Callable[[int, Any], None] = _default_http_event
 #: a call waits for a pool thread / a waiting call started running.
 progress: Callable[[str, int], None] = _default_progress
 
-_tasks: set = set()  # running handler tasks (strong references)
+_tasks: Set["asyncio.Task[None]"] = set()  # running handler tasks (strong references)
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +197,7 @@ def _http_handler(app_obj: Any, spec: str, config: Mapping[str, Any]) -> Any:
         raise ValueError(f"lifespan must be auto, on or off, not {lifespan!r}")
     _warn_if_wsgi(app_obj, spec)
     import hornbeam_asgi
+    assert loop is not None  # init made it before the handler
     return hornbeam_asgi.AsgiHandler(app_obj, loop, root_path=root_path, lifespan=lifespan, **sinks)
 
 
@@ -304,7 +307,7 @@ def dispatch_batch(calls: Any) -> None:
         _on_loop(_run_later, later)
 
 
-def _dispatch_guarded(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[list]) -> None:
+def _dispatch_guarded(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[Later]) -> None:
     try:
         _dispatch(call_id, kind, args, later)
     except BaseException as e:  # noqa: BLE001 - a bug here must not kill the reader
@@ -323,7 +326,7 @@ def _on_loop(fn: Callable[..., None], *fn_args: Any) -> None:
     loop.call_soon_threadsafe(fn, *fn_args)
 
 
-def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[list]) -> None:
+def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[Later]) -> None:
     if kind == "http":
         if http is None:
             sink(call_id, ("invalid", b"this worker has no HTTP app"))
@@ -453,7 +456,7 @@ def _run_wsgi(call_id: int, run: Callable[[], None]) -> None:
 
     try:
         if _sync_hooks:
-            _with_hooks("http", http.app if http is not None else None, serve)
+            _with_hooks("http", getattr(http, "app", serve), serve)
         else:
             serve()
     except BaseException as e:  # noqa: BLE001 - a hook failed
