@@ -532,3 +532,29 @@ def test_presence_refs_repeat_from_run_to_run():
     first = refs()
     hc._reset()
     assert refs() == first
+
+
+# ---------------------------------------------------------------------------
+# the channel_kit fixture (hornbeam_channels.pytest_plugin)
+# ---------------------------------------------------------------------------
+
+opened_by_fixture = []
+
+
+def test_channel_kit_fixture_opens_kits_that_import_modules(channel_kit, tmp_path, monkeypatch):
+    (tmp_path / "kit_fixture_mod.py").write_text(
+        "from hornbeam_channels import channel\n"
+        "r = channel('fx:*')\n"
+        "@r.on_join\n"
+        "def j(topic, tp, params, socket):\n"
+        "    return ('ok', {'id': tp['fx_id']})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kit = channel_kit("kit_fixture_mod")
+    opened_by_fixture.append(kit)
+    assert kit.connect().join("fx:1")[0] == {"id": "1"}
+    assert hc._test_backend is not None
+
+
+def test_channel_kit_fixture_closed_its_kits_after_the_test():
+    assert opened_by_fixture and opened_by_fixture[0]._closed
+    assert hc._test_backend is None

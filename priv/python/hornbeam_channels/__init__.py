@@ -31,7 +31,9 @@ else is logged as an invalid return value, and exceptions are logged with
 their traceback; the client only sees Phoenix's generic error.
 
 This module imports without the worker (for tests and IDEs); then
-``broadcast``, ``broadcast_from``, ``push`` and ``call`` raise RuntimeError.
+``broadcast``, ``broadcast_from``, ``push`` and ``call`` raise RuntimeError,
+unless a :class:`hornbeam_channels.testing.ChannelKit` is open: the test kit
+runs handlers in-process and receives them.
 """
 
 from __future__ import annotations
