@@ -9,7 +9,7 @@ import pytest
 import hornbeam_channels as hc
 from hornbeam_channels import broadcast, broadcast_from, channel, on_connect, push
 from hornbeam_channels.testing import (ChannelClosed, ChannelKit, ConnectRefused, InvalidReturnValue,
-                                       JoinRefused, PatternError)
+                                       JoinRefused, PatternError, Reply)
 from hornbeam_presence import Presence
 
 left = []  # (topic, assigns) of every on_leave run
@@ -267,6 +267,14 @@ def test_error_reply_and_assert_reply_failure_messages(chat):
         sock.assert_reply("99")
 
 
+def test_reply_gives_the_answer_without_asserting(chat):
+    _, _, sock = joined(chat)
+    assert sock.reply(sock.push("fail")) == Reply("error", {"why": "nope"})
+    assert sock.reply(sock.push("ping_me")) is None
+    with pytest.raises(KeyError, match="no push with ref 'x'"):
+        sock.reply("x")
+
+
 def test_event_without_a_handler_gets_the_servers_error_reply(chat):
     _, _, sock = joined(chat)
     sock.assert_reply(sock.push("nope"), "error", {"reason": "unhandled event"})
@@ -277,6 +285,16 @@ def test_push_payload_must_be_json(chat):
     _, _, sock = joined(chat)
     with pytest.raises(TypeError, match="not JSON-compatible"):
         sock.push("count", {"by": object()})
+
+
+def test_emit_arguments_are_checked_like_the_worker_checks_them(chat):
+    joined(chat)
+    with pytest.raises(TypeError, match="event must be a str, not int"):
+        broadcast("room:lobby", 7, {})
+    with pytest.raises(TypeError, match="is not JSON-compatible"):
+        broadcast("room:lobby", "x", {"s": {1, 2}})
+    with pytest.raises(TypeError, match="payload must be a dict"):
+        broadcast("room:lobby", "x", [1])
 
 
 def test_invalid_return_value_raises_with_the_runtimes_message(chat):

@@ -2,7 +2,9 @@
 worker does (hornbeam_runtime's dispatch and return-value checks), routes
 topics like the server's router, keeps assigns and presence the way the
 channel and tracker processes do, and records what each client would
-receive, so tests can assert on it. No Erlang, no sockets, no threads.
+receive, so tests can assert on it. No Erlang, no sockets; handlers run in
+the calling thread (on a helper thread only where the caller runs an event
+loop and the handler must not).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import hornbeam_runtime as rt
 from ._presence import Diff, Meta, PresenceError, Presences, PresenceTable
 from ._router import Route, Router
 
-JSON = Any
 Payload = Dict[str, Any]
 
 #: Matches any payload or response in the ``assert_*`` methods (compare
@@ -95,6 +96,12 @@ def _roundtrip(value: Any, what: str) -> Any:
         raise TypeError(f"{what} is not JSON-compatible: {e}") from None
 
 
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")  # the worker's words
+    return value
+
+
 def _matches(actual: Any, expected: Any) -> bool:
     return expected is ANY_PAYLOAD or actual == expected
 
@@ -115,17 +122,18 @@ class _Backend:
         kit = self._kit
         if kind == "broadcast" and len(args) == 3:
             topic, event, payload = args
-            kit._broadcast(str(topic), str(event), _roundtrip(payload, "broadcast payload"), None)
+            kit._broadcast(_text(topic, "topic"), _text(event, "event"),
+                           _roundtrip(payload, "broadcast payload"), None)
         elif kind == "broadcast_from" and len(args) == 4:
             token, topic, event, payload = args
-            kit._broadcast(str(topic), str(event), _roundtrip(payload, "broadcast payload"),
-                           kit._channel_by_token(token))
+            kit._broadcast(_text(topic, "topic"), _text(event, "event"),
+                           _roundtrip(payload, "broadcast payload"), kit._channel_by_token(token))
         elif kind == "push" and len(args) == 3:
             token, event, payload = args
+            message_event, data = _text(event, "event"), _roundtrip(payload, "push payload")
             target = kit._channel_by_token(token)
-            data = _roundtrip(payload, "push payload")
-            if target is not None and not target.closed:
-                target._receive(Message(target.topic, str(event), data))
+            if target is not None and target.closed is None:  # a push to a gone channel is dropped
+                target._receive(Message(target.topic, message_event, data))
         else:
             raise TypeError(f"unknown emit {kind!r} with {len(args)} arguments")
 
@@ -538,6 +546,14 @@ class ChannelSocket:
             raise AssertionError(f"expected {want} to {pending.event!r}; got a {outcome.status} reply "
                                  f"{_show(outcome.response)}")
         return outcome.response
+
+    def reply(self, ref: str) -> Optional[Reply]:
+        """The reply to the push ``ref`` (without asserting on it), or None
+        when the handler did not reply (noreply or stop)."""
+        pending = self._replies.get(ref)
+        if pending is None:
+            raise KeyError(f"no push with ref {ref!r} on {self.topic!r}")
+        return pending.outcome if isinstance(pending.outcome, Reply) else None
 
     def refute_reply(self, ref: str) -> None:
         """Assert the push ``ref`` got no reply (noreply, or a stop)."""
