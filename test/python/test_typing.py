@@ -13,28 +13,32 @@ pytest.importorskip("mypy")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 GOOD = '''
-from typing import Any, Mapping, Optional, Tuple
-from hornbeam_channels import Socket, broadcast, channel, on_connect
+from typing import Any, Mapping
+from hornbeam_channels import ConnectResult, EventResult, JoinResult, Socket, broadcast, channel, on_connect
 from hornbeam_channels.testing import ChannelKit
 from hornbeam_presence import Presence
 
 room = channel("room:*")
 
 @on_connect
-def connect(params: Mapping[str, Any], connect_info: Mapping[str, Any]) -> Tuple[str, dict[str, Any]]:
+def connect(params: Mapping[str, Any], connect_info: Mapping[str, Any]) -> ConnectResult:
     return ("ok", {"user": params.get("token")})
 
 @room.on_join
 def join(topic: str, topic_params: Mapping[str, str], params: Mapping[str, Any],
-         socket: Socket) -> Tuple[str, dict[str, Any], Socket]:
+         socket: Socket) -> JoinResult:
+    if not params:
+        return ("error", "params required")
     Presence(topic).track(socket, "k", {"a": 1})
     return ("ok", {}, socket.assign("user", params.get("user")))
 
 @room.on("msg")
-async def msg(payload: Mapping[str, Any], socket: Socket) -> Optional[Tuple[str, dict[str, Any], Socket]]:
+async def msg(payload: Mapping[str, Any], socket: Socket) -> EventResult:
     broadcast(socket.topic, "msg", dict(payload))
-    here: Optional[dict[str, Any]] = await Presence(socket.topic).get_async("k")
-    return ("reply", {"here": here}, socket)
+    here = await Presence(socket.topic).get_async("k")
+    if here is None:
+        return ("reply", ("error", {"reason": "gone"}), socket)
+    return ("noreply", socket)
 
 def check() -> None:
     with ChannelKit() as kit:
@@ -46,15 +50,16 @@ def check() -> None:
 '''
 
 BAD = '''
-from hornbeam_channels import Socket, broadcast
+from hornbeam_channels import JoinResult, Socket, broadcast
 from hornbeam_channels.testing import ChannelKit
 from hornbeam_presence import Presence
 
-def wrong(socket: Socket) -> None:
+def wrong(socket: Socket) -> JoinResult:
     broadcast(socket.topic, 42, {})
     Presence(socket.topic).track(socket, "k", ["not", "a", "mapping"])
     ChannelKit().connect({}).join(7)
     socket.assign("k", 1).topic.no_such_method()
+    return ("okay", {}, socket)
 '''
 
 
@@ -69,4 +74,4 @@ def test_typed_usage_checks_clean_and_wrong_types_are_caught(tmp_path):
     # nothing from typed_good.py, nor from the hornbeam modules it imports
     assert not [line for line in lines if not line.startswith("typed_bad.py")], run.stdout
     bad_lines = sorted({int(line.split(":")[1]) for line in lines if line.startswith("typed_bad.py")})
-    assert bad_lines == [7, 8, 9, 10], run.stdout
+    assert bad_lines == [7, 8, 9, 10, 11], run.stdout

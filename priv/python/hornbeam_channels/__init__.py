@@ -44,7 +44,7 @@ import inspect
 import json as _json
 import math
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, TypeVar, Union
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Mapping, Optional, Tuple, TypeVar, Union
 
 try:  # the native module exists only inside hornbeam_worker
     import _hornbeam  # type: ignore[import-not-found]
@@ -53,7 +53,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "Channel",
+    "ConnectResult",
     "ErlangError",
+    "EventResult",
+    "JoinResult",
+    "Response",
     "Socket",
     "broadcast",
     "broadcast_from",
@@ -69,6 +73,17 @@ __all__ = [
 JSON = Any
 F = TypeVar("F", bound=Callable[..., Any])
 MaybeAwaitable = Union[Any, Awaitable[Any]]
+
+# Return forms of handlers, for annotating them (``-> JoinResult``); the
+# runtime checks the same forms (hornbeam_runtime).
+#: A response or reason: a dict, a str (``{"reason": str}``) or None (``{}``).
+Response = Union[Mapping[str, Any], str, None]
+JoinResult = Union[Tuple[Literal["ok"], Response, "Socket"], Tuple[Literal["ok"], Response],
+                   Tuple[Literal["error"], Response]]
+#: ``('reply', resp, socket)`` where resp may be ``('ok' | 'error', resp)``; None is noreply.
+EventResult = Optional[Union[Tuple[Literal["reply"], Any, "Socket"], Tuple[Literal["reply"], Any],
+                             Tuple[Literal["noreply"], "Socket"], Tuple[Literal["stop"], Any, "Socket"]]]
+ConnectResult = Union[Tuple[Literal["ok"], Optional[Mapping[str, Any]]], Tuple[Literal["error"], Response]]
 
 NOT_IN_WORKER = "not running inside a hornbeam worker"
 
