@@ -534,6 +534,29 @@ def test_presence_from_the_test_with_a_channels_socket(chat):
         Presence("room:lobby").track(ana.socket, "device:3", {})
 
 
+def test_on_leave_may_still_use_presence_as_on_the_server():
+    room = channel("room:*")
+
+    @room.on_join
+    def join(topic, topic_params, params, socket):
+        Presence(topic).track(socket, "k", {})
+        return ("ok", {}, socket)
+
+    @room.on_leave
+    def leave(topic, socket):
+        Presence(topic).untrack(socket, "k")
+        Presence(topic).track(socket, "last", {"words": True})
+
+    with ChannelKit() as kit:
+        _, a = kit.connect().join("room:1")
+        _, b = kit.connect().join("room:1")
+        a.leave()
+        b.assert_push("presence_diff", {"joins": {}, "leaves": {"k": {"metas": [ANY]}}})
+        b.assert_push("presence_diff", {"joins": {"last": {"metas": [meta(words=True)]}}, "leaves": {}})
+        b.assert_push("presence_diff", {"joins": {}, "leaves": {"last": {"metas": [ANY]}}})
+        assert list(kit.presence_list("room:1")) == ["k"]  # b's own
+
+
 def test_presence_refs_repeat_from_run_to_run():
     def refs():
         room = channel("r:*")

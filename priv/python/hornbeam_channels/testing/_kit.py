@@ -326,7 +326,7 @@ class ChannelKit:
             owner = self._channel_by_token(base64.b64decode(args.get("channel") or ""))
         except ValueError:
             owner = None
-        if owner is None or owner.closed:
+        if owner is None:  # (a closing channel is alive until its on_leave returned)
             raise hc.ErlangError("the socket does not belong to a live channel")
         meta = args.get("meta") or {}
         try:
