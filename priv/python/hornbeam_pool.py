@@ -12,6 +12,11 @@ handlers. Used by hornbeam_runtime; not a public API.
   thread takes it, ``on_started(call_id)`` (its timer starts again). A job
   that finds a free thread is reported with neither: no extra frames on the
   hot path.
+* At most one idle thread is being woken at a time, and a thread that
+  takes a job wakes the next one if more jobs wait: a burst of quick jobs is
+  run by one thread holding the GIL (no convoy of threads woken for nothing),
+  while jobs that block (and release the GIL) spread over the threads as
+  fast as they start.
 * Threads are daemons: a worker that exits does not wait for a handler
   stuck in a blocking call (Erlang kills such a worker anyway).
 """
@@ -56,6 +61,8 @@ class HandlerPool:
         self._jobs: Deque[_Job] = collections.deque()
         self._running = 0
         self._waiting = 0  # jobs in _jobs that found no free thread
+        self._idle = 0  # threads waiting for a job
+        self._waking = False  # an idle thread was notified and has not woken yet
         self._closed = False
         self._threads: List[threading.Thread] = []
         for i in range(threads):
@@ -84,8 +91,14 @@ class HandlerPool:
                 # reaches Erlang before "started"
                 self._on_queued(call_id)
             self._jobs.append(_Job(call_id, run, queued))
-            self._cond.notify()
+            self._wake_one()
         return True
+
+    def _wake_one(self) -> None:
+        # (with the lock held)
+        if self._idle and not self._waking:
+            self._waking = True
+            self._cond.notify()
 
     def shutdown(self) -> None:
         """Stop taking jobs; idle threads exit, busy ones after their job."""
@@ -93,31 +106,37 @@ class HandlerPool:
             self._closed = True
             self._jobs.clear()
             self._waiting = 0
+            self._waking = True  # no more single wakeups: everyone goes
             self._cond.notify_all()
 
-    def _take(self) -> Optional[_Job]:
+    def _take(self, finished: bool) -> Optional[_Job]:
+        """The next job (None once shut down); ``finished``: this thread has
+        just finished one (one lock round per job)."""
         with self._cond:
+            if finished:
+                self._running -= 1
             while not self._jobs:
                 if self._closed:
                     return None
+                self._idle += 1
                 self._cond.wait()
+                self._idle -= 1
+                self._waking = False
             job = self._jobs.popleft()
+            if self._jobs:
+                self._wake_one()
             self._running += 1
             if job.queued:
                 self._waiting -= 1
             return job
 
     def _work(self) -> None:
-        while True:
-            job = self._take()
-            if job is None:
-                return
+        job = self._take(False)
+        while job is not None:
             try:
                 if job.queued:
                     self._on_started(job.call_id)
                 job.run()
             except BaseException:  # noqa: BLE001 - jobs report their own errors; a thread must not die
                 self._log("error", f"hornbeam_pool: a job failed:\n{traceback.format_exc()}")
-            finally:
-                with self._cond:
-                    self._running -= 1
+            job = self._take(True)
