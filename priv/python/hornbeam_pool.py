@@ -13,10 +13,10 @@ handlers. Used by hornbeam_runtime; not a public API.
   that finds a free thread is reported with neither: no extra frames on the
   hot path.
 * At most one idle thread is being woken at a time, and a thread that
-  takes a job wakes the next one if more jobs wait: a burst of quick jobs is
-  run by one thread holding the GIL (no convoy of threads woken for nothing),
-  while jobs that block (and release the GIL) spread over the threads as
-  fast as they start.
+  has just woken wakes the next one if more jobs wait: a burst of quick jobs
+  is run by one thread holding the GIL (no convoy of threads woken for
+  nothing), while jobs that block (and release the GIL) spread over the
+  threads as fast as they start.
 * Threads are daemons: a worker that exits does not wait for a handler
   stuck in a blocking call (Erlang kills such a worker anyway).
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import threading
 import traceback
-from typing import Callable, Deque, List, NamedTuple, Optional
+from typing import Callable, Deque, List, NamedTuple, Optional, Tuple
 
 #: Default number of threads per worker (measured; see src/python/README.md).
 DEFAULT_THREADS = 16
@@ -35,6 +35,7 @@ DEFAULT_MAX_QUEUED = 1024
 
 Notify = Callable[[int], None]
 Log = Callable[[str, str], None]
+Hold = Callable[[bool], None]
 
 
 class _Job(NamedTuple):
@@ -47,7 +48,7 @@ class HandlerPool:
     """``threads`` threads running submitted jobs, with a bounded wait queue."""
 
     def __init__(self, threads: int, max_queued: int, *, on_queued: Notify, on_started: Notify,
-                 log: Log, name: str = "hornbeam-handler") -> None:
+                 log: Log, hold: Optional[Hold] = None, name: str = "hornbeam-handler") -> None:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer, not {threads!r}")
         if not isinstance(max_queued, int) or max_queued < 0:
@@ -57,6 +58,7 @@ class HandlerPool:
         self._on_queued = on_queued
         self._on_started = on_started
         self._log = log
+        self._hold = hold
         self._cond = threading.Condition(threading.Lock())
         self._jobs: Deque[_Job] = collections.deque()
         self._running = 0
@@ -109,29 +111,50 @@ class HandlerPool:
             self._waking = True  # no more single wakeups: everyone goes
             self._cond.notify_all()
 
-    def _take(self, finished: bool) -> Optional[_Job]:
-        """The next job (None once shut down); ``finished``: this thread has
-        just finished one (one lock round per job)."""
+    def _take(self, finished: bool, holding: bool) -> Tuple[Optional[_Job], bool]:
+        """The next job (None once shut down) and whether this thread now
+        holds its frames back. ``finished``: this thread has just finished a
+        job (one lock round per job). While jobs keep coming (a burst) the
+        thread holds its frames so the burst's results are written
+        together; it releases them before it waits for work (and the worker
+        writes a frame held over 1 ms itself, in case a job blocks)."""
         with self._cond:
             if finished:
                 self._running -= 1
+            if holding and not self._jobs:
+                holding = self._set_hold(False)
+            woke = False
             while not self._jobs:
                 if self._closed:
-                    return None
+                    return None, holding
                 self._idle += 1
                 self._cond.wait()
                 self._idle -= 1
                 self._waking = False
+                woke = True
             job = self._jobs.popleft()
-            if self._jobs:
-                self._wake_one()
             self._running += 1
             if job.queued:
                 self._waiting -= 1
-            return job
+            if self._jobs:
+                if woke:
+                    # just woken and more work waits: wake one more thread
+                    # (a busy thread that keeps taking jobs wakes nobody, so
+                    # quick jobs stay on one thread; jobs that block pass
+                    # the GIL on and the wakeups cascade)
+                    self._wake_one()
+                if not holding:
+                    holding = self._set_hold(True)
+            return job, holding
+
+    def _set_hold(self, on: bool) -> bool:
+        if self._hold is None:
+            return False
+        self._hold(on)
+        return on
 
     def _work(self) -> None:
-        job = self._take(False)
+        job, holding = self._take(False, False)
         while job is not None:
             try:
                 if job.queued:
@@ -139,4 +162,4 @@ class HandlerPool:
                 job.run()
             except BaseException:  # noqa: BLE001 - jobs report their own errors; a thread must not die
                 self._log("error", f"hornbeam_pool: a job failed:\n{traceback.format_exc()}")
-            job = self._take(True)
+            job, holding = self._take(True, holding)

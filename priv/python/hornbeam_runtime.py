@@ -140,7 +140,9 @@ def init(config: Mapping[str, Any]) -> Result:
                            _positive(config, "max_queued_calls", DEFAULT_MAX_QUEUED, 0),
                            on_queued=lambda call_id: progress("queued", call_id),
                            on_started=lambda call_id: progress("started", call_id),
-                           log=lambda level, message: log(level, message))
+                           log=lambda level, message: log(level, message),
+                           hold=_hornbeam.hold if _hornbeam is not None and sink is _default_sink
+                           else None)
     except ValueError as e:
         return _init_error("hornbeam_runtime", e)
     root = logging.getLogger()

@@ -166,3 +166,28 @@ def test_current_call_is_set_on_the_pool_thread(room, monkeypatch):
     call_id = room.start("event", event_args("probe"))
     room.wait(call_id)
     assert seen["call"] == call_id
+
+
+def test_a_thread_holds_its_frames_during_a_burst_and_releases_them_before_waiting():
+    holds = []
+    gate = threading.Event()
+    pool = HandlerPool(1, 10, on_queued=lambda i: None, on_started=lambda i: None,
+                       log=lambda level, m: None, hold=holds.append)
+    try:
+        pool.submit(0, gate.wait)
+        for i in range(1, 4):
+            pool.submit(i, lambda: holds.append("job"))
+        gate.set()
+        deadline = time.monotonic() + 5
+        while holds.count(False) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # the thread found more jobs after the first: held for the rest of
+        # the burst, released before it waits
+        assert holds == [True, "job", "job", "job", False]
+        holds.clear()
+        pool.submit(9, lambda: holds.append("alone"))
+        time.sleep(0.2)
+        assert holds == ["alone"]  # a lone job: nothing held
+    finally:
+        gate.set()
+        pool.shutdown()

@@ -231,7 +231,9 @@ pub mod hornbeam_native {
     }
 
     /// `hold(on)`: keep this thread's frames back (`True`) until `hold(False)`,
-    /// which sends them in order as one write (used around a batch of calls).
+    /// which has them written in order in one go (a handler thread does it
+    /// while it runs a burst of calls). Frames held longer than
+    /// `HOLD_LIMIT` (1 ms) are written anyway.
     #[pyfunction]
     fn hold(on: bool) -> PyResult<()> {
         state()?.hold(on);

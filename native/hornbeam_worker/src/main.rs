@@ -24,6 +24,10 @@
 //!   logs, erl_calls) is queued on one channel and written length-prefixed,
 //!   flushing when the queue is empty; an emit queued before a result (by
 //!   the same thread: a handler runs on one thread) is written before it.
+//!   A handler thread running a burst of calls holds its frames back
+//!   (`_hornbeam.hold`) so the burst costs one writer wakeup; the writer
+//!   writes held frames itself once they are `HOLD_LIMIT` old, so a handler
+//!   that blocks after a quick one never delays the quick one's reply.
 //!
 //! (An earlier version read and wrote through tokio tasks; the extra
 //! thread hops of `tokio::fs` and a separate submitter thread doubled the
@@ -42,8 +46,8 @@ mod state;
 
 use std::fs::File;
 use std::io;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use hornbeam_core::etf::{self, Term};
 use pyo3::prelude::*;
@@ -51,7 +55,7 @@ use pyo3::types::{PyList, PyString};
 use std::io::{Read, Write};
 
 use crate::convert::{json_to_py, py_to_term, term_to_py};
-use crate::state::{event_loop, shared, Job, LoopRef, Out, Pending, Reply, Shared};
+use crate::state::{event_loop, shared, Held, Job, LoopRef, Out, Pending, Reply, Shared, HOLD_LIMIT};
 
 /// Frames larger than this are a protocol error (the VM never sends them).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -375,21 +379,46 @@ fn send_result(st: &Shared, id: i64, result: Term) {
 
 fn writer(file: File, rx: mpsc::Receiver<Out>) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, file);
-    while let Ok(first) = rx.recv() {
+    // buffers of threads that hold their frames back (see Shared::hold)
+    let mut holders: Vec<Arc<Held>> = Vec::new();
+    loop {
+        let first = if holders.is_empty() {
+            match rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return,
+            }
+        } else {
+            // wake up in time to write frames held too long
+            match rx.recv_timeout(HOLD_LIMIT) {
+                Ok(msg) => Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
         let mut acks = Vec::new();
-        let mut next = Some(first);
+        let mut next = first;
         // write everything queued, then flush once
         while let Some(msg) = next.take() {
             match msg {
                 Out::Frame(bytes) => write_frame(&mut out, &bytes),
-                Out::Frames(frames) => {
-                    for bytes in &frames {
-                        write_frame(&mut out, bytes);
+                Out::Hold(held) => holders.push(held),
+                Out::Release(held, done) => {
+                    for bytes in held.take(None) {
+                        write_frame(&mut out, &bytes);
+                    }
+                    if done {
+                        holders.retain(|h| !Arc::ptr_eq(h, &held));
                     }
                 }
                 Out::Flush(ack) => acks.push(ack),
             }
             next = rx.try_recv().ok();
+        }
+        let now = Instant::now();
+        for held in &holders {
+            for bytes in held.take(Some(now)) {
+                write_frame(&mut out, &bytes);
+            }
         }
         if let Err(e) = out.flush() {
             stdout_gone(e);
