@@ -121,7 +121,7 @@ python_opts(AppSpec, Opts) ->
         true ->
             none;
         false ->
-            PyOpts = maps:with([workers, timeout, init_timeout, worker_path, env, python,
+            PyOpts = maps:with([workers, timeout, init_timeout, worker_path, env, python, threads, max_queued_calls,
                                 worker_class, lifespan, root_path, shutdown_timeout], Opts),
             PyOpts#{app => App, channel_modules => Modules,
                     pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]}

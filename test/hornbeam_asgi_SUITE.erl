@@ -10,7 +10,7 @@
 
 all() ->
     [{group, asgi}, {group, asgi_timeout}, {group, lifespan}, {group, starlette},
-     {group, wsgi}, {group, no_app},
+     {group, wsgi}, {group, wsgi_overload}, {group, no_app},
      {group, bad_headers}].
 
 groups() ->
@@ -31,6 +31,7 @@ groups() ->
                       starlette_background_and_lifespan_shutdown]},
      {wsgi, [], [wsgi_environ, wsgi_streaming_and_close, wsgi_errors]},
      {bad_headers, [], [response_headers_with_cr_lf_nul_are_500_and_logged]},
+     {wsgi_overload, [], [wsgi_request_beyond_the_queue_bound_is_503]},
      {no_app, [], [no_app_answers_404_and_static_files]}].
 
 init_per_suite(Config) ->
@@ -73,6 +74,9 @@ init_per_group(wsgi, Config) ->
     Config;
 init_per_group(bad_headers, Config) ->
     ok = start("asgi_bad_headers:app", #{}, Config),
+    Config;
+init_per_group(wsgi_overload, Config) ->
+    ok = start("wsgi_app:app", #{worker_class => wsgi, threads => 1, max_queued_calls => 0}, Config),
     Config;
 init_per_group(no_app, Config) ->
     ok = start(none, #{}, Config),
@@ -502,6 +506,19 @@ wsgi_errors(_Config) ->
     {500, _, <<"Internal Server Error\n">>, _} = hget(S, "/raise"),
     {500, _, <<"recovered with exc_info\n">>, _} = hget(S, "/exc-info"),
     {200, _, _, _} = hget(S, "/stream").
+
+wsgi_request_beyond_the_queue_bound_is_503(_Config) ->
+    %% threads => 1, max_queued_calls => 0: while one request sleeps on the
+    %% only thread, the next is answered 503 at once
+    Busy = connect(),
+    send(Busy, "GET", "/sleep?800"),
+    timer:sleep(200),
+    {503, _, _, _} = hget("/environ"),
+    %% answered while the first one still sleeps
+    ?assertEqual({error, timeout}, gen_tcp:recv(Busy, 0, 0)),
+    {200, _, <<"slept">>, length} = recv(Busy),
+    %% and the worker serves again
+    {200, _, _, _} = hget("/environ").
 
 %% ---------------------------------------------------------------------------
 %% no app

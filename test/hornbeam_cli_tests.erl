@@ -77,3 +77,10 @@ explain_test_() ->
                    "`PYO3_PYTHON=/v/bin/python3 make build`",
                    E({python_base, "/v/bin/python3", "/usr", "/p", "/p/bin/python"})),
      ?_assertEqual("bad option worker_class: foo", E({bad_option, worker_class, foo}))].
+
+thread_pool_options_test_() ->
+    {run, _, Opts, _} = hornbeam_cli:parse(["run", "a:b", "--threads", "32", "--max-queued-calls", "0"]),
+    [?_assertMatch(#{threads := 32, max_queued_calls := 0}, Opts),
+     ?_assertMatch({error, "--threads needs" ++ _}, hornbeam_cli:parse(["run", "a:b", "--threads", "0"])),
+     ?_assertMatch({error, "--max-queued-calls needs" ++ _},
+                   hornbeam_cli:parse(["run", "a:b", "--max-queued-calls", "-1"]))].

@@ -14,6 +14,9 @@ defmodule Mix.Tasks.Hornbeam.Run do
 
     * `--bind HOST:PORT` - address to serve (default `127.0.0.1:8000`; `[::]:8000` for IPv6)
     * `--workers N` - Python worker processes (default: number of schedulers)
+    * `--threads N` - threads per worker running `def` handlers and WSGI apps (default 16)
+    * `--max-queued-calls N` - calls a worker lets wait for a thread before answering
+      `overloaded` (default 1024)
     * `--worker-class CLASS` - `asgi` or `wsgi` (default `asgi`)
     * `--channel-module M` - Python module with channel handlers (repeatable)
     * `--pythonpath DIR` - added to `sys.path` (repeatable; default the current directory)
