@@ -175,8 +175,12 @@ handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_
     %% While paused on a channel the client's messages wait unread: not its silence.
     case now_ms() - Last >= Timeout andalso State#state.paused_on =:= undefined of
         true ->
-            logger:info("no message for ~b ms (heartbeat_timeout); closing", [Timeout]),
-            close(1000, <<"heartbeat timeout">>, State);
+            %% Not 1000: phoenix.js 1.6 and 1.7 treat a 1000 close as final and
+            %% never reconnect; 1008 (as fragment_timeout) makes every version
+            %% reconnect, and a background tab whose timers were throttled is
+            %% exactly the client that must.
+            logger:info("no message for ~b ms (heartbeat_timeout); closing with 1008", [Timeout]),
+            close(1008, <<"heartbeat timeout">>, State);
         false ->
             schedule_heartbeat_check(Config),
             {noreply, State}
