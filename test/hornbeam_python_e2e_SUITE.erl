@@ -239,7 +239,16 @@ on_connect_accepts_and_refuses(Config) ->
     {ok, C} = ?C:connect(Port, "/ws?token=good"),
     ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
                                 <<"response">> := #{<<"assigns">> := #{<<"user_id">> := 7}}}],
-                 join(C, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})).
+                 join(C, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})),
+    %% phoenix.js's authToken reaches connect_info["auth_token"], decoded
+    Bearer = fun(Encoded) -> [{"Sec-WebSocket-Protocol", ["phoenix, base64url.bearer.phx.", Encoded]}] end,
+    {ok, D} = ?C:connect(Port, "/ws?token=bearer", Bearer("czNjcmV0LXRva2Vu")),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
+                                <<"response">> := #{<<"assigns">> := #{<<"user_id">> := 8}}}],
+                 join(D, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})),
+    ?assertMatch({error, {status, 403, _}}, ?C:connect(Port, "/ws?token=bearer", Bearer("b3RoZXI"))),
+    ?assertMatch({error, {status, 403, _}}, ?C:connect(Port, "/ws?token=bearer")),
+    ?assertMatch({error, {status, 400, _}}, ?C:connect(Port, "/ws?token=bearer", Bearer("@@@@"))).
 
 presence_from_python(Config) ->
     A = connect(Config), B = connect(Config),
