@@ -11,12 +11,16 @@
 -export([join/3, handle_in/3, terminate/2, payload_format/0, channel_token/1]).
 
 -define(INVALID, #{<<"reason">> => <<"handler returned an invalid value">>}).
+%% Binary payloads reach Erlang channels; Python handlers do not take bytes yet.
+-define(NO_BINARY, #{<<"reason">> => <<"binary payloads are not supported by Python channels">>}).
 
 -spec payload_format() -> raw.
 payload_format() -> raw.
 
--spec join(binary(), {json, binary()}, hornbeam_channel:socket()) ->
+-spec join(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
     {ok, hornbeam_pubsub:payload(), hornbeam_channel:socket()} | {error, hornbeam_pubsub:payload()}.
+join(_Topic, {binary, _}, _Socket) ->
+    {error, ?NO_BINARY};
 join(Topic, {json, Payload}, Socket0) ->
     Socket = Socket0#{py_assigns => assigns_json(Socket0)},
     #{pattern := Pattern, topic_params := TopicParams} = Socket,
@@ -42,10 +46,12 @@ join(Topic, {json, Payload}, Socket0) ->
             {error, #{<<"reason">> => <<"join crashed">>}}
     end.
 
--spec handle_in(binary(), {json, binary()}, hornbeam_channel:socket()) ->
+-spec handle_in(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
     {noreply, hornbeam_channel:socket()}
     | {reply, hornbeam_channel:reply(), hornbeam_channel:socket()}
     | {stop, term(), hornbeam_channel:socket()}.
+handle_in(_Event, {binary, _}, Socket) ->
+    {reply, {error, ?NO_BINARY}, Socket};
 handle_in(Event, {json, Payload}, Socket = #{pattern := Pattern}) ->
     Args = #{pattern => Pattern, event => Event, payload => Payload, socket => py_socket(Socket)},
     case hornbeam_python:call(event, Args) of
