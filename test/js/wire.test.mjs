@@ -54,3 +54,107 @@ describe('heartbeat timeout: every phoenix.js version reconnects (heartbeat_time
     })
   }
 })
+
+describe('authToken (phoenix.js 1.8 and our client)', { timeout: 20000 }, () => {
+  let server
+  // The connect function keeps the decoded token in the assigns; the test
+  // channel's "assigns" event replies with them.
+  before(async () => {
+    server = await startServer('connect => fun(_Params, #{auth_token := T}) -> ' +
+      '{ok, #{<<"auth_token">> => case T of undefined -> null; _ -> T end}} end')
+  })
+  after(async () => { await server?.stop() })
+
+  for (const [name, SocketClass] of [['phoenix.js 1.8', Phx18], ['our client', Socket]]) {
+    it(`${name}: the handshake completes (phoenix echoed) and the token reaches connect`, async () => {
+      const socket = open(SocketClass, server.url, { authToken: 'user-42.s3cret' })
+      const { channel } = await join(socket, 'room:auth')
+      const result = await outcome(channel.push('assigns', {}))
+      assert.deepEqual(result, { status: 'ok', response: { auth_token: 'user-42.s3cret' } })
+      assert.equal(socket.conn.protocol, 'phoenix')
+    })
+  }
+
+  it('our client sends a non-ASCII token as base64url of its UTF-8 bytes', async () => {
+    const socket = open(Socket, server.url, { authToken: () => 'jöse/ü?>' })
+    const { channel } = await join(socket, 'room:auth')
+    const result = await outcome(channel.push('assigns', {}))
+    assert.deepEqual(result.response, { auth_token: 'jöse/ü?>' })
+  })
+
+  it('without authToken no subprotocol is offered and auth_token is null', async () => {
+    const socket = open(Phx18, server.url)
+    const { channel } = await join(socket, 'room:auth')
+    const result = await outcome(channel.push('assigns', {}))
+    assert.deepEqual(result.response, { auth_token: null })
+    assert.equal(socket.conn.protocol, '')
+  })
+})
+
+const bytes = (...values) => new Uint8Array(values).buffer
+const asArray = (buffer) => [...new Uint8Array(buffer)]
+
+describe('binary payloads (ArrayBuffer) against an Erlang channel', { timeout: 20000 }, () => {
+  let server
+  before(async () => { server = await startServer() })
+  after(async () => { await server?.stop() })
+
+  for (const [name, SocketClass] of [['phoenix.js 1.8', Phx18], ['our client', Socket]]) {
+    it(`${name}: an ArrayBuffer push gets an ArrayBuffer reply`, async () => {
+      const socket = open(SocketClass, server.url)
+      const { channel } = await join(socket, 'room:bin')
+      const result = await outcome(channel.push('echo', bytes(0, 1, 2, 255, 128)))
+      assert.equal(result.status, 'ok')
+      assert.ok(result.response instanceof ArrayBuffer, `reply is ${result.response}`)
+      assert.deepEqual(asArray(result.response), [0, 1, 2, 255, 128])
+      // JSON on the same channel still works
+      assert.deepEqual(await outcome(channel.push('echo', { a: 1 })), { status: 'ok', response: { a: 1 } })
+    })
+
+    it(`${name}: server pushes and broadcasts of bytes arrive as ArrayBuffer`, async () => {
+      const a = open(SocketClass, server.url)
+      const b = open(SocketClass, server.url)
+      const { channel: ca } = await join(a, 'room:binb')
+      const { channel: cb } = await join(b, 'room:binb')
+      const gotA = []
+      const gotB = []
+      ca.on('bin', (payload) => gotA.push(payload))
+      cb.on('bin', (payload) => gotB.push(payload))
+      assert.equal((await outcome(ca.push('push_binary', bytes(7, 8)))).status, 'ok')
+      await waitFor(() => gotA.length === 1, 5000, 'the binary push')
+      assert.ok(gotA[0] instanceof ArrayBuffer)
+      assert.deepEqual(asArray(gotA[0]), [7, 8])
+      assert.equal((await outcome(ca.push('broadcast_binary', bytes(9)))).status, 'ok')
+      await waitFor(() => gotB.length === 1 && gotA.length === 2, 5000, 'the binary broadcast at both clients')
+      assert.deepEqual(asArray(gotB[0]), [9])
+      assert.deepEqual(asArray(gotA[1]), [9])
+    })
+  }
+
+  it('a large ArrayBuffer (512 KiB, under max_frame_size) round-trips intact', async () => {
+    const socket = open(Phx18, server.url)
+    const { channel } = await join(socket, 'room:big')
+    const big = new Uint8Array(512 * 1024).map((_, i) => (i * 31) & 255)
+    const result = await outcome(channel.push('echo', big.buffer))
+    assert.equal(result.status, 'ok')
+    assert.deepEqual(new Uint8Array(result.response), big)
+  })
+})
+
+describe('binary payloads over max_frame_size (1000 bytes)', { timeout: 20000 }, () => {
+  let server
+  before(async () => { server = await startServer('max_frame_size => 1000') })
+  after(async () => { await server?.stop() })
+
+  it('phoenix.js: the connection closes with 1009 and reconnects', async () => {
+    const socket = open(Phx18, server.url, { reconnectAfterMs: () => 50 })
+    const closes = []
+    let opens = 0
+    socket.onClose((e) => closes.push(e.code))
+    socket.onOpen(() => opens++)
+    const { channel } = await join(socket, 'room:big')
+    channel.push('echo', new ArrayBuffer(2000))
+    await waitFor(() => closes.length >= 1 && opens >= 2, 10000, 'close and reconnect')
+    assert.equal(closes[0], 1009)
+  })
+})
