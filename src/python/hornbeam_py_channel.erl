@@ -4,33 +4,31 @@
 %% The channel process (`hornbeam_channel_server') owns the socket; the
 %% assigns live here as JSON text (`py_assigns'), so any worker can run any
 %% event and a worker crash loses nothing. Payloads stay raw JSON end to end:
-%% the worker turns them into Python objects in Rust.
+%% the worker turns them into Python objects in Rust. A binary frame's
+%% payload travels as `{binary, Bytes}' (the handler gets `bytes'), and a
+%% handler's `bytes' response comes back the same way (a binary reply).
 -module(hornbeam_py_channel).
 -behaviour(hornbeam_channel).
 
 -export([join/3, handle_in/3, terminate/2, payload_format/0, channel_token/1]).
 
 -define(INVALID, #{<<"reason">> => <<"handler returned an invalid value">>}).
-%% Binary payloads reach Erlang channels; Python handlers do not take bytes yet.
--define(NO_BINARY, #{<<"reason">> => <<"binary payloads are not supported by Python channels">>}).
 
 -spec payload_format() -> raw.
 payload_format() -> raw.
 
 -spec join(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
     {ok, hornbeam_pubsub:payload(), hornbeam_channel:socket()} | {error, hornbeam_pubsub:payload()}.
-join(_Topic, {binary, _}, _Socket) ->
-    {error, ?NO_BINARY};
-join(Topic, {json, Payload}, Socket0) ->
+join(Topic, {_, _} = Payload, Socket0) ->
     Socket = Socket0#{py_assigns => assigns_json(Socket0)},
     #{pattern := Pattern, topic_params := TopicParams} = Socket,
     Args = #{pattern => Pattern, topic => Topic, topic_params => TopicParams,
-             payload => Payload, socket => py_socket(Socket)},
+             payload => wire_payload(Payload), socket => py_socket(Socket)},
     case hornbeam_python:call(join, Args) of
         {ok, {ok, Resp, Assigns}} ->
-            {ok, {json, Resp}, Socket#{py_assigns := Assigns}};
+            {ok, response(Resp), Socket#{py_assigns := Assigns}};
         {ok, {error, Reason}} ->
-            {error, {json, Reason}};
+            {error, response(Reason)};
         {ok, {invalid, Message}} ->
             logger:error("~ts", [Message]),
             {error, ?INVALID};
@@ -50,13 +48,11 @@ join(Topic, {json, Payload}, Socket0) ->
     {noreply, hornbeam_channel:socket()}
     | {reply, hornbeam_channel:reply(), hornbeam_channel:socket()}
     | {stop, term(), hornbeam_channel:socket()}.
-handle_in(_Event, {binary, _}, Socket) ->
-    {reply, {error, ?NO_BINARY}, Socket};
-handle_in(Event, {json, Payload}, Socket = #{pattern := Pattern}) ->
-    Args = #{pattern => Pattern, event => Event, payload => Payload, socket => py_socket(Socket)},
+handle_in(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
+    Args = #{pattern => Pattern, event => Event, payload => wire_payload(Payload), socket => py_socket(Socket)},
     case hornbeam_python:call(event, Args) of
         {ok, {reply, Status, Resp, Assigns}} ->
-            {reply, {Status, {json, Resp}}, Socket#{py_assigns := Assigns}};
+            {reply, {Status, response(Resp)}, Socket#{py_assigns := Assigns}};
         {ok, {noreply, Assigns}} ->
             {noreply, Socket#{py_assigns := Assigns}};
         {ok, {stop, Reason, Assigns}} ->
@@ -92,6 +88,15 @@ terminate(Reason, Socket = #{pattern := Pattern, topic := Topic}) ->
 %% @doc The opaque token a Python socket carries so that `push' and
 %% `broadcast_from' find their way back: the connection, the channel, the
 %% topic and the join_ref.
+%% The payload as the worker takes it: JSON text (a binary; the runtime
+%% decodes it) or `{binary, Bytes}' (the handler gets `bytes').
+wire_payload({json, Json}) -> Json;
+wire_payload({binary, _} = Bytes) -> Bytes.
+
+%% A handler's response: JSON text, or `{binary, Bytes}' for `bytes'.
+response({binary, Bytes}) when is_binary(Bytes) -> {binary, Bytes};
+response(Json) -> {json, Json}.
+
 -spec channel_token(hornbeam_channel:socket()) -> binary().
 channel_token(#{transport_pid := T, channel_pid := C, topic := Topic, join_ref := JoinRef}) ->
     term_to_binary(#{transport_pid => T, channel_pid => C, topic => Topic, join_ref => JoinRef}).
