@@ -4,11 +4,12 @@
 //     (npm aliases phoenix16 / phoenix17 / phoenix) reconnect and rejoin;
 //   * authToken: phoenix.js 1.8's and our client's `authToken` option;
 //   * binary payloads: ArrayBuffer pushes, replies, server pushes and
-//     broadcasts, with phoenix.js 1.8 and with our client.
+//     broadcasts, with phoenix.js 1.8 and with our client; and our client's
+//     binary encoding and decoding against phoenix.js's own Serializer.
 import { describe, it, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
-import { Socket as Phx18 } from 'phoenix'
+import { Socket as Phx18, Serializer } from 'phoenix'
 import { Socket as Phx17 } from 'phoenix17'
 import { Socket as Phx16 } from 'phoenix16'
 import { Socket } from '../../priv/static/hornbeam.mjs'
@@ -156,5 +157,80 @@ describe('binary payloads over max_frame_size (1000 bytes)', { timeout: 20000 },
     channel.push('echo', new ArrayBuffer(2000))
     await waitFor(() => closes.length >= 1 && opens >= 2, 10000, 'close and reconnect')
     assert.equal(closes[0], 1009)
+  })
+})
+
+/** A transport that records what the client sends and lets the test play the server. */
+class RecordingWebSocket {
+  static last = null
+  constructor(url, protocols) {
+    this.url = url
+    this.protocols = protocols
+    this.readyState = 0
+    this.sent = []
+    RecordingWebSocket.last = this
+  }
+  send(data) { this.sent.push(data) }
+  close() { this.readyState = 3 }
+  open() { this.readyState = 1; this.onopen?.({}) }
+  receive(data) { this.onmessage?.({ data }) }
+}
+
+const phoenixEncode = (msg) => new Promise((resolve) => Serializer.encode(msg, resolve))
+const phoenixDecode = (data) => new Promise((resolve) => Serializer.decode(data, resolve))
+
+describe('our client\'s binary frames are byte-for-byte phoenix.js\'s Serializer', () => {
+  it('encodes an ArrayBuffer push as phoenix.js does (UTF-8 topic included)', async () => {
+    const socket = new Socket('ws://example.test/ws', { transport: RecordingWebSocket, heartbeatIntervalMs: 1e9 })
+    socket.connect()
+    RecordingWebSocket.last.open()
+    const payload = bytes(1, 2, 3, 250)
+    socket.push({ join_ref: '7', ref: '12', topic: 'room:é', event: 'chunk', payload })
+    const expected = await phoenixEncode({ join_ref: '7', ref: '12', topic: 'room:é', event: 'chunk', payload })
+    assert.deepEqual(asArray(RecordingWebSocket.last.sent[0]), asArray(expected))
+    socket.disconnect()
+  })
+
+  it('decodes reply, push and broadcast frames as phoenix.js does', async () => {
+    const socket = new Socket('ws://example.test/ws', { transport: RecordingWebSocket, heartbeatIntervalMs: 1e9 })
+    const got = []
+    socket.onMessage((m) => got.push(m))
+    socket.connect()
+    RecordingWebSocket.last.open()
+    const enc = new TextEncoder()
+    const frame = (...parts) => {
+      const chunks = parts.map((p) => (typeof p === 'string' ? enc.encode(p) : new Uint8Array(typeof p === 'number' ? [p] : p)))
+      const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
+      let o = 0
+      for (const c of chunks) { out.set(c, o); o += c.length }
+      return out.buffer
+    }
+    const frames = [
+      frame(1, 1, 2, 6, 2, '7', '12', 'room:1', 'ok', [9, 8]), // reply
+      frame(0, 1, 6, 4, '7', 'room:1', 'ping', [1]), // push
+      frame(2, 6, 3, 'room:1', 'bin', [0, 255]), // broadcast
+    ]
+    for (const f of frames) RecordingWebSocket.last.receive(f)
+    assert.equal(got.length, 3)
+    for (const [i, f] of frames.entries()) {
+      const theirs = await phoenixDecode(f)
+      const ours = got[i]
+      const plain = (m) => JSON.parse(JSON.stringify(m, (k, v) => (v instanceof ArrayBuffer ? asArray(v) : v)))
+      assert.deepEqual(plain(ours), plain(theirs))
+    }
+    socket.disconnect()
+  })
+
+  it('drops a malformed binary frame without closing the connection', () => {
+    const socket = new Socket('ws://example.test/ws', { transport: RecordingWebSocket, heartbeatIntervalMs: 1e9 })
+    const got = []
+    socket.onMessage((m) => got.push(m))
+    socket.connect()
+    RecordingWebSocket.last.open()
+    RecordingWebSocket.last.receive(bytes(7, 1, 2)) // unknown kind
+    RecordingWebSocket.last.receive(bytes(2, 9, 9, 1)) // lengths past the end
+    assert.equal(got.length, 0)
+    assert.ok(socket.isConnected())
+    socket.disconnect()
   })
 })
