@@ -14,6 +14,7 @@ all() ->
      assigns_flow_across_events, events_of_one_channel_run_in_order,
      slow_handlers_on_two_channels_overlap_with_two_workers,
      push_arrives_before_the_reply_and_broadcast_from_skips_the_sender,
+     python_handlers_take_and_give_bytes_in_binary_frames,
      os_exit_in_a_handler_errors_that_request_only, endless_loop_times_out_and_worker_is_replaced,
      import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python,
      presence_limits_raise_value_error_in_python,
@@ -199,6 +200,32 @@ push_arrives_before_the_reply_and_broadcast_from_skips_the_sender(Config) ->
     ?assertEqual(timeout, ?C:recv_json(A, 200)),
     ?assertEqual(timeout, ?C:recv_json(B, 100)).
 
+%% Phoenix V2 binary frames (see hornbeam_binary_msg): a client push of
+%% bytes reaches the handler as `bytes'; its bytes go back as binary frames.
+python_handlers_take_and_give_bytes_in_binary_frames(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:b">>, #{}),
+    _ = join(B, <<"1">>, <<"room:b">>, #{}),
+    Bytes = <<"ab", 0, 255>>,
+    ok = ?C:send_frame(A, 2, <<0, 1, 1, 6, 5, "1", "2", "room:b", "bytes", Bytes/binary>>),
+    %% to A: the broadcast (kind 2), the push (kind 0), then the reply (kind 1)
+    ?assertEqual(<<2, 6, 9, "room:b", "bytes_out", 255, 0, "ba">>, recv_binary(A)),
+    ?assertEqual(<<0, 1, 6, 12, "1", "room:b", "bytes_pushed", Bytes/binary, "!">>, recv_binary(A)),
+    ?assertEqual(<<1, 1, 1, 6, 2, "1", "2", "room:b", "ok", "AB", 0, 255>>, recv_binary(A)),
+    ?assertEqual(<<2, 6, 9, "room:b", "bytes_out", 255, 0, "ba">>, recv_binary(B)),
+    %% the same event with a JSON payload gets a dict, not bytes
+    ?assertMatch([_, <<"3">>, _, _, #{<<"status">> := <<"error">>,
+                                      <<"response">> := #{<<"reason">> := <<"expected bytes, got dict">>}}],
+                 push(A, <<"1">>, <<"3">>, <<"room:b">>, <<"bytes">>, #{})).
+
+%% The next binary frame, skipping text frames (presence_state).
+recv_binary(C) ->
+    case ?C:recv(C, 10000) of
+        {binary, Bin} -> Bin;
+        {text, _} -> recv_binary(C);
+        Other -> ct:fail({no_binary_frame, Other})
+    end.
+
 os_exit_in_a_handler_errors_that_request_only(Config) ->
     A = connect(Config), B = connect(Config),
     _ = join(A, <<"1">>, <<"room:e">>, #{}),
@@ -245,7 +272,16 @@ on_connect_accepts_and_refuses(Config) ->
     {ok, C} = ?C:connect(Port, "/ws?token=good"),
     ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
                                 <<"response">> := #{<<"assigns">> := #{<<"user_id">> := 7}}}],
-                 join(C, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})).
+                 join(C, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})),
+    %% phoenix.js's authToken reaches connect_info["auth_token"], decoded
+    Bearer = fun(Encoded) -> [{"Sec-WebSocket-Protocol", ["phoenix, base64url.bearer.phx.", Encoded]}] end,
+    {ok, D} = ?C:connect(Port, "/ws?token=bearer", Bearer("czNjcmV0LXRva2Vu")),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"ok">>,
+                                <<"response">> := #{<<"assigns">> := #{<<"user_id">> := 8}}}],
+                 join(D, <<"1">>, <<"room:c">>, #{<<"mode">> => <<"socket_info">>})),
+    ?assertMatch({error, {status, 403, _}}, ?C:connect(Port, "/ws?token=bearer", Bearer("b3RoZXI"))),
+    ?assertMatch({error, {status, 403, _}}, ?C:connect(Port, "/ws?token=bearer")),
+    ?assertMatch({error, {status, 400, _}}, ?C:connect(Port, "/ws?token=bearer", Bearer("@@@@"))).
 
 presence_from_python(Config) ->
     A = connect(Config), B = connect(Config),

@@ -136,3 +136,32 @@ scheme_wildcard_entry_test() ->
     ?assertEqual(ok, check(<<"h">>, <<"https://x.wild.net">>, [<<"https://*.wild.net">>])),
     ?assertEqual({error, forbidden},
                  check(<<"h">>, <<"http://x.wild.net">>, [<<"https://*.wild.net">>])).
+
+%% --- subprotocols (phoenix, authToken) --------------------------------------------------
+
+subprotocol_phoenix_is_echoed_and_the_bearer_token_decoded_test() ->
+    %% phoenix.js: ["phoenix", "base64url.bearer.phx." ++ btoa(token) without "="]
+    H = [{<<"sec-websocket-protocol">>, <<"phoenix, base64url.bearer.phx.czNjcmV0LXRva2Vu">>}],
+    ?assertEqual({ok, <<"phoenix">>, <<"s3cret-token">>}, hornbeam_ws_handshake:subprotocols(req(H))).
+
+subprotocol_token_in_either_base64_alphabet_test() ->
+    %% "??>" is "Pz8+" in standard base64, "Pz8-" in base64url
+    Std = [{<<"sec-websocket-protocol">>, <<"phoenix">>},
+           {<<"sec-websocket-protocol">>, <<"base64url.bearer.phx.Pz8+">>}],
+    Url = [{<<"sec-websocket-protocol">>, <<"base64url.bearer.phx.Pz8-,phoenix">>}],
+    ?assertEqual({ok, <<"phoenix">>, <<"??>">>}, hornbeam_ws_handshake:subprotocols(req(Std))),
+    ?assertEqual({ok, <<"phoenix">>, <<"??>">>}, hornbeam_ws_handshake:subprotocols(req(Url))).
+
+no_subprotocol_offered_echoes_none_test() ->
+    ?assertEqual({ok, none, undefined}, hornbeam_ws_handshake:subprotocols(req(good_headers()))),
+    Other = [{<<"sec-websocket-protocol">>, <<"mqtt">>}],
+    ?assertEqual({ok, none, undefined}, hornbeam_ws_handshake:subprotocols(req(Other))).
+
+bad_bearer_tokens_are_refused_test_() ->
+    Bad = [<<"base64url.bearer.phx.a">>,          %% impossible length
+           <<"base64url.bearer.phx.@@@@">>,       %% not base64
+           <<"base64url.bearer.phx./w">>,         %% decodes to 0xFF: not UTF-8
+           <<"base64url.bearer.phx.YQ, base64url.bearer.phx.Yg">>],  %% two tokens
+    [?_assertEqual({error, bad_auth_token},
+                   hornbeam_ws_handshake:subprotocols(
+                     req([{<<"sec-websocket-protocol">>, <<"phoenix, ", B/binary>>}]))) || B <- Bad].

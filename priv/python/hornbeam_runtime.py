@@ -14,7 +14,8 @@ hornbeam_wsgi). :func:`add_sync_handler_hook` wraps every sync call (e.g.
 Django's database connection handling). Frames are plain
 Python values that the worker maps to Erlang terms: ``str`` is an atom,
 ``bytes`` a binary, tuples/lists/dicts/ints as themselves. Payloads, assigns
-and reasons travel as JSON text (bytes).
+and reasons travel as JSON text (bytes); a binary frame's payload, and a
+handler's ``bytes`` response, as ``('binary', bytes)``.
 """
 
 from __future__ import annotations
@@ -621,6 +622,14 @@ def _decode(v: Any, default: Any) -> Any:
     return hc.json_decode(v) if isinstance(v, (bytes, str)) and v else default
 
 
+def _payload(v: Any) -> Any:
+    """A client's payload: ``bytes`` for a binary frame (``('binary', b)`` from
+    Erlang), else the decoded JSON (``{}`` when empty)."""
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == "binary" and isinstance(v[1], bytes):
+        return v[1]
+    return _decode(v, {})
+
+
 def _prepare_join(args: Mapping[str, Any]) -> Any:
     ch = _channel_for(args)
     if ch is None or ch.join_handler is None:
@@ -628,7 +637,7 @@ def _prepare_join(args: Mapping[str, Any]) -> Any:
     socket = hc.Socket._from_wire(args.get("socket") or {})
     topic = _str(args.get("topic"))
     topic_params = {_str(k): _str(v) for k, v in (args.get("topic_params") or {}).items()}
-    params = _decode(args.get("payload"), {})
+    params = _payload(args.get("payload"))
     return Prepared(ch.join_handler, (topic, topic_params, params, socket),
                       lambda value: _join_result(value, socket), _crash)
 
@@ -640,7 +649,7 @@ def _prepare_event(args: Mapping[str, Any]) -> Any:
     if fn is None:
         return ("no_handler", f"no handler for event {event!r} on {_str(args.get('pattern'))}".encode())
     socket = hc.Socket._from_wire(args.get("socket") or {})
-    payload = _decode(args.get("payload"), {})
+    payload = _payload(args.get("payload"))
     return Prepared(fn, (payload, socket), lambda value: _event_result(value, socket), _crash)
 
 
@@ -671,8 +680,11 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _response(value: Any, what: str) -> bytes:
-    """JSON of a response/reason: a dict; None is {}; a str is {"reason": str}."""
+def _response(value: Any, what: str) -> Any:
+    """JSON of a response/reason: a dict; None is {}; a str is {"reason": str}.
+    ``bytes`` go back as ``('binary', b)``: a Phoenix binary reply."""
+    if isinstance(value, (bytes, bytearray)):
+        return ("binary", bytes(value))
     if value is None:
         value = {}
     elif isinstance(value, str):

@@ -27,7 +27,7 @@
     socket := hornbeam_channel:socket(),
     join_ref := hornbeam_nif:msg_ref(),
     ref := hornbeam_nif:msg_ref(),
-    payload := binary(),                %% raw JSON of the join payload
+    payload := binary() | {binary, binary()},  %% raw JSON of the join payload, or bytes
     max_json_depth := pos_integer(),
     hibernate_after := timeout()
 }.
@@ -176,6 +176,9 @@ payload_format(Handler) ->
         _ -> decoded
     end.
 
+payload_in({binary, Bytes}, _State) when is_binary(Bytes) ->
+    %% A binary frame's payload: bytes, never JSON, whatever the format.
+    {ok, {binary, Bytes}};
 payload_in(Raw, #state{payload_format = raw}) ->
     {ok, {json, Raw}};
 payload_in(Raw, #state{max_json_depth = Depth}) ->
@@ -237,6 +240,15 @@ normalize_reply(error) -> {error, {json, <<"{}">>}};
 normalize_reply({Status, Payload}) when Status =:= ok; Status =:= error -> {Status, Payload};
 normalize_reply(Other) -> {ok, Other}.
 
+reply_frame(Ref, {Status, {binary, Bytes}}, Socket = #{join_ref := JoinRef, topic := Topic})
+  when is_binary(Bytes) ->
+    %% Bytes go back in a Phoenix binary reply (kind 1).
+    case hornbeam_binary_msg:reply_frame(JoinRef, Ref, Topic, Status, Bytes) of
+        {ok, Frame} -> Frame;
+        {error, Why} ->
+            logger:error("binary reply not sent: ~0p", [Why]),
+            reply_frame(Ref, {error, #{<<"reason">> => <<"reply could not be encoded">>}}, Socket)
+    end;
 reply_frame(Ref, {Status, Payload}, #{dialect := Dialect, join_ref := JoinRef, topic := Topic}) ->
     Json = case hornbeam_pubsub:encode_payload(Payload) of
                {ok, J} -> J;

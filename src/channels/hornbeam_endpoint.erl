@@ -145,18 +145,33 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
                         [hornbeam_http_req:header(<<"origin">>, Req), Policy]),
             refuse(403, <<"origin not allowed\n">>);
         {true, true, ok} ->
-            ConnectInfo = connect_info(Req),
-            case connect(Config, Params, ConnectInfo) of
-                {ok, Assigns} ->
-                    Conn = #{id => new_id(), params => Params, assigns => Assigns,
-                             connect_info => ConnectInfo, endpoint => Config},
-                    {ok, Conn, []};
-                {error, overloaded} ->
-                    refuse(503, <<"server overloaded, try again later\n">>);
-                {error, Reason} ->
-                    logger:info("WebSocket refused by connect: ~0p", [Reason]),
-                    refuse(403, <<"connection refused\n">>)
+            case hornbeam_ws_handshake:subprotocols(Req) of
+                {ok, Echo, AuthToken} ->
+                    connect_upgrade(Req, Params, Echo, AuthToken, Config);
+                {error, Why} ->
+                    logger:info("WebSocket refused: ~s", [hornbeam_ws_handshake:format_error(Why)]),
+                    refuse(400, <<(hornbeam_ws_handshake:format_error(Why))/binary, "\n">>)
             end
+    end.
+
+connect_upgrade(Req, Params, Echo, AuthToken, Config) ->
+    ConnectInfo = (connect_info(Req))#{auth_token => AuthToken},
+    case connect(Config, Params, ConnectInfo) of
+        {ok, Assigns} ->
+            Conn = #{id => new_id(), params => Params, assigns => Assigns,
+                     connect_info => ConnectInfo, endpoint => Config},
+            %% The client offered `phoenix' (and its token): name the one we
+            %% speak, or `ws' and browsers abort the handshake.
+            Headers = case Echo of
+                          none -> [];
+                          _ -> [{<<"sec-websocket-protocol">>, Echo}]
+                      end,
+            {ok, Conn, Headers};
+        {error, overloaded} ->
+            refuse(503, <<"server overloaded, try again later\n">>);
+        {error, Reason} ->
+            logger:info("WebSocket refused by connect: ~0p", [Reason]),
+            refuse(403, <<"connection refused\n">>)
     end.
 
 -spec websocket_enter(gen_tcp:socket(), binary(), hornbeam_socket:conn_info()) -> no_return().

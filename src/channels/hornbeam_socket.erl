@@ -175,8 +175,12 @@ handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_
     %% While paused on a channel the client's messages wait unread: not its silence.
     case now_ms() - Last >= Timeout andalso State#state.paused_on =:= undefined of
         true ->
-            logger:info("no message for ~b ms (heartbeat_timeout); closing", [Timeout]),
-            close(1000, <<"heartbeat timeout">>, State);
+            %% Not 1000: phoenix.js 1.6 and 1.7 treat a 1000 close as final and
+            %% never reconnect; 1008 (as fragment_timeout) makes every version
+            %% reconnect, and a background tab whose timers were throttled is
+            %% exactly the client that must.
+            logger:info("no message for ~b ms (heartbeat_timeout); closing with 1008", [Timeout]),
+            close(1008, <<"heartbeat timeout">>, State);
         false ->
             schedule_heartbeat_check(Config),
             {noreply, State}
@@ -282,9 +286,16 @@ handle_frame({text, Text}, State = #state{config = #{max_json_depth := Depth}}) 
             logger:info("invalid channel message (~s): ~s; closing with 1007", [Why, Text1]),
             close(1007, <<"invalid message: ", Text1/binary>>, State)
     end;
-handle_frame({binary, _}, State) ->
-    logger:info("binary frame received; closing with 1003"),
-    close(1003, <<"binary frames are not supported">>, State);
+handle_frame({binary, Bin}, State) ->
+    %% A Phoenix V2 binary push (phoenix.js sends one for an ArrayBuffer
+    %% payload); the channel gets the payload as {binary, Bytes}.
+    case hornbeam_binary_msg:decode_push(Bin) of
+        {ok, {JoinRef, Ref, Topic, Event, Payload}} ->
+            handle_message(JoinRef, Ref, Topic, Event, {binary, Payload}, State);
+        {error, Why} ->
+            logger:info("invalid binary message (~s); closing with 1007", [Why]),
+            close(1007, <<"invalid binary message: ", (atom_to_binary(Why))/binary>>, State)
+    end;
 handle_frame({ping, Payload}, State) ->
     write(hornbeam_nif:ws_encode(pong, Payload), State);
 handle_frame({pong, _}, State) ->

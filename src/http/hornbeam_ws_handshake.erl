@@ -26,14 +26,22 @@
 %% browsers always send it on WebSocket handshakes, so its absence means a
 %% non-browser client, which an origin check cannot stop anyway. An `Origin'
 %% of `null' (opaque origin) never matches.
+%%
+%% `subprotocols/1' reads what a Phoenix client offers in
+%% `Sec-WebSocket-Protocol': `phoenix' (echoed, or `ws' and browsers abort
+%% the handshake) and phoenix.js's `authToken' as
+%% `base64url.bearer.phx.<token>', decoded.
 -module(hornbeam_ws_handshake).
 
--export([validate/1, accept_key/1, check_origin/2, public_hosts_policy/1, format_error/1]).
+-export([validate/1, accept_key/1, check_origin/2, public_hosts_policy/1, format_error/1,
+         subprotocols/1]).
 
 -define(GUID, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").
+-define(AUTH_TOKEN_PREFIX, "base64url.bearer.phx.").
 
 -type error() :: method_not_get | http_version | no_upgrade_websocket
-               | no_connection_upgrade | missing_key | bad_key | unsupported_version.
+               | no_connection_upgrade | missing_key | bad_key | unsupported_version
+               | bad_auth_token.
 -type policy() :: false | [binary()].
 -export_type([error/0, policy/0]).
 
@@ -84,7 +92,50 @@ format_error(no_upgrade_websocket) -> <<"missing or bad Upgrade header (expected
 format_error(no_connection_upgrade) -> <<"the Connection header must contain \"Upgrade\"">>;
 format_error(missing_key) -> <<"missing Sec-WebSocket-Key header">>;
 format_error(bad_key) -> <<"Sec-WebSocket-Key must be the base64 encoding of 16 bytes">>;
-format_error(unsupported_version) -> <<"unsupported Sec-WebSocket-Version (this server speaks 13)">>.
+format_error(unsupported_version) -> <<"unsupported Sec-WebSocket-Version (this server speaks 13)">>;
+format_error(bad_auth_token) -> <<"the base64url.bearer.phx. subprotocol must carry unpadded base64 of UTF-8 text">>.
+
+%% @doc The subprotocol to echo (`<<"phoenix">>' when offered, else `none')
+%% and the decoded `authToken' (`undefined' when none is offered). The token
+%% is unpadded base64 in either alphabet (phoenix.js uses `btoa', our client
+%% base64url) and must decode to UTF-8 text; else `{error, bad_auth_token}'.
+-spec subprotocols(hornbeam_http_req:req() | map()) ->
+    {ok, binary() | none, binary() | undefined} | {error, bad_auth_token}.
+subprotocols(Req) ->
+    Offered = [T || V <- hornbeam_http_req:headers(<<"sec-websocket-protocol">>, Req),
+                    T0 <- binary:split(V, <<",">>, [global]),
+                    T <- [hornbeam_http_req:trim(T0)], T =/= <<>>],
+    Echo = case lists:member(<<"phoenix">>, Offered) of
+               true -> <<"phoenix">>;
+               false -> none
+           end,
+    case [Enc || <<?AUTH_TOKEN_PREFIX, Enc/binary>> <- Offered] of
+        [] -> {ok, Echo, undefined};
+        [Encoded] ->
+            case decode_auth_token(Encoded) of
+                {ok, Token} -> {ok, Echo, Token};
+                error -> {error, bad_auth_token}
+            end;
+        _Several -> {error, bad_auth_token}
+    end.
+
+decode_auth_token(Encoded) when byte_size(Encoded) rem 4 =:= 1 ->
+    error;
+decode_auth_token(Encoded) ->
+    Standard = << <<(from_url_alphabet(C))>> || <<C>> <= Encoded >>,
+    Padding = binary:copy(<<"=">>, (4 - byte_size(Standard) rem 4) rem 4),
+    try base64:decode(<<Standard/binary, Padding/binary>>) of
+        Token ->
+            case unicode:characters_to_binary(Token) =:= Token of
+                true -> {ok, Token};
+                false -> error
+            end
+    catch _:_ -> error
+    end.
+
+from_url_alphabet($-) -> $+;
+from_url_alphabet($_) -> $/;
+from_url_alphabet(C) -> C.
 
 %% --- validate ---------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
      emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
-     http, start, body, response, startup_failed, app_error, queued, started, overloaded].
+     http, start, body, response, startup_failed, app_error, queued, started, overloaded, binary].
 
 %% ---------------------------------------------------------------------------
 %% gen_server
@@ -427,16 +427,21 @@ apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
             ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [St#st.ix, Emit, 10])
     end.
 
+%% A payload is JSON text, or {binary, Bytes} for a Python `bytes' payload.
+-define(IS_PAYLOAD(P), (is_binary(P) orelse (is_tuple(P) andalso tuple_size(P) =:= 2
+                                            andalso element(1, P) =:= binary
+                                            andalso is_binary(element(2, P))))).
+
 decode_emit({broadcast, Topic, Event, Json} = E)
-  when is_binary(Topic), is_binary(Event), is_binary(Json) ->
+  when is_binary(Topic), is_binary(Event), ?IS_PAYLOAD(Json) ->
     {ok, E};
 decode_emit({broadcast_from, Token, Topic, Event, Json})
-  when is_binary(Topic), is_binary(Event), is_binary(Json) ->
+  when is_binary(Topic), is_binary(Event), ?IS_PAYLOAD(Json) ->
     case token(Token) of
         {ok, From} -> {ok, {broadcast_from, From, Topic, Event, Json}};
         error -> error
     end;
-decode_emit({push, Token, Event, Json}) when is_binary(Event), is_binary(Json) ->
+decode_emit({push, Token, Event, Json}) when is_binary(Event), ?IS_PAYLOAD(Json) ->
     case token(Token) of
         {ok, Channel} -> {ok, {push, Channel, Event, Json}};
         error -> error

@@ -319,3 +319,12 @@ def test_resolve_completes_futures_on_their_loop_from_another_thread(runtime):
     assert ok.result() == {"a": 1}
     with pytest.raises(hc.ErlangError, match="nope"):
         err.result()
+
+
+def test_binary_payload_arrives_as_bytes_and_bytes_reply_goes_back_tagged(room):
+    # Erlang sends a binary frame's payload as {binary, Bytes}: ('binary', b) here
+    assert room.call("event", event_args("bytes_reply", ("binary", b"ab\x00"))) == \
+        ("reply", "ok", ("binary", b"\x00ba"), b"{}")
+    # JSON text is still decoded to a dict
+    assert room.call("event", event_args("bytes_reply", b'{"a":1}')) == \
+        ("reply", "error", b'{"reason":"dict"}', b"{}")

@@ -599,3 +599,28 @@ def test_channel_kit_fixture_opens_kits_that_import_modules(channel_kit, tmp_pat
 def test_channel_kit_fixture_closed_its_kits_after_the_test():
     assert opened_by_fixture and opened_by_fixture[0]._closed
     assert hc._test_backend is None
+
+
+def test_bytes_payloads_travel_as_binary_frames_in_the_kit(tmp_path, monkeypatch):
+    """A bytes push reaches the handler as bytes; bytes replies, pushes and
+    broadcasts come back as bytes, as binary frames do on the server."""
+    (tmp_path / "kit_bytes.py").write_text(
+        "from hornbeam_channels import channel, push, broadcast\n"
+        "room = channel('bin:*')\n"
+        "@room.on_join\n"
+        "def join(topic, topic_params, params, socket):\n"
+        "    return ('ok', {}, socket)\n"
+        "@room.on('echo')\n"
+        "def echo(payload, socket):\n"
+        "    assert isinstance(payload, bytes)\n"
+        "    push(socket, 'pushed', payload + b'!')\n"
+        "    broadcast(socket.topic, 'all', payload[::-1])\n"
+        "    return ('reply', payload.upper(), socket)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from hornbeam_channels.testing import ChannelKit
+    with ChannelKit("kit_bytes") as kit:
+        _, sock = kit.connect().join("bin:1")
+        ref = sock.push("echo", b"abc")
+        sock.assert_reply(ref, "ok", b"ABC")
+        sock.assert_push("pushed", b"abc!")
+        kit.assert_broadcast("bin:1", "all", b"cba")

@@ -56,8 +56,14 @@ pub mod hornbeam_native {
         }
     }
 
+    /// JSON text of a dict, or `{binary, Bytes}` for `bytes` (sent to the
+    /// client as a Phoenix binary frame).
     fn payload(args: &Bound<'_, PyTuple>, i: usize) -> PyResult<Term> {
-        Ok(Term::Binary(py_to_json_vec(&args.get_item(i)?)?))
+        let item = args.get_item(i)?;
+        match item.cast::<PyBytes>() {
+            Ok(b) => Ok(Term::tuple(vec![Term::atom("binary"), Term::binary(b.as_bytes())])),
+            Err(_) => Ok(Term::Binary(py_to_json_vec(&item)?)),
+        }
     }
 
     /// `emit(kind, *args, call_id=0)`: a side effect applied by Erlang before

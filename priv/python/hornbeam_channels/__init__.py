@@ -476,8 +476,9 @@ def _native() -> Any:
 
 
 def _check_payload(payload: Any) -> None:
-    if not isinstance(payload, Mapping):
-        raise TypeError(f"payload must be a dict, not {type(payload).__name__}")
+    # bytes go to the client as a Phoenix binary frame (an ArrayBuffer in JS)
+    if not isinstance(payload, (Mapping, bytes)):
+        raise TypeError(f"payload must be a dict or bytes, not {type(payload).__name__}")
 
 
 def _channel_of(socket: Socket) -> bytes:
@@ -488,7 +489,7 @@ def _channel_of(socket: Socket) -> bytes:
     return socket._channel
 
 
-def broadcast(topic: str, event: str, payload: Mapping[str, Any]) -> None:
+def broadcast(topic: str, event: str, payload: Union[Mapping[str, Any], bytes]) -> None:
     """Send ``event`` to every subscriber of ``topic`` on every node.
 
     Never blocks (the message is queued for Erlang, which delivers it before
@@ -498,7 +499,7 @@ def broadcast(topic: str, event: str, payload: Mapping[str, Any]) -> None:
     _native().emit("broadcast", topic, event, payload, call_id=current_call.get())
 
 
-def broadcast_from(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
+def broadcast_from(socket: Socket, event: str, payload: Union[Mapping[str, Any], bytes]) -> None:
     """Like :func:`broadcast` on ``socket.topic``, except to ``socket`` itself.
     Never blocks."""
     _check_payload(payload)
@@ -507,7 +508,7 @@ def broadcast_from(socket: Socket, event: str, payload: Mapping[str, Any]) -> No
                 call_id=current_call.get())
 
 
-def push(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
+def push(socket: Socket, event: str, payload: Union[Mapping[str, Any], bytes]) -> None:
     """Send ``event`` to this socket's client only (before the handler's
     reply). Never blocks."""
     _check_payload(payload)

@@ -25,7 +25,7 @@ import hornbeam_runtime as rt
 from ._presence import Diff, Meta, PresenceError, Presences, PresenceTable
 from ._router import Route, Router
 
-Payload = Dict[str, Any]
+Payload = Any  # a dict of JSON, or bytes for a binary frame
 
 #: Matches any payload or response in the ``assert_*`` methods (compare
 #: single values with ``unittest.mock.ANY`` inside an expected dict).
@@ -89,11 +89,20 @@ class _Pending(NamedTuple):
 
 def _roundtrip(value: Any, what: str) -> Any:
     """``value`` as the other side of the wire sees it (JSON-checked the way
-    the worker's encoder checks it)."""
+    the worker's encoder checks it; ``bytes`` travel as a binary frame)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
     try:
         return hc.json_decode(hc.json_encode(value))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what} is not JSON-compatible: {e}") from None
+
+
+def _response(response: Any) -> Any:
+    """A reply's response: ``bytes`` for a binary reply, else decoded JSON."""
+    if isinstance(response, tuple) and len(response) == 2 and response[0] == "binary":
+        return response[1]
+    return hc.json_decode(response)
 
 
 def _text(value: Any, what: str) -> str:
@@ -487,16 +496,18 @@ class ChannelSocket:
 
     # -- acting as the client ----------------------------------------------------
 
-    def push(self, event: str, payload: Optional[Mapping[str, Any]] = None) -> str:
+    def push(self, event: str, payload: Union[Mapping[str, Any], bytes, None] = None) -> str:
         """Send ``event`` to the channel; runs its handler. Returns the ref
         to give to :meth:`assert_reply`. An exception of the handler
         propagates after the channel crashed (on_leave ran, its presences
         left, the client got ``phx_error``)."""
         self._check_open()
         ref = str(next(self.connection._refs))
-        data = _roundtrip(dict(payload or {}), "the payload")
+        # bytes: a binary frame, as the server hands it to the worker
+        wire: Any = (("binary", bytes(payload)) if isinstance(payload, (bytes, bytearray))
+                     else hc.json_encode(_roundtrip(dict(payload or {}), "the payload")))
         args = {"pattern": self.pattern.encode(), "event": event.encode(),
-                "payload": hc.json_encode(data), "socket": self._wire()}
+                "payload": wire, "socket": self._wire()}
         try:
             result = self.connection.kit._run("event", args)
         except InvalidReturnValue:
@@ -510,7 +521,7 @@ class ChannelSocket:
         tag = result[0]
         if tag == "reply":
             _, status, response, self._assigns_json = result
-            self._replies[ref] = _Pending(event, Reply(status, hc.json_decode(response)))
+            self._replies[ref] = _Pending(event, Reply(status, _response(response)))
         elif tag == "noreply":
             self._assigns_json = result[1]
             self._replies[ref] = _Pending(event, _NOREPLY)
