@@ -330,7 +330,7 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[
         if http is None:
             sink(call_id, ("invalid", b"this worker has no HTTP app"))
         elif getattr(http, "threaded", False):  # WSGI: a blocking app
-            run = functools.partial(_run_wsgi, call_id, http.exchange(call_id, args))
+            run = functools.partial(_run_wsgi, call_id, http.app, http.exchange(call_id, args))
             if not _submit(call_id, "http", run):
                 http.forget(call_id)
         elif later is not None:
@@ -444,7 +444,7 @@ def _run_sync(call_id: int, kind: str, prepared: "Prepared") -> None:
         hc.current_call.reset(token)
 
 
-def _run_wsgi(call_id: int, run: Callable[[], None]) -> None:
+def _run_wsgi(call_id: int, app_obj: Callable[..., Any], run: Callable[[], None]) -> None:
     """Serve a WSGI request (on a pool thread); ``run`` sends its result."""
     ran = False
 
@@ -455,7 +455,7 @@ def _run_wsgi(call_id: int, run: Callable[[], None]) -> None:
 
     try:
         if _sync_hooks:
-            _with_hooks("http", http.app if http is not None else None, serve)
+            _with_hooks("http", app_obj, serve)
         else:
             serve()
     except BaseException as e:  # noqa: BLE001 - a hook failed
