@@ -26,6 +26,7 @@ import importlib
 import inspect
 import logging
 import sys
+import time
 import traceback
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -315,8 +316,13 @@ def _dispatch_guarded(call_id: int, kind: str, args: Mapping[str, Any], later: O
 
 
 def _run_later(later: List[Tuple[Callable[..., None], Tuple[Any, ...]]]) -> None:
+    """Start calls on the loop; each ``fn_args`` begins with the call id."""
     for fn, fn_args in later:
-        fn(*fn_args)
+        try:
+            fn(*fn_args)
+        except BaseException as e:  # noqa: BLE001 - the caller must get an answer
+            log("error", f"hornbeam_runtime: cannot start a call on the loop:\n{traceback.format_exc()}")
+            sink(fn_args[0], ("crash", f"{type(e).__name__}: {e}".encode()))
 
 
 def _on_loop(fn: Callable[..., None], *fn_args: Any) -> None:
@@ -336,7 +342,7 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[
         elif later is not None:
             later.append((http.handle, (call_id, args)))
         else:
-            _on_loop(http.handle, call_id, args)
+            _on_loop(_run_later, [(http.handle, (call_id, args))])
         return
     prepared = _prepare(kind, args)
     if not isinstance(prepared, Prepared):
@@ -346,7 +352,7 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[
         if later is not None:
             later.append((_run_async, (call_id, prepared)))
         else:
-            _on_loop(_run_async, call_id, prepared)
+            _on_loop(_run_later, [(_run_async, (call_id, prepared))])
         return
     _submit(call_id, kind, functools.partial(_run_sync, call_id, kind, prepared))
 
@@ -358,10 +364,25 @@ def _submit(call_id: int, kind: str, run: Callable[[], None]) -> bool:
         raise RuntimeError("hornbeam_runtime.init was not called")
     if pool.submit(call_id, run):
         return True
-    log("warning", f"hornbeam_runtime: {kind} call refused: {pool.max_queued} calls already "
-                   f"wait for one of the {pool.threads} handler threads (max_queued_calls)")
+    _log_overload(kind)
     sink(call_id, "overloaded")
     return False
+
+
+_overload_log = {"at": -1e9, "refused": 0}
+
+
+def _log_overload(kind: str) -> None:
+    """One warning per second at most while calls are refused (a flood of
+    log frames would only add to the overload)."""
+    _overload_log["refused"] += 1
+    now = time.monotonic()
+    if now - _overload_log["at"] >= 1.0 and pool is not None:
+        log("warning", f"hornbeam_runtime: refused {_overload_log['refused']} call(s) (last: {kind}): "
+                       f"{pool.max_queued} calls already wait for one of the {pool.threads} handler "
+                       "threads (max_queued_calls)")
+        _overload_log["at"] = now
+        _overload_log["refused"] = 0
 
 
 _async_handlers: Dict[Any, bool] = {}

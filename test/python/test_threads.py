@@ -210,3 +210,19 @@ def test_wsgi_requests_run_on_the_pool_inside_the_hooks(runtime):
         rt.remove_sync_handler_hook(hook)
     assert result[:2] == ("response", 404)
     assert seen[0][:2] == ("http", "app") and seen[0][2].startswith("hornbeam-handler-")
+
+
+def test_a_call_that_cannot_start_on_the_loop_still_gets_an_answer(room, monkeypatch):
+    class Broken:
+        threaded = False
+
+        def handle(self, call_id, args):
+            raise RuntimeError("no app today")
+
+    monkeypatch.setattr(rt, "http", Broken())
+    assert room.call("http", {}) == ("crash", b"RuntimeError: no app today")
+    ids = [room.next_id, room.next_id + 1]
+    room.next_id += 2
+    rt.dispatch_batch([(ids[0], "http", {}), (ids[1], "event", event_args("async_reply"))])
+    assert room.wait(ids[0]) == ("crash", b"RuntimeError: no app today")
+    assert reply(room.wait(ids[1]))["async"] is True
