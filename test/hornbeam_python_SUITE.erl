@@ -111,7 +111,7 @@ end_per_testcase(_Case, _Config) ->
 handle_emit(Emit) ->
     case whereis(hb_emit_sink) of
         undefined -> ok;
-        Pid -> Pid ! {emit, Emit}, ok
+        Pid -> Pid ! {emit, Emit}, Pid ! {emit_applied_by, self()}, ok
     end.
 
 %% logger handler callback: forward python-domain events to the test process
@@ -338,7 +338,10 @@ emits_before_result(_) ->
     Got = [receive {emit, E} -> E after 0 -> missing end || _ <- [1, 2, 3]],
     ?assertEqual([{broadcast, <<"room:1">>, <<"shout">>, <<"{\"a\":1}">>},
                   {broadcast_from, Me, <<"room:1">>, <<"shout_from">>, <<"{\"a\":1}">>},
-                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got).
+                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got),
+    %% by the calling process itself, not the worker's
+    ?assertEqual([Me, Me, Me],
+                 [receive {emit_applied_by, P} -> P after 0 -> missing end || _ <- [1, 2, 3]]).
 
 erl_call_echo(_) ->
     ?assertEqual({ok, {reply, ok, <<"{\"echo\":{\"a\":[1,{\"b\":null}]}}">>, <<"{}">>}},

@@ -20,9 +20,14 @@
 %% `{error, overloaded}'; so do calls beyond `max_queued_calls' waiting
 %% here for a restart.
 %%
-%% Frames from the port are applied in order: emits (broadcast,
-%% broadcast_from, push) go through the `emit_handler' before the result of
-%% the same call is replied, so their effects come first.
+%% Frames from the port are handled in order. Emits (broadcast,
+%% broadcast_from, push) of a plain call go to its caller as
+%% `{hornbeam_py_emit, Emit}' messages before the reply, and the caller
+%% (`hornbeam_python:call/3', in the channel process) applies them through
+%% the `emit_handler' before it returns the result: a handler's pushes
+%% reach the client before its reply by construction, and the fan-out runs
+%% in the channel process, not here. Emits of HTTP calls and of code
+%% running outside any call (a background task) are applied here.
 %%
 %% Stream calls (`hornbeam_python:stream/3', used for HTTP) answer with
 %% messages instead of a reply: the `{http, Id, Event}' frames of the call
@@ -39,7 +44,7 @@
 -module(hornbeam_py_worker).
 -behaviour(gen_server).
 
--export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0]).
+-export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0, apply_emit/3]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -350,8 +355,13 @@ frame({http, Id, Event}, St) ->
         _ ->
             St
     end;
-frame({emit, _Id, Emit}, St) ->
-    apply_emit(Emit, St),
+frame({emit, Id, Emit}, St) ->
+    _ = case maps:find(Id, St#st.calls) of
+            {ok, #call{from = {Caller, _Tag}}} when is_pid(Caller) ->
+                Caller ! {hornbeam_py_emit, Emit};
+            _ ->
+                apply_emit(maps:get(emit_handler, St#st.opts), Emit, St#st.ix)
+        end,
     St;
 frame({erl_call, CallId, Name, ArgsJson}, #st{port = Port} = St) ->
     Self = self(),
@@ -407,7 +417,10 @@ run_erl_call(Name, ArgsJson) ->
             {error, <<"erl_call ", Name/binary, " crashed">>}
     end.
 
-apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
+%% @doc Apply one emit frame of worker `Ix' through `Handler' (in the
+%% worker process, or in the caller of the call that made it).
+-spec apply_emit(module(), term(), pos_integer()) -> ok.
+apply_emit(Handler, Emit, Ix) ->
     case decode_emit(Emit) of
         {ok, E} ->
             try Handler:handle_emit(E)
@@ -416,8 +429,9 @@ apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
                                [Handler, E, 10, Class, Reason, 20, Stack, 30])
             end;
         error ->
-            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [St#st.ix, Emit, 10])
-    end.
+            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [Ix, Emit, 10])
+    end,
+    ok.
 
 decode_emit({broadcast, Topic, Event, Json} = E)
   when is_binary(Topic), is_binary(Event), is_binary(Json) ->
