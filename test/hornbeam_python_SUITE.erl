@@ -29,7 +29,8 @@
          time_waiting_for_a_thread_does_not_count_toward_the_timeout/1,
          a_waiting_call_is_timed_once_it_runs/1,
          bad_pool_options_are_refused/1,
-         a_held_reply_is_not_kept_back_by_a_blocking_job_after_it/1]).
+         a_held_reply_is_not_kept_back_by_a_blocking_job_after_it/1,
+         an_undecodable_result_answers_its_call_at_once/1]).
 
 -define(ROOM, <<"room:*">>).
 
@@ -51,7 +52,8 @@ all() ->
      blocking_forms_refuse_to_run_on_the_loop, a_full_queue_answers_overloaded_at_once,
      time_waiting_for_a_thread_does_not_count_toward_the_timeout,
      a_waiting_call_is_timed_once_it_runs, bad_pool_options_are_refused,
-     a_held_reply_is_not_kept_back_by_a_blocking_job_after_it].
+     a_held_reply_is_not_kept_back_by_a_blocking_job_after_it,
+     an_undecodable_result_answers_its_call_at_once].
 
 %% ---------------------------------------------------------------------------
 %% setup
@@ -567,3 +569,19 @@ a_held_reply_is_not_kept_back_by_a_blocking_job_after_it(_) ->
     %% the quick reply came while the slow call still runs
     receive {slow, _} -> ct:fail(quick_reply_waited_for_the_slow_call) after 0 -> ok end,
     receive {slow, S} -> ?assertMatch({ok, {reply, ok, _, _}}, S) after 10000 -> ct:fail(lost_slow) end.
+
+an_undecodable_result_answers_its_call_at_once(_) ->
+    %% a result frame with an atom this VM does not know: the call gets a
+    %% crash at once (not a timeout that kills the worker), and it is logged
+    capture_logs(),
+    Suffix = integer_to_binary(erlang:unique_integer([positive])),
+    Before = os_pid(),
+    {Ms, Result} = elapsed_ms(fun() ->
+                                      event(<<"unknown_atom_result">>,
+                                            <<"{\"suffix\":\"", Suffix/binary, "\"}">>)
+                              end),
+    ?assertEqual({ok, {crash, <<"the worker sent an undecodable result (see the log)">>}}, Result),
+    ?assert(Ms < 5000),
+    _ = await_log(<<"undecodable result frame for call">>),
+    ?assertEqual(Before, os_pid()),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).

@@ -220,10 +220,7 @@ info1({Port, {data, Bin}}, #st{port = Port} = St) ->
     try binary_to_term(Bin, [safe]) of
         Frame -> {noreply, frame(Frame, St)}
     catch
-        error:badarg ->
-            ?LOG_ERROR("undecodable frame from python worker ~b (~b bytes)",
-                       [St#st.ix, byte_size(Bin)]),
-            {noreply, St}
+        error:badarg -> {noreply, undecodable(Bin, St)}
     end;
 info1({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     ?LOG_WARNING("python worker ~b (os pid ~p) exited with status ~b",
@@ -398,6 +395,50 @@ frame({startup_failed, Message}, #st{status = starting} = St) ->
 frame(Other, St) ->
     ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
     St.
+
+%% A frame `binary_to_term(_, [safe])' refused: an atom missing from
+%% frame_atoms/0, or garbage. Never dropped silently: it is logged, and if
+%% it is the result (or an HTTP event) of a call, that call is answered at
+%% once as a crash instead of waiting for its timeout.
+undecodable(Bin, St) ->
+    case frame_head(Bin) of
+        {Tag, Id} when Tag =:= <<"result">>; Tag =:= <<"http">> ->
+            ?LOG_ERROR("python worker ~b sent an undecodable ~ts frame for call ~b (an atom "
+                       "missing from hornbeam_py_worker:frame_atoms/0?): ~0P",
+                       [St#st.ix, Tag, Id, Bin, 30]),
+            frame({result, Id, {crash, <<"the worker sent an undecodable result (see the log)">>}},
+                  St);
+        _ ->
+            ?LOG_ERROR("python worker ~b sent an undecodable frame (an atom missing from "
+                       "hornbeam_py_worker:frame_atoms/0?): ~0P", [St#st.ix, Bin, 30]),
+            St
+    end.
+
+%% `{Tag, Id, ...}' read from the first bytes of an encoded frame (the
+%% encodings hornbeam_core's etf writes), without creating atoms.
+frame_head(<<131, 104, Arity, Rest/binary>>) when Arity >= 2 ->
+    case atom_text(Rest) of
+        {ok, Tag, AfterTag} ->
+            case int(AfterTag) of
+                {ok, Id} -> {Tag, Id};
+                error -> error
+            end;
+        error ->
+            error
+    end;
+frame_head(_) ->
+    error.
+
+atom_text(<<119, Len, Name:Len/binary, Rest/binary>>) -> {ok, Name, Rest};
+atom_text(<<118, Len:16, Name:Len/binary, Rest/binary>>) -> {ok, Name, Rest};
+atom_text(_) -> error.
+
+int(<<97, I, _/binary>>) -> {ok, I};
+int(<<98, I:32/signed, _/binary>>) -> {ok, I};
+int(<<110, N, Sign, Digits:N/binary, _/binary>>) ->
+    Abs = binary:decode_unsigned(Digits, little),
+    {ok, case Sign of 0 -> Abs; _ -> -Abs end};
+int(_) -> error.
 
 normalize_info(Info) when is_map(Info) ->
     Channels = [#{pattern => P, events => Es}
