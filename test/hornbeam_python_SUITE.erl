@@ -28,7 +28,9 @@
          a_full_queue_answers_overloaded_at_once/1,
          time_waiting_for_a_thread_does_not_count_toward_the_timeout/1,
          a_waiting_call_is_timed_once_it_runs/1,
-         bad_pool_options_are_refused/1]).
+         bad_pool_options_are_refused/1,
+         a_held_reply_is_not_kept_back_by_a_blocking_job_after_it/1,
+         an_undecodable_result_answers_its_call_at_once/1]).
 
 -define(ROOM, <<"room:*">>).
 
@@ -49,7 +51,9 @@ all() ->
      a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker,
      blocking_forms_refuse_to_run_on_the_loop, a_full_queue_answers_overloaded_at_once,
      time_waiting_for_a_thread_does_not_count_toward_the_timeout,
-     a_waiting_call_is_timed_once_it_runs, bad_pool_options_are_refused].
+     a_waiting_call_is_timed_once_it_runs, bad_pool_options_are_refused,
+     a_held_reply_is_not_kept_back_by_a_blocking_job_after_it,
+     an_undecodable_result_answers_its_call_at_once].
 
 %% ---------------------------------------------------------------------------
 %% setup
@@ -82,6 +86,7 @@ pool_opts(a_full_queue_answers_overloaded_at_once) -> #{threads => 1, max_queued
 pool_opts(time_waiting_for_a_thread_does_not_count_toward_the_timeout) ->
     #{threads => 1, timeout => 1500};
 pool_opts(a_waiting_call_is_timed_once_it_runs) -> #{threads => 1};
+pool_opts(a_held_reply_is_not_kept_back_by_a_blocking_job_after_it) -> #{threads => 1};
 pool_opts(_) -> #{}.
 
 no_pool(import_error) -> true;
@@ -108,7 +113,7 @@ end_per_testcase(_Case, _Config) ->
 handle_emit(Emit) ->
     case whereis(hb_emit_sink) of
         undefined -> ok;
-        Pid -> Pid ! {emit, Emit}, ok
+        Pid -> Pid ! {emit, Emit}, Pid ! {emit_applied_by, self()}, ok
     end.
 
 %% logger handler callback: forward python-domain events to the test process
@@ -335,7 +340,10 @@ emits_before_result(_) ->
     Got = [receive {emit, E} -> E after 0 -> missing end || _ <- [1, 2, 3]],
     ?assertEqual([{broadcast, <<"room:1">>, <<"shout">>, <<"{\"a\":1}">>},
                   {broadcast_from, Me, <<"room:1">>, <<"shout_from">>, <<"{\"a\":1}">>},
-                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got).
+                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got),
+    %% by the calling process itself, not the worker's
+    ?assertEqual([Me, Me, Me],
+                 [receive {emit_applied_by, P} -> P after 0 -> missing end || _ <- [1, 2, 3]]).
 
 erl_call_echo(_) ->
     ?assertEqual({ok, {reply, ok, <<"{\"echo\":{\"a\":[1,{\"b\":null}]}}">>, <<"{}">>}},
@@ -541,3 +549,39 @@ bad_pool_options_are_refused(_) ->
      || {Name, Value} <- [{threads, 0}, {threads, many}, {max_queued_calls, -1},
                           {workers, 0}]],
     ?assertEqual(undefined, whereis(hornbeam_python_sup)).
+
+a_held_reply_is_not_kept_back_by_a_blocking_job_after_it(_) ->
+    %% threads => 1: while a first call sleeps, a quick one and a 1500 ms one
+    %% queue up; the thread then runs them as a burst, holding the quick
+    %% one's result, and blocks in the slow one: the held result still goes
+    %% out (the worker writes frames held over 1 ms itself)
+    Parent = self(),
+    Run = fun(Tag, Event, Payload) ->
+                  spawn_link(fun() -> Parent ! {Tag, event(Event, Payload)} end)
+          end,
+    Run(first, <<"sleep_sync">>, <<"{\"ms\":300}">>),
+    timer:sleep(100),
+    Run(quick, <<"reply">>, <<"{}">>),
+    timer:sleep(20),
+    Run(slow, <<"sleep_sync">>, <<"{\"ms\":1500}">>),
+    receive {first, F} -> ?assertMatch({ok, {reply, ok, _, _}}, F) after 10000 -> ct:fail(lost_first) end,
+    receive {quick, Q} -> ?assertMatch({ok, {reply, ok, _, _}}, Q) after 10000 -> ct:fail(lost_quick) end,
+    %% the quick reply came while the slow call still runs
+    receive {slow, _} -> ct:fail(quick_reply_waited_for_the_slow_call) after 0 -> ok end,
+    receive {slow, S} -> ?assertMatch({ok, {reply, ok, _, _}}, S) after 10000 -> ct:fail(lost_slow) end.
+
+an_undecodable_result_answers_its_call_at_once(_) ->
+    %% a result frame with an atom this VM does not know: the call gets a
+    %% crash at once (not a timeout that kills the worker), and it is logged
+    capture_logs(),
+    Suffix = integer_to_binary(erlang:unique_integer([positive])),
+    Before = os_pid(),
+    {Ms, Result} = elapsed_ms(fun() ->
+                                      event(<<"unknown_atom_result">>,
+                                            <<"{\"suffix\":\"", Suffix/binary, "\"}">>)
+                              end),
+    ?assertEqual({ok, {crash, <<"the worker sent an undecodable result (see the log)">>}}, Result),
+    ?assert(Ms < 5000),
+    _ = await_log(<<"undecodable result frame for call">>),
+    ?assertEqual(Before, os_pid()),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).

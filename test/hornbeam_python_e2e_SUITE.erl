@@ -22,7 +22,8 @@ all() ->
      a_sleeping_sync_handler_does_not_delay_another_channel_with_one_worker,
      events_of_one_channel_run_one_at_a_time_on_the_thread_pool,
      an_async_handler_waiting_on_presence_does_not_delay_another_channel,
-     overloaded_worker_answers_events_and_joins_with_an_error].
+     overloaded_worker_answers_events_and_joins_with_an_error,
+     overloaded_worker_refuses_a_connect_with_503].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -42,6 +43,8 @@ opts(presence_limits_raise_value_error_in_python) -> #{max_presence_meta_size =>
                                                        max_presences_per_socket => 5};
 opts(overloaded_worker_answers_events_and_joins_with_an_error) ->
     #{threads => 1, max_queued_calls => 0};
+opts(overloaded_worker_refuses_a_connect_with_503) ->
+    #{threads => 1, max_queued_calls => 0, channel_modules => ["fx_room", "fx_connect"]};
 opts(_) -> #{}.
 
 init_per_testcase(TC, Config) when TC =:= import_error_fails_start;
@@ -459,3 +462,14 @@ overloaded_worker_answers_events_and_joins_with_an_error(Config) ->
     %% the channel that was refused keeps its state and works again
     ?assertMatch([_, <<"5">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 1}}],
                  push(B, <<"1">>, <<"5">>, <<"room:other">>, <<"reply">>, #{})).
+
+overloaded_worker_refuses_a_connect_with_503(Config) ->
+    %% threads => 1, max_queued_calls => 0, a sync @on_connect
+    Port = ?config(port, Config),
+    {ok, A} = ?C:connect(Port, "/ws?token=good"),
+    _ = join(A, <<"1">>, <<"room:busy">>, #{}),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:busy">>, <<"sleep_sync">>, #{<<"ms">> => 1000}),
+    timer:sleep(200),
+    ?assertMatch({error, {status, 503, _}}, ?C:connect(Port, "/ws?token=good")),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>}], ?C:recv_json(A, 5000)),
+    {ok, _} = ?C:connect(Port, "/ws?token=good").

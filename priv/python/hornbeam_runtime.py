@@ -27,6 +27,7 @@ import importlib
 import inspect
 import logging
 import sys
+import time
 import traceback
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
@@ -360,8 +361,13 @@ def _dispatch_guarded(call_id: int, kind: str, args: Mapping[str, Any], later: O
 
 
 def _run_later(later: List[Tuple[Callable[..., None], Tuple[Any, ...]]]) -> None:
+    """Start calls on the loop; each ``fn_args`` begins with the call id."""
     for fn, fn_args in later:
-        fn(*fn_args)
+        try:
+            fn(*fn_args)
+        except BaseException as e:  # noqa: BLE001 - the caller must get an answer
+            log("error", f"hornbeam_runtime: cannot start a call on the loop:\n{traceback.format_exc()}")
+            sink(fn_args[0], ("crash", f"{type(e).__name__}: {e}".encode()))
 
 
 def _on_loop(fn: Callable[..., None], *fn_args: Any) -> None:
@@ -375,13 +381,13 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[
         if http is None:
             sink(call_id, ("invalid", b"this worker has no HTTP app"))
         elif getattr(http, "threaded", False):  # WSGI: a blocking app
-            run = functools.partial(_run_wsgi, call_id, http.exchange(call_id, args))
+            run = functools.partial(_run_wsgi, call_id, http.app, http.exchange(call_id, args))
             if not _submit(call_id, "http", run):
                 http.forget(call_id)
         elif later is not None:
             later.append((http.handle, (call_id, args)))
         else:
-            _on_loop(http.handle, call_id, args)
+            _on_loop(_run_later, [(http.handle, (call_id, args))])
         return
     prepared = _prepare(kind, args)
     if not isinstance(prepared, Prepared):
@@ -391,7 +397,7 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[
         if later is not None:
             later.append((_run_async, (call_id, prepared)))
         else:
-            _on_loop(_run_async, call_id, prepared)
+            _on_loop(_run_later, [(_run_async, (call_id, prepared))])
         return
     _submit(call_id, kind, functools.partial(_run_sync, call_id, kind, prepared))
 
@@ -403,10 +409,25 @@ def _submit(call_id: int, kind: str, run: Callable[[], None]) -> bool:
         raise RuntimeError("hornbeam_runtime.init was not called")
     if pool.submit(call_id, run):
         return True
-    log("warning", f"hornbeam_runtime: {kind} call refused: {pool.max_queued} calls already "
-                   f"wait for one of the {pool.threads} handler threads (max_queued_calls)")
+    _log_overload(kind)
     sink(call_id, "overloaded")
     return False
+
+
+_overload_log = {"at": -1e9, "refused": 0}
+
+
+def _log_overload(kind: str) -> None:
+    """One warning per second at most while calls are refused (a flood of
+    log frames would only add to the overload)."""
+    _overload_log["refused"] += 1
+    now = time.monotonic()
+    if now - _overload_log["at"] >= 1.0 and pool is not None:
+        log("warning", f"hornbeam_runtime: refused {_overload_log['refused']} call(s) (last: {kind}): "
+                       f"{pool.max_queued} calls already wait for one of the {pool.threads} handler "
+                       "threads (max_queued_calls)")
+        _overload_log["at"] = now
+        _overload_log["refused"] = 0
 
 
 _async_handlers: Dict[Any, bool] = {}
@@ -489,7 +510,7 @@ def _run_sync(call_id: int, kind: str, prepared: "Prepared") -> None:
         hc.current_call.reset(token)
 
 
-def _run_wsgi(call_id: int, run: Callable[[], None]) -> None:
+def _run_wsgi(call_id: int, app_obj: Callable[..., Any], run: Callable[[], None]) -> None:
     """Serve a WSGI request (on a pool thread); ``run`` sends its result."""
     ran = False
 
@@ -500,7 +521,7 @@ def _run_wsgi(call_id: int, run: Callable[[], None]) -> None:
 
     try:
         if _sync_hooks:
-            _with_hooks("http", getattr(http, "app", serve), serve)
+            _with_hooks("http", app_obj, serve)
         else:
             serve()
     except BaseException as e:  # noqa: BLE001 - a hook failed

@@ -20,9 +20,14 @@
 %% `{error, overloaded}'; so do calls beyond `max_queued_calls' waiting
 %% here for a restart.
 %%
-%% Frames from the port are applied in order: emits (broadcast,
-%% broadcast_from, push) go through the `emit_handler' before the result of
-%% the same call is replied, so their effects come first.
+%% Frames from the port are handled in order. Emits (broadcast,
+%% broadcast_from, push) of a plain call go to its caller as
+%% `{hornbeam_py_emit, Emit}' messages before the reply, and the caller
+%% (`hornbeam_python:call/3', in the channel process) applies them through
+%% the `emit_handler' before it returns the result: a handler's pushes
+%% reach the client before its reply by construction, and the fan-out runs
+%% in the channel process, not here. Emits of HTTP calls and of code
+%% running outside any call (a background task) are applied here.
 %%
 %% Stream calls (`hornbeam_python:stream/3', used for HTTP) answer with
 %% messages instead of a reply: the `{http, Id, Event}' frames of the call
@@ -39,7 +44,7 @@
 -module(hornbeam_py_worker).
 -behaviour(gen_server).
 
--export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0]).
+-export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0, apply_emit/3]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -215,10 +220,7 @@ info1({Port, {data, Bin}}, #st{port = Port} = St) ->
     try binary_to_term(Bin, [safe]) of
         Frame -> {noreply, frame(Frame, St)}
     catch
-        error:badarg ->
-            ?LOG_ERROR("undecodable frame from python worker ~b (~b bytes)",
-                       [St#st.ix, byte_size(Bin)]),
-            {noreply, St}
+        error:badarg -> {noreply, undecodable(Bin, St)}
     end;
 info1({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     ?LOG_WARNING("python worker ~b (os pid ~p) exited with status ~b",
@@ -350,8 +352,13 @@ frame({http, Id, Event}, St) ->
         _ ->
             St
     end;
-frame({emit, _Id, Emit}, St) ->
-    apply_emit(Emit, St),
+frame({emit, Id, Emit}, St) ->
+    _ = case maps:find(Id, St#st.calls) of
+            {ok, #call{from = {Caller, _Tag}}} when is_pid(Caller) ->
+                Caller ! {hornbeam_py_emit, Emit};
+            _ ->
+                apply_emit(maps:get(emit_handler, St#st.opts), Emit, St#st.ix)
+        end,
     St;
 frame({erl_call, CallId, Name, ArgsJson}, #st{port = Port} = St) ->
     Self = self(),
@@ -396,6 +403,50 @@ frame(Other, St) ->
     ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
     St.
 
+%% A frame `binary_to_term(_, [safe])' refused: an atom missing from
+%% frame_atoms/0, or garbage. Never dropped silently: it is logged, and if
+%% it is the result (or an HTTP event) of a call, that call is answered at
+%% once as a crash instead of waiting for its timeout.
+undecodable(Bin, St) ->
+    case frame_head(Bin) of
+        {Tag, Id} when Tag =:= <<"result">>; Tag =:= <<"http">> ->
+            ?LOG_ERROR("python worker ~b sent an undecodable ~ts frame for call ~b (an atom "
+                       "missing from hornbeam_py_worker:frame_atoms/0?): ~0P",
+                       [St#st.ix, Tag, Id, Bin, 30]),
+            frame({result, Id, {crash, <<"the worker sent an undecodable result (see the log)">>}},
+                  St);
+        _ ->
+            ?LOG_ERROR("python worker ~b sent an undecodable frame (an atom missing from "
+                       "hornbeam_py_worker:frame_atoms/0?): ~0P", [St#st.ix, Bin, 30]),
+            St
+    end.
+
+%% `{Tag, Id, ...}' read from the first bytes of an encoded frame (the
+%% encodings hornbeam_core's etf writes), without creating atoms.
+frame_head(<<131, 104, Arity, Rest/binary>>) when Arity >= 2 ->
+    case atom_text(Rest) of
+        {ok, Tag, AfterTag} ->
+            case int(AfterTag) of
+                {ok, Id} -> {Tag, Id};
+                error -> error
+            end;
+        error ->
+            error
+    end;
+frame_head(_) ->
+    error.
+
+atom_text(<<119, Len, Name:Len/binary, Rest/binary>>) -> {ok, Name, Rest};
+atom_text(<<118, Len:16, Name:Len/binary, Rest/binary>>) -> {ok, Name, Rest};
+atom_text(_) -> error.
+
+int(<<97, I, _/binary>>) -> {ok, I};
+int(<<98, I:32/signed, _/binary>>) -> {ok, I};
+int(<<110, N, Sign, Digits:N/binary, _/binary>>) ->
+    Abs = binary:decode_unsigned(Digits, little),
+    {ok, case Sign of 0 -> Abs; _ -> -Abs end};
+int(_) -> error.
+
 normalize_info(Info) when is_map(Info) ->
     Channels = [#{pattern => P, events => Es}
                 || #{pattern := P, events := Es} <- maps:get(channels, Info, [])],
@@ -415,7 +466,10 @@ run_erl_call(Name, ArgsJson) ->
             {error, <<"erl_call ", Name/binary, " crashed">>}
     end.
 
-apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
+%% @doc Apply one emit frame of worker `Ix' through `Handler' (in the
+%% worker process, or in the caller of the call that made it).
+-spec apply_emit(module(), term(), pos_integer()) -> ok.
+apply_emit(Handler, Emit, Ix) ->
     case decode_emit(Emit) of
         {ok, E} ->
             try Handler:handle_emit(E)
@@ -424,8 +478,9 @@ apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
                                [Handler, E, 10, Class, Reason, 20, Stack, 30])
             end;
         error ->
-            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [St#st.ix, Emit, 10])
-    end.
+            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [Ix, Emit, 10])
+    end,
+    ok.
 
 %% A payload is JSON text, or {binary, Bytes} for a Python `bytes' payload.
 -define(IS_PAYLOAD(P), (is_binary(P) orelse (is_tuple(P) andalso tuple_size(P) =:= 2

@@ -5,9 +5,11 @@
 %% `{broadcast_from, Channel, Topic, Event, Json}' and
 %% `{push, Channel, Event, Json}', where Channel is the decoded token of
 %% `hornbeam_py_channel:channel_token/1' and Json the payload's JSON text
-%% (forwarded without decoding). They run in the worker's process before the
-%% handler's result is delivered, so a client sees a handler's pushes before
-%% its reply.
+%% (forwarded without decoding). The emits of a channel call run in the
+%% calling process (`hornbeam_python:call/3', i.e. the channel process)
+%% before it gets the handler's result, so a client sees a handler's pushes
+%% before its reply; emits of HTTP calls and of background code run in the
+%% worker's process.
 -module(hornbeam_python_emit).
 
 -export([handle_emit/1]).

@@ -224,14 +224,16 @@ priv_dir() ->
     end.
 
 -spec init(map()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
-init(#{workers := N, timeout := Timeout, app := App, shutdown_timeout := Stop} = Opts) ->
+init(#{workers := N, timeout := Timeout, app := App, shutdown_timeout := Stop,
+       emit_handler := EmitHandler} = Opts) ->
     Names = [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, N)],
     %% N in-flight counters + the round-robin cursor
     Load = atomics:new(N + 1, [{signed, true}]),
     [atomics:put(Load, Ix, hornbeam_python:unavailable()) || Ix <- lists:seq(1, N)],
     persistent_term:put(?POOL_KEY, #{size => N, names => list_to_tuple(Names),
                                       load => Load, timeout => Timeout,
-                                      http => App =/= undefined}),
+                                      http => App =/= undefined,
+                                      emit_handler => EmitHandler}),
     Children = [#{id => {hornbeam_py_worker, Ix},
                   start => {hornbeam_py_worker, start_link, [Ix, Load, Opts]},
                   restart => permanent,

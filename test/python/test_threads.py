@@ -51,6 +51,7 @@ def test_a_sleeping_sync_handler_does_not_delay_an_async_one(room):
     fast = room.call("event", event_args("async_reply", b'{"q":1}'))
     assert reply(fast)["async"] is True
     assert slow not in room.results
+    room.wait(slow)
 
 
 def test_a_full_queue_answers_overloaded_at_once_and_waits_are_reported(room):
@@ -191,3 +192,37 @@ def test_a_thread_holds_its_frames_during_a_burst_and_releases_them_before_waiti
     finally:
         gate.set()
         pool.shutdown()
+
+
+def test_wsgi_requests_run_on_the_pool_inside_the_hooks(runtime):
+    assert runtime.init(app="wsgi_app:app", worker_class=b"wsgi")[0] == "init_ok"
+    seen = []
+
+    @contextlib.contextmanager
+    def hook(kind, handler):
+        seen.append((kind, handler.__name__, threading.current_thread().name))
+        yield
+
+    rt.add_sync_handler_hook(hook)
+    try:
+        result = runtime.call("http", {"method": b"GET", "path": b"/nope", "headers": [], "body": b""})
+    finally:
+        rt.remove_sync_handler_hook(hook)
+    assert result[:2] == ("response", 404)
+    assert seen[0][:2] == ("http", "app") and seen[0][2].startswith("hornbeam-handler-")
+
+
+def test_a_call_that_cannot_start_on_the_loop_still_gets_an_answer(room, monkeypatch):
+    class Broken:
+        threaded = False
+
+        def handle(self, call_id, args):
+            raise RuntimeError("no app today")
+
+    monkeypatch.setattr(rt, "http", Broken())
+    assert room.call("http", {}) == ("crash", b"RuntimeError: no app today")
+    ids = [room.next_id, room.next_id + 1]
+    room.next_id += 2
+    rt.dispatch_batch([(ids[0], "http", {}), (ids[1], "event", event_args("async_reply"))])
+    assert room.wait(ids[0]) == ("crash", b"RuntimeError: no app today")
+    assert reply(room.wait(ids[1]))["async"] is True
