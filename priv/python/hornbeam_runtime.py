@@ -23,6 +23,7 @@ import traceback
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import hornbeam_channels as hc
+import hornbeam_django
 
 try:
     import _hornbeam  # type: ignore[import-not-found]
@@ -118,6 +119,11 @@ def init(config: Mapping[str, Any]) -> Result:
 
     modules = [m for m in (_text(x) for x in config.get("channel_modules") or []) if m]
     app_spec = _text(config.get("app"))
+    try:
+        # Before any user module: channel modules may import Django models.
+        hornbeam_django.setup()
+    except BaseException as e:  # noqa: BLE001
+        return _init_error(hornbeam_django.settings_module() or "django", e)
     if app_spec:
         mod_name, _, attr = app_spec.partition(":")
         try:
