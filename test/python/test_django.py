@@ -171,3 +171,14 @@ print(r[0], r[1].decode(), r[2].decode())
 """, DJANGO_SETTINGS_MODULE="no_such_settings_xyz")
     assert r.stdout.strip() == ("init_error no_such_settings_xyz ModuleNotFoundError: "
                                 "No module named 'no_such_settings_xyz'"), r.stdout + r.stderr
+
+
+def test_readme_shows_the_channel_module_that_ci_runs():
+    """README's "Coming from Django Channels" prints test/django/chat/channels.py,
+    which test/hornbeam_django_SUITE.erl serves: the printed example is the tested one."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    start = readme.index("```python\n# chat/channels.py\n") + len("```python\n")
+    block = readme[start:readme.index("```", start)]
+    with open(os.path.join(PROJECT, "chat", "channels.py"), encoding="utf-8") as f:
+        assert block == f.read()
