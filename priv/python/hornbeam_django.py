@@ -6,7 +6,7 @@ Two jobs, both only when the app uses Django:
   the channel modules are imported, when ``DJANGO_SETTINGS_MODULE`` is set
   and Django is importable. A channel module that imports models then works
   even when it is imported before (or without) the project's ``asgi.py``.
-* :func:`call_sync` runs a sync handler the way Django Channels'
+* :func:`sync_handler_hook` wraps a sync handler the way Django Channels'
   ``database_sync_to_async`` does: ``close_old_connections()`` before and
   after it, in the thread that runs it. Django keeps one connection per
   thread; this closes it once the handler is done (``CONN_MAX_AGE = 0``,
@@ -15,16 +15,15 @@ Two jobs, both only when the app uses Django:
 
 "Uses Django" means: ``django.apps`` is imported and its registry is ready
 (whoever called ``django.setup()``: this module, ``get_asgi_application()``
-or the user). Handlers of apps without Django pay one dict lookup.
+or the user). The runtime installs the hook only then, so handlers of apps
+without Django pay nothing.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Optional, TypeVar
-
-T = TypeVar("T")
+from typing import Any, Callable, ContextManager, Optional
 
 #: ``django.db.close_old_connections`` once Django is ready (cached).
 _close_old_connections: Optional[Callable[[], None]] = None
@@ -70,14 +69,38 @@ def _closer() -> Optional[Callable[[], None]]:
     return _close_old_connections
 
 
-def call_sync(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` between two ``close_old_connections()`` when Django is
-    ready; plainly otherwise. Runs in the caller's thread (a pool thread)."""
+class _ConnectionsClosed:
+    """Context manager: ``close_old_connections()`` on entry and on exit."""
+
+    __slots__ = ("_close",)
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close = close
+
+    def __enter__(self) -> None:
+        self._close()
+
+    def __exit__(self, *_exc: Any) -> None:
+        self._close()
+
+
+class _Nothing:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: Any) -> None:
+        return None
+
+
+_NOTHING = _Nothing()
+
+
+def sync_handler_hook(kind: str, handler: Callable[..., Any]) -> ContextManager[None]:
+    """The runtime's sync-handler hook (``hornbeam_runtime.add_sync_handler_hook``):
+    entered on the pool thread just before a ``def`` handler runs and exited
+    just after, it closes the thread's old DB connections on both sides, as
+    ``database_sync_to_async`` does. Does nothing until Django is ready."""
     close = _closer()
-    if close is None:
-        return fn(*args)
-    close()
-    try:
-        return fn(*args)
-    finally:
-        close()
+    return _NOTHING if close is None else _ConnectionsClosed(close)

@@ -55,6 +55,12 @@ def count_users():
     return get_user_model().objects.count()
 
 
+def hooked(fn, *args):
+    """fn(*args) inside the hook, as the runtime runs a sync handler on a pool thread."""
+    with hornbeam_django.sync_handler_hook("event", fn):
+        return fn(*args)
+
+
 def in_thread(fn, *args):
     """Run fn in a new thread (no event loop there, as in a pool thread)."""
     out = {}
@@ -77,7 +83,7 @@ def test_sync_handler_db_connection_is_closed_after_it(django_db):
         return connection.connection is not None  # open while the handler runs
 
     assert open_db_connections() == []
-    assert in_thread(hornbeam_django.call_sync, handler) is True
+    assert in_thread(hooked, handler) is True
     assert open_db_connections() == []
 
 
@@ -109,7 +115,7 @@ def test_handler_exception_still_closes_the_connection(django_db):
 
     def run():
         try:
-            hornbeam_django.call_sync(handler)
+            hooked(handler)
         except ValueError as e:
             return str(e)
         return None
@@ -122,7 +128,7 @@ def test_connections_stay_flat_over_1000_handlers_on_a_thread_pool(django_db):
     from chat.models import Message
     from django.contrib.auth import get_user_model
 
-    user = hornbeam_django.call_sync(
+    user = hooked(
         lambda: get_user_model().objects.create_user("pool", password="pw"))
 
     def handler(i):
@@ -132,10 +138,10 @@ def test_connections_stay_flat_over_1000_handlers_on_a_thread_pool(django_db):
     counts = []
     with ThreadPoolExecutor(8) as pool:
         for start in range(0, 1000, 100):
-            list(pool.map(lambda i: hornbeam_django.call_sync(handler, i), range(start, start + 100)))
+            list(pool.map(lambda i: hooked(handler, i), range(start, start + 100)))
             counts.append(len(open_db_connections()))
         assert counts == [0] * 10  # every pool thread is idle and holds none
-    assert in_thread(hornbeam_django.call_sync,
+    assert in_thread(hooked,
                      lambda: Message.objects.filter(room="room:pool").count()) == 1000
 
 
@@ -182,3 +188,13 @@ def test_readme_shows_the_channel_module_that_ci_runs():
     block = readme[start:readme.index("```", start)]
     with open(os.path.join(PROJECT, "chat", "channels.py"), encoding="utf-8") as f:
         assert block == f.read()
+
+
+def test_hook_does_nothing_in_a_process_without_django():
+    r = run_python("""
+import sys, hornbeam_django
+with hornbeam_django.sync_handler_hook("event", print):
+    pass
+print(hornbeam_django.ready(), "django.db" in sys.modules)
+""")
+    assert r.stdout.strip() == "False False", r.stdout + r.stderr
