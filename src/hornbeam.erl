@@ -118,7 +118,8 @@ start_python(Sup, AppSpec, Opts) ->
         true ->
             {ok, [], undefined};
         false ->
-            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env,
+            PyOpts0 = maps:with([workers, threads, max_queued_calls, timeout, init_timeout,
+                                 worker_path, env,
                                  worker_class, lifespan, root_path, shutdown_timeout], Opts),
             PyOpts = PyOpts0#{app => App, channel_modules => Modules,
                               pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]},

@@ -20,6 +20,9 @@ run_usage() ->
     "options:\n"
     "  --bind HOST:PORT        address to serve (default 127.0.0.1:8000; [::]:8000 for IPv6)\n"
     "  --workers N             Python worker processes (default: number of schedulers)\n"
+    "  --threads N             threads per worker for def handlers and WSGI apps (default 16)\n"
+    "  --max-queued-calls N    calls a worker lets wait for a thread before answering\n"
+    "                          overloaded (default 1024)\n"
     "  --worker-class CLASS    asgi or wsgi (default asgi)\n"
     "  --channel-module M      Python module with channel handlers (repeatable)\n"
     "  --pythonpath DIR        added to sys.path (repeatable; default the current directory)\n"
@@ -82,6 +85,16 @@ option("--workers", V, O, N) ->
     case string:to_integer(V) of
         {W, ""} when W > 0 -> {ok, O#{workers => W}, N};
         _ -> {error, "--workers needs a positive integer, got " ++ V}
+    end;
+option("--threads", V, O, N) ->
+    case string:to_integer(V) of
+        {T, ""} when T > 0 -> {ok, O#{threads => T}, N};
+        _ -> {error, "--threads needs a positive integer, got " ++ V}
+    end;
+option("--max-queued-calls", V, O, N) ->
+    case string:to_integer(V) of
+        {Q, ""} when Q >= 0 -> {ok, O#{max_queued_calls => Q}, N};
+        _ -> {error, "--max-queued-calls needs a non-negative integer, got " ++ V}
     end;
 option("--worker-class", V, O, N) when V =:= "asgi"; V =:= "wsgi" ->
     {ok, O#{worker_class => list_to_atom(V)}, N};

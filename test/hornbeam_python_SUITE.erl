@@ -20,7 +20,15 @@
          erl_call_unknown/1, python_logging/1, crash_traceback_logged/1,
          async_calls_overlap/1, sync_calls_overlap_on_two_workers/1,
          os_exit_then_restart/1, all_in_flight_fail_together/1, timeout_replaces_worker/1,
-         import_error/1, missing_binary/1, throughput/1]).
+         import_error/1, missing_binary/1, throughput/1,
+         sync_handlers_run_on_a_pool_thread_off_the_loop/1,
+         sync_handlers_overlap_on_one_worker/1,
+         a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker/1,
+         blocking_forms_refuse_to_run_on_the_loop/1,
+         a_full_queue_answers_overloaded_at_once/1,
+         time_waiting_for_a_thread_does_not_count_toward_the_timeout/1,
+         a_waiting_call_is_timed_once_it_runs/1,
+         bad_pool_options_are_refused/1]).
 
 -define(ROOM, <<"room:*">>).
 
@@ -36,7 +44,12 @@ all() ->
      python_logging, crash_traceback_logged,
      async_calls_overlap, sync_calls_overlap_on_two_workers,
      os_exit_then_restart, all_in_flight_fail_together, timeout_replaces_worker,
-     import_error, missing_binary, throughput].
+     import_error, missing_binary, throughput,
+     sync_handlers_run_on_a_pool_thread_off_the_loop, sync_handlers_overlap_on_one_worker,
+     a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker,
+     blocking_forms_refuse_to_run_on_the_loop, a_full_queue_answers_overloaded_at_once,
+     time_waiting_for_a_thread_does_not_count_toward_the_timeout,
+     a_waiting_call_is_timed_once_it_runs, bad_pool_options_are_refused].
 
 %% ---------------------------------------------------------------------------
 %% setup
@@ -65,10 +78,15 @@ base_opts() ->
 pool_opts(sync_calls_overlap_on_two_workers) -> #{workers => 2};
 pool_opts(connect_no_handler) -> #{channel_modules => [<<"fx_room">>]};
 pool_opts(throughput) -> #{workers => 2};
+pool_opts(a_full_queue_answers_overloaded_at_once) -> #{threads => 1, max_queued_calls => 1};
+pool_opts(time_waiting_for_a_thread_does_not_count_toward_the_timeout) ->
+    #{threads => 1, timeout => 1500};
+pool_opts(a_waiting_call_is_timed_once_it_runs) -> #{threads => 1};
 pool_opts(_) -> #{}.
 
 no_pool(import_error) -> true;
 no_pool(missing_binary) -> true;
+no_pool(bad_pool_options_are_refused) -> true;
 no_pool(_) -> false.
 
 init_per_testcase(Case, Config) ->
@@ -424,3 +442,102 @@ throughput(_) ->
     ct:pal("sequential: ~b calls in ~b ms (~b calls/s, ~b us/call round trip); "
            "~b concurrent callers over 2 workers: ~b calls/s", [N, SeqMs, Seq, SeqMs * 1000 div N, Callers, Par]),
     ?assert(Seq > 100).
+
+%% ---------------------------------------------------------------------------
+%% the handler thread pool
+%% ---------------------------------------------------------------------------
+
+reply_json(Event) ->
+    {ok, {reply, ok, Json, _}} = event(Event),
+    {ok, Map} = hornbeam_nif:json_decode(Json),
+    Map.
+
+sync_handlers_run_on_a_pool_thread_off_the_loop(_) ->
+    #{<<"thread">> := Thread, <<"loop_running">> := Running} = reply_json(<<"where">>),
+    ?assertMatch(<<"hornbeam-handler-", _/binary>>, Thread),
+    ?assertEqual(false, Running),
+    #{<<"thread">> := LoopThread, <<"loop_running">> := true} = reply_json(<<"where_async">>),
+    ?assertNotMatch(<<"hornbeam-handler-", _/binary>>, LoopThread).
+
+sync_handlers_overlap_on_one_worker(_) ->
+    %% workers => 1: before the thread pool this took 2000 ms or more
+    Sleep = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":1000}">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Sleep, Sleep]) end),
+    ct:pal("two 1000 ms sync calls on one worker took ~b ms", [Ms]),
+    [{ok, {reply, ok, _, _}}, {ok, {reply, ok, _, _}}] = Results,
+    ?assert(Ms < 1900).
+
+a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker(_) ->
+    Parent = self(),
+    _ = spawn_link(fun() -> Parent ! {slow, event(<<"sleep_sync">>, <<"{\"ms\":1500}">>)} end),
+    timer:sleep(100),
+    {Ms, Fast} = elapsed_ms(fun() -> event(<<"reply">>) end),
+    ct:pal("a call next to a 1500 ms sync handler took ~b ms", [Ms]),
+    ?assertMatch({ok, {reply, ok, _, _}}, Fast),
+    %% answered while the sleeper still sleeps
+    receive {slow, _} -> ct:fail(slow_call_finished_first) after 0 -> ok end,
+    receive {slow, Slow} -> ?assertMatch({ok, {reply, ok, _, _}}, Slow)
+    after 10000 -> ct:fail(slow_call_lost)
+    end.
+
+blocking_forms_refuse_to_run_on_the_loop(_) ->
+    Errors = reply_json(<<"blocking_forms_in_async">>),
+    ?assertEqual([<<"call">>, <<"presence_list">>, <<"presence_track">>],
+                 lists:sort(maps:keys(Errors))),
+    #{<<"call">> := CallError} = Errors,
+    ?assertNotEqual(nomatch, binary:match(CallError, <<"await call_async('echo', ...)">>)),
+    %% the worker still answers (nothing blocked the loop)
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"async_reply">>)).
+
+a_full_queue_answers_overloaded_at_once(_) ->
+    %% threads => 1, max_queued_calls => 1: one runs, one waits, the rest
+    %% are refused at once
+    Parent = self(),
+    [spawn_link(fun() -> Parent ! {slow, event(<<"sleep_sync">>, <<"{\"ms\":800}">>)} end)
+     || _ <- [1, 2]],
+    timer:sleep(300),
+    {Ms, Refused} = elapsed_ms(fun() -> event(<<"reply">>) end),
+    ?assertEqual({error, overloaded}, Refused),
+    ?assert(Ms < 700),
+    [#{waiting_for_thread := 1}] = hornbeam_python:workers(),
+    [receive {slow, R} -> ?assertMatch({ok, {reply, ok, _, _}}, R) after 10000 -> ct:fail(lost) end
+     || _ <- [1, 2]],
+    %% the worker was never replaced, and takes calls again
+    [#{restarts := 0, waiting_for_thread := 0}] = hornbeam_python:workers(),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).
+
+time_waiting_for_a_thread_does_not_count_toward_the_timeout(_) ->
+    %% threads => 1, timeout => 1500: three 700 ms calls run one after the
+    %% other; the last finishes ~2100 ms after it was sent, which is fine
+    %% because it ran for 700 ms only
+    Before = os_pid(),
+    Sleep = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":700}">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Sleep, Sleep, Sleep]) end),
+    ct:pal("three 700 ms calls on one thread took ~b ms", [Ms]),
+    ?assertEqual(3, length([ok || {ok, {reply, ok, _, _}} <- Results])),
+    ?assert(Ms >= 2000),
+    ?assertEqual(Before, os_pid()),
+    [#{restarts := 0}] = hornbeam_python:workers().
+
+a_waiting_call_is_timed_once_it_runs(_) ->
+    %% threads => 1: a spinning call that had to wait is still timed out
+    %% (from when it started), and its worker replaced
+    Before = os_pid(),
+    Slow = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":500}">>) end,
+    Spin = fun() ->
+                   timer:sleep(100),
+                   hornbeam_python:call(event, event_args(<<"spin">>, <<"{}">>, <<"{}">>), 700)
+           end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Slow, Spin]) end),
+    ct:pal("a 700 ms timeout after 400 ms of waiting fired after ~b ms", [Ms]),
+    ?assertMatch([{ok, {reply, ok, _, _}}, {error, timeout}], Results),
+    ?assert(Ms >= 1100),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)),
+    ?assertNotEqual(Before, os_pid()).
+
+bad_pool_options_are_refused(_) ->
+    [?assertEqual({error, {bad_option, Name, Value}},
+                  hornbeam_python_sup:start_link(maps:merge(base_opts(), #{Name => Value})))
+     || {Name, Value} <- [{threads, 0}, {threads, many}, {max_queued_calls, -1},
+                          {workers, 0}]],
+    ?assertEqual(undefined, whereis(hornbeam_python_sup)).

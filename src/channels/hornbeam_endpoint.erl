@@ -105,6 +105,8 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
                     Conn = #{id => new_id(), params => Params, assigns => Assigns,
                              connect_info => ConnectInfo, endpoint => Config},
                     {ok, Conn, []};
+                {error, overloaded} ->
+                    refuse(503, <<"server overloaded, try again later\n">>);
                 {error, Reason} ->
                     logger:info("WebSocket refused by connect: ~0p", [Reason]),
                     refuse(403, <<"connection refused\n">>)

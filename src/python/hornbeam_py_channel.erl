@@ -37,6 +37,9 @@ join(Topic, {json, Payload}, Socket0) ->
             %% the traceback was logged by the worker
             logger:info("Python join of ~ts crashed: ~ts", [Topic, Message]),
             {error, #{<<"reason">> => <<"join crashed">>}};
+        {error, overloaded} ->
+            logger:warning("Python join of ~ts refused: its worker is overloaded", [Topic]),
+            {error, #{<<"reason">> => <<"overloaded">>}};
         {error, Why} ->
             logger:error("Python join of ~ts failed: ~0p", [Topic, Why]),
             {error, #{<<"reason">> => <<"join crashed">>}}
@@ -67,6 +70,9 @@ handle_in(Event, {json, Payload}, Socket = #{pattern := Pattern}) ->
         {error, timeout} ->
             logger:error("Python handler for ~ts timed out; its worker was replaced", [Event]),
             {reply, {error, #{<<"reason">> => <<"timeout">>}}, Socket};
+        {error, overloaded} ->
+            %% already logged by the worker; the client may retry
+            {reply, {error, #{<<"reason">> => <<"overloaded">>}}, Socket};
         {error, Why} ->
             logger:error("Python handler for ~ts failed: ~0p", [Event, Why]),
             {reply, {error, #{<<"reason">> => atom_to_binary(Why)}}, Socket}

@@ -1,7 +1,8 @@
 %% @doc One Python worker: a gen_server owning one `hornbeam_worker' port.
 %%
-%% Many calls are in flight on the port at once (the worker runs async
-%% handlers concurrently). Each call has its own timer: when it fires the
+%% Many calls are in flight on the port at once (the worker runs sync
+%% handlers on a pool of `threads' threads and async ones on its event
+%% loop). Each running call has its own timer: when it fires the
 %% caller gets `{error, timeout}', the port is killed (a running CPython
 %% cannot be interrupted), every other call in flight on it gets
 %% `{error, worker_crashed}', and a fresh port is started. A port that exits
@@ -9,6 +10,15 @@
 %% (100 ms doubling to 5 s; reset once a port has stayed up for 10 s) and
 %% re-run init. Calls that arrive while the port is (re)starting wait in a
 %% queue, under their own timers.
+%%
+%% The timer measures execution, not waiting: a call the worker has to
+%% queue because every handler thread is busy is reported `{queued, Id}'
+%% (its timer stops) and `{started, Id}' when a thread takes it (a fresh
+%% timer starts), so a burst cannot get a healthy worker killed. The worker
+%% queues at most `max_queued_calls' calls and answers the excess at once
+%% with the result `overloaded', which the caller gets as
+%% `{error, overloaded}'; so do calls beyond `max_queued_calls' waiting
+%% here for a restart.
 %%
 %% Frames from the port are applied in order: emits (broadcast,
 %% broadcast_from, push) go through the `emit_handler' before the result of
@@ -37,9 +47,14 @@
 -define(BACKOFF_MIN, 100).
 -define(BACKOFF_MAX, 5000).
 -define(STABLE_AFTER, 10000).
+%% Calls waiting here for a (re)start have reached max_queued_calls.
+-define(RESTART_QUEUE_FULL(St),
+        (St#st.status =/= ready andalso
+         length(St#st.queued) >= map_get(max_queued_calls, St#st.opts))).
 
 -record(call, {from :: gen_server:from() | {stream, pid(), reference()},
-               timer :: reference(),
+               %% undefined while the worker has it queued for a thread
+               timer :: reference() | undefined,
                timeout :: timeout(),
                kind :: atom(),
                sent :: boolean(),
@@ -109,7 +124,7 @@ frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
      emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
-     http, start, body, response, startup_failed].
+     http, start, body, response, startup_failed, queued, started, overloaded].
 
 %% ---------------------------------------------------------------------------
 %% gen_server
@@ -135,6 +150,9 @@ handle_call(Request, From, St) ->
 call1({call, _Kind, _Args, _Timeout}, _From, #st{status = failed} = St) ->
     done(St),
     {reply, {error, worker_crashed}, St};
+call1({call, _Kind, _Args, _Timeout}, _From, St) when ?RESTART_QUEUE_FULL(St) ->
+    done(St),
+    {reply, {error, overloaded}, St};
 call1({call, Kind, Args, Timeout}, From, St) ->
     {noreply, new_call(From, undefined, Kind, Args, Timeout, St)};
 call1(await_ready, From, #st{status = Status} = St) ->
@@ -145,8 +163,12 @@ call1(await_ready, From, #st{status = Status} = St) ->
         {_, true} -> {noreply, St#st{waiters = [From | St#st.waiters]}}
     end;
 call1(info, _From, St) ->
+    Waiting = maps:fold(fun(_, #call{sent = true, timer = undefined}, N) -> N + 1;
+                           (_, _, N) -> N
+                        end, 0, St#st.calls),
     {reply, #{ix => St#st.ix, pid => self(), os_pid => St#st.os_pid,
               status => St#st.status, in_flight => maps:size(St#st.calls),
+              waiting_for_thread => Waiting,
               queued => length(St#st.queued), restarts => St#st.restarts,
               backoff => St#st.backoff}, St};
 call1(_Other, _From, St) ->
@@ -159,6 +181,10 @@ handle_cast(Msg, St) ->
 cast1({stream, Pid, Ref, _Kind, _Args, _Timeout}, #st{status = failed} = St) ->
     done(St),
     Pid ! {hornbeam_py, Ref, {error, worker_crashed}},
+    {noreply, St};
+cast1({stream, Pid, Ref, _Kind, _Args, _Timeout}, St) when ?RESTART_QUEUE_FULL(St) ->
+    done(St),
+    Pid ! {hornbeam_py, Ref, {error, overloaded}},
     {noreply, St};
 cast1({stream, Pid, Ref, Kind, Args, Timeout}, #st{next_id = Id} = St) ->
     Mon = monitor(process, Pid),
@@ -272,6 +298,29 @@ await_exit(#st{port = Port} = St, Deadline) ->
 %% Frames from the worker
 %% ---------------------------------------------------------------------------
 
+frame({result, Id, overloaded}, St) ->
+    %% the worker's queue for handler threads was full
+    case maps:find(Id, St#st.calls) of
+        {ok, Call} -> end_call(Id, Call, {error, overloaded}, St);
+        error -> St
+    end;
+frame({queued, Id}, St) ->
+    %% every handler thread is busy: waiting does not count as running
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{timer = Timer} = Call} when Timer =/= undefined ->
+            cancel(Timer),
+            St#st{calls = maps:put(Id, Call#call{timer = undefined}, St#st.calls)};
+        _ ->
+            St
+    end;
+frame({started, Id}, St) ->
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{timer = undefined, timeout = Timeout} = Call} ->
+            Call1 = Call#call{timer = start_timer(Timeout, Id)},
+            St#st{calls = maps:put(Id, Call1, St#st.calls)};
+        _ ->
+            St
+    end;
 frame({result, Id, Result}, St) ->
     case maps:find(Id, St#st.calls) of
         {ok, #call{from = {stream, _, _}} = Call} ->
@@ -415,6 +464,8 @@ start_port(#st{opts = Opts, ix = Ix} = St) ->
                                 worker_class => maps:get(worker_class, Opts, asgi),
                                 lifespan => maps:get(lifespan, Opts, auto),
                                 root_path => maps:get(root_path, Opts, <<>>),
+                                threads => maps:get(threads, Opts),
+                                max_queued_calls => maps:get(max_queued_calls, Opts),
                                 worker_id => Ix}}),
             InitTimer = case maps:get(init_timeout, Opts) of
                             infinity -> undefined;

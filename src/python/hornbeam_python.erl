@@ -17,13 +17,10 @@
 %% Added to a worker's counter while it cannot take calls (starting,
 %% restarting), so the picker only chooses it when every worker is down.
 -define(UNAVAILABLE, (1 bsl 40)).
-%% Extra time the caller waits beyond the call's own timeout (the worker
-%% enforces the timeout; this only guards against a stuck worker process).
--define(MARGIN, 5000).
 
 -type kind() :: join | event | leave | connect | http.
 -type result() :: term().
--type error() :: timeout | worker_crashed | not_started.
+-type error() :: timeout | worker_crashed | not_started | overloaded.
 -type pool() :: #{size := pos_integer(),
                   names := tuple(),
                   load := atomics:atomics_ref(),
@@ -42,7 +39,9 @@ call(Kind, Args) ->
 
 %% @doc Run one call on the least-busy worker. On `{error, timeout}' that
 %% worker was killed and is being replaced; every other call in flight on it
-%% got `{error, worker_crashed}'.
+%% got `{error, worker_crashed}'. `Timeout' bounds the call's execution, not
+%% the time it waits for a free handler thread; `{error, overloaded}' means
+%% that `max_queued_calls' calls were already waiting on that worker.
 -spec call(kind(), map(), timeout() | default) -> {ok, result()} | {error, error()}.
 call(Kind, Args, Timeout0) ->
     case pool() of
@@ -53,9 +52,12 @@ call(Kind, Args, Timeout0) ->
             Ix = pick(Load, N),
             atomics:add(Load, Ix, 1),
             Name = element(Ix, Names),
-            CallTimeout = case Timeout of infinity -> infinity; _ -> Timeout + ?MARGIN end,
+            %% No deadline here: the worker answers every call it took (a
+            %% result, its execution timer, overloaded, or the port's death),
+            %% and a call may first wait for a handler thread for a while.
+            %% gen_server:call still returns if the worker process dies.
             try
-                gen_server:call(Name, {call, Kind, Args, Timeout}, CallTimeout)
+                gen_server:call(Name, {call, Kind, Args, Timeout}, infinity)
             catch
                 exit:{timeout, _} ->
                     {error, timeout};

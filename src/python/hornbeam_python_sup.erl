@@ -9,6 +9,10 @@
 %% <li>`channel_modules' — Python modules that register channels;</li>
 %% <li>`pythonpath' — extra `sys.path' entries (`priv/python' always comes first);</li>
 %% <li>`workers' — default `erlang:system_info(schedulers_online)';</li>
+%% <li>`threads' — threads per worker that run `def' handlers and WSGI
+%%     apps, default 16 (see README: measured);</li>
+%% <li>`max_queued_calls' — calls a worker lets wait for a free thread
+%%     before it answers `{error, overloaded}', default 1024;</li>
 %% <li>`timeout' — default call timeout in ms, 30000;</li>
 %% <li>`init_timeout' — how long a worker may take to import, 60000;</li>
 %% <li>`worker_path' — default `priv/hornbeam_worker';</li>
@@ -37,11 +41,17 @@
 
 -define(POOL_KEY, {hornbeam_python, pool}).
 -define(INFO_KEY, {hornbeam_python, info}).
+%% Handler threads per worker: see "Choosing `threads'" in README.md.
+-define(DEFAULT_THREADS, 16).
+-define(MAX_THREADS, 1024).
+-define(DEFAULT_MAX_QUEUED_CALLS, 1024).
 
 -type opts() :: #{app => binary() | string() | undefined,
                   channel_modules => [binary() | string() | atom()],
                   pythonpath => [binary() | string()],
                   workers => pos_integer(),
+                  threads => pos_integer(),
+                  max_queued_calls => non_neg_integer(),
                   timeout => timeout(),
                   init_timeout => timeout(),
                   worker_path => file:filename_all(),
@@ -123,6 +133,9 @@ show_hornbeam_logs() ->
 is_ok({ok, _}) -> true;
 is_ok(_) -> false.
 
+bad_option(#{workers := W}) when not is_integer(W); W < 1 -> {workers, W};
+bad_option(#{threads := T}) when not is_integer(T); T < 1; T > ?MAX_THREADS -> {threads, T};
+bad_option(#{max_queued_calls := Q}) when not is_integer(Q); Q < 0 -> {max_queued_calls, Q};
 bad_option(#{worker_class := WC}) when WC =/= asgi, WC =/= wsgi -> {worker_class, WC};
 bad_option(#{lifespan := L}) when L =/= auto, L =/= on, L =/= off -> {lifespan, L};
 bad_option(#{root_path := R}) when R =/= <<>>, binary_part(R, 0, 1) =/= <<"/">> -> {root_path, R};
@@ -141,6 +154,8 @@ normalize_opts(Opts) ->
       channel_modules => [bin(M) || M <- maps:get(channel_modules, Opts, [])],
       pythonpath => [bin(filename:join(Priv, "python")) | Paths],
       workers => maps:get(workers, Opts, erlang:system_info(schedulers_online)),
+      threads => maps:get(threads, Opts, ?DEFAULT_THREADS),
+      max_queued_calls => maps:get(max_queued_calls, Opts, ?DEFAULT_MAX_QUEUED_CALLS),
       timeout => maps:get(timeout, Opts, 30000),
       init_timeout => maps:get(init_timeout, Opts, 60000),
       worker_path => maps:get(worker_path, Opts, filename:join(Priv, "hornbeam_worker")),

@@ -75,6 +75,9 @@ class Http:
 def http(monkeypatch):
     h = Http(monkeypatch)
     yield h
+    if rt.pool is not None:
+        rt.pool.shutdown()
+        rt.pool = None
     if rt.loop is not None and not rt.loop.is_closed():
         if rt.http is not None:
             rt.loop.run_until_complete(rt.http.shutdown())

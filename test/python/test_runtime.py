@@ -3,6 +3,7 @@ sync and async handlers, error paths."""
 
 import asyncio
 import json
+import threading
 
 import pytest
 
@@ -258,13 +259,17 @@ def test_base_exceptions_do_not_escape(runtime):
     assert runtime.call("event", dict(args, event=b"async_exit"))[0] == "crash"
 
 
-def test_resolve_completes_futures(runtime):
+def test_resolve_completes_futures_on_their_loop_from_another_thread(runtime):
     runtime.init()
     ok, err, done = rt.loop.create_future(), rt.loop.create_future(), rt.loop.create_future()
     done.cancel()
-    rt.resolve(ok, True, {"a": 1})
-    rt.resolve(err, False, "nope")
-    rt.resolve(done, True, 1)  # already done: ignored
+    # the worker's reader thread calls resolve
+    resolver = threading.Thread(target=lambda: (rt.resolve(ok, True, {"a": 1}),
+                                                rt.resolve(err, False, "nope"),
+                                                rt.resolve(done, True, 1)))  # already done: ignored
+    resolver.start()
+    resolver.join()
+    rt.loop.run_until_complete(asyncio.wait([ok, err], timeout=5))
     assert ok.result() == {"a": 1}
     with pytest.raises(hc.ErlangError, match="nope"):
         err.result()

@@ -151,6 +151,23 @@ pub mod hornbeam_native {
         Ok(())
     }
 
+    /// `progress(call_id, state)`: sends `{queued, CallId}` (the call waits
+    /// for a handler thread: Erlang stops its timer) or `{started, CallId}`
+    /// (a waiting call started running: its timer starts).
+    #[pyfunction]
+    fn progress(call_id: i64, what: &str) -> PyResult<()> {
+        let tag = match what {
+            "queued" | "started" => what,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown call state {other:?} (queued, started)"
+                )))
+            }
+        };
+        state()?.send(&Term::tuple(vec![Term::atom(tag), Term::Int(call_id)]));
+        Ok(())
+    }
+
     fn erl_call_frame(id: u64, name: &str, args: Vec<u8>) -> Term {
         Term::tuple(vec![
             Term::atom("erl_call"),

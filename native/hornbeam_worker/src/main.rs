@@ -3,23 +3,27 @@
 //! Erlang opens this binary with `{packet, 4}`; every frame is one
 //! `term_to_binary/1` term (see `src/python/README.md` for the protocol).
 //!
-//! Threads (plain std threads; the loop is the only concurrency Python sees):
+//! Threads (plain std threads, and the Python threads of the handler pool):
 //! * main: the reader. Blocks on stdin for a frame, decodes it, and for a
-//!   call takes the GIL to convert it to Python objects and schedule
-//!   `hornbeam_runtime.dispatch` on the loop with `call_soon_threadsafe`
-//!   (all frames already buffered go under one GIL acquisition, and the
-//!   calls among them are scheduled together as one
-//!   `hornbeam_runtime.dispatch_batch`: one loop wakeup per burst, whose
-//!   results are held back and handed to the writer at once). Erlang may
-//!   send a burst as one `{calls, [{Id, Kind, Args}, ...]}` frame.
+//!   call takes the GIL to convert it to Python objects and hand it to
+//!   `hornbeam_runtime.dispatch`, which routes it without blocking: a `def`
+//!   handler (or a WSGI request) to the runtime's thread pool, an
+//!   `async def` one (or an ASGI request) to the loop with
+//!   `call_soon_threadsafe`. All frames already buffered go under one GIL
+//!   acquisition, and the calls among them go together to
+//!   `hornbeam_runtime.dispatch_batch` (one loop wakeup per burst). Erlang
+//!   may send a burst as one `{calls, [{Id, Kind, Args}, ...]}` frame.
 //!   `erl_reply` frames wake the waiting `_hornbeam.call` without the GIL.
 //! * `python`: owns the asyncio event loop. Runs `hornbeam_runtime.init`,
-//!   then `loop.run_forever()`; sync handlers run inline on the loop,
-//!   `async def` handlers as tasks, so several async calls overlap.
+//!   then `loop.run_forever()`; `async def` handlers run as tasks, so
+//!   several async calls overlap. No handler ever blocks it.
+//! * the runtime's handler threads (`hornbeam_pool`, `threads` of them):
+//!   run `def` handlers and WSGI apps; they may block (a database query,
+//!   a synchronous `erl_call`) without stalling the loop or each other.
 //! * `writer`: the single writer of stdout. Everything (results, emits,
 //!   logs, erl_calls) is queued on one channel and written length-prefixed,
-//!   flushing when the queue is empty; an emit queued before a result is
-//!   written before it.
+//!   flushing when the queue is empty; an emit queued before a result (by
+//!   the same thread: a handler runs on one thread) is written before it.
 //!
 //! (An earlier version read and wrote through tokio tasks; the extra
 //! thread hops of `tokio::fs` and a separate submitter thread doubled the
@@ -203,8 +207,10 @@ fn run_jobs(jobs: &mut Vec<Job>) {
     }
 }
 
-/// Schedules every call of `calls` on the loop with one
-/// `call_soon_threadsafe` (one loop wakeup for the whole burst).
+/// Hands every call of `calls` to `hornbeam_runtime.dispatch_batch` (or
+/// `dispatch` for one), here on the reader thread: the runtime routes sync
+/// handlers to its thread pool and async ones to the loop (one wakeup for
+/// the burst), and never blocks.
 fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
     if calls.is_empty() {
         return;
@@ -229,10 +235,9 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
             send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
         }
     }
-    let scheduled = lr
-        .call_soon_threadsafe
-        .call1(py, (lr.dispatch_batch.clone_ref(py), batch.clone()));
-    if let Err(e) = scheduled {
+    if let Err(e) = lr.dispatch_batch.call1(py, (batch.clone(),)) {
+        // dispatch_batch answers every call itself; this is a bug in it
+        st.log("error", &format!("hornbeam_runtime.dispatch_batch failed: {e}"));
         for item in batch.iter() {
             if let Ok((id, _, _)) = item.extract::<(i64, Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
@@ -425,10 +430,8 @@ fn run_job(py: Python<'_>, job: Job) {
     };
     match job {
         Job::Call { id, kind, args } => {
-            let scheduled = term_to_py(py, &args).and_then(|args| {
-                lr.call_soon_threadsafe
-                    .call1(py, (lr.dispatch.clone_ref(py), id, kind, args))
-            });
+            let scheduled =
+                term_to_py(py, &args).and_then(|args| lr.dispatch.call1(py, (id, kind, args)));
             if let Err(e) = scheduled {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
             }
@@ -453,9 +456,8 @@ fn run_job(py: Python<'_>, job: Job) {
                 },
                 Reply::Error(msg) => (false, PyString::new(py, &msg).into_any()),
             };
-            let resolved = lr
-                .call_soon_threadsafe
-                .call1(py, (lr.resolve.clone_ref(py), future, ok, value));
+            // `resolve` completes the future on its own loop, thread-safely
+            let resolved = lr.resolve.call1(py, (future, ok, value));
             if let Err(e) = resolved {
                 st.log("error", &format!("cannot complete an erl_call future: {e}"));
             }

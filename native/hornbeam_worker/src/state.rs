@@ -53,17 +53,22 @@ pub enum Job {
     },
 }
 
-/// The running asyncio loop and the runtime functions scheduled onto it.
+/// The running asyncio loop and the runtime functions the reader calls.
 pub struct LoopRef {
+    /// The loop's `call_soon_threadsafe` (for notify and shutdown).
     pub call_soon_threadsafe: Py<PyAny>,
     /// `hornbeam_runtime.shutdown`: runs the ASGI lifespan shutdown (if
     /// any), then stops the loop.
     pub shutdown: Py<PyAny>,
+    /// `hornbeam_runtime.dispatch(id, kind, args)`: routes one call to the
+    /// thread pool or the loop; called on the reader thread, never blocks.
     pub dispatch: Py<PyAny>,
-    /// `hornbeam_runtime.dispatch_batch`: runs a list of `(id, kind, args)`
-    /// calls, one loop wakeup for all the calls of a read burst.
+    /// `hornbeam_runtime.dispatch_batch`: routes a list of `(id, kind,
+    /// args)` calls, one loop wakeup for all the calls of a read burst.
     pub dispatch_batch: Py<PyAny>,
     pub notify: Py<PyAny>,
+    /// `hornbeam_runtime.resolve(future, ok, value)`: completes a
+    /// `call_async` future on its own loop; callable from any thread.
     pub resolve: Py<PyAny>,
 }
 

@@ -23,7 +23,10 @@ Return values
 * on_connect: ``('ok', assigns)`` | ``('error', reason)``
 
 Responses and reasons are dicts (a ``str`` reason becomes ``{"reason": ...}``;
-``None`` becomes ``{}``). Handlers may be ``def`` or ``async def``. Anything
+``None`` becomes ``{}``). Handlers may be ``def`` or ``async def``: a ``def``
+handler runs on the worker's thread pool (blocking code is fine there), an
+``async def`` one on the worker's event loop (it must not block: use
+``await call_async(...)`` and the ``*_async`` forms of Presence). Anything
 else is logged as an invalid return value, and exceptions are logged with
 their traceback; the client only sees Phoenix's generic error.
 
@@ -33,6 +36,7 @@ This module imports without the worker (for tests and IDEs); then
 
 from __future__ import annotations
 
+import asyncio as _asyncio
 import contextvars
 import inspect
 import json as _json
@@ -57,6 +61,7 @@ __all__ = [
     "channels",
     "on_connect",
     "push",
+    "refuse_on_event_loop",
 ]
 
 JSON = Any
@@ -440,13 +445,18 @@ def _channel_of(socket: Socket) -> bytes:
 
 
 def broadcast(topic: str, event: str, payload: Mapping[str, Any]) -> None:
-    """Send ``event`` to every subscriber of ``topic`` on every node."""
+    """Send ``event`` to every subscriber of ``topic`` on every node.
+
+    Never blocks (the message is queued for Erlang, which delivers it before
+    the reply of the calling handler), so it is safe in ``def`` and
+    ``async def`` handlers alike."""
     _check_payload(payload)
     _native().emit("broadcast", topic, event, payload, call_id=current_call.get())
 
 
 def broadcast_from(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
-    """Like :func:`broadcast` on ``socket.topic``, except to ``socket`` itself."""
+    """Like :func:`broadcast` on ``socket.topic``, except to ``socket`` itself.
+    Never blocks."""
     _check_payload(payload)
     native = _native()
     native.emit("broadcast_from", _channel_of(socket), socket.topic, event, payload,
@@ -454,19 +464,33 @@ def broadcast_from(socket: Socket, event: str, payload: Mapping[str, Any]) -> No
 
 
 def push(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
-    """Send ``event`` to this socket's client only."""
+    """Send ``event`` to this socket's client only (before the handler's
+    reply). Never blocks."""
     _check_payload(payload)
     native = _native()
     native.emit("push", _channel_of(socket), event, payload, call_id=current_call.get())
 
 
+def refuse_on_event_loop(what: str, instead: str) -> None:
+    """Raise RuntimeError if the calling thread runs an asyncio event loop:
+    ``what`` waits for Erlang and would stall every ``async def`` handler of
+    the worker; ``instead`` names the awaitable form to use."""
+    if _asyncio._get_running_loop() is not None:
+        raise RuntimeError(f"{what} waits for Erlang and would block the event loop that runs "
+                           f"async handlers; in an async def handler use {instead}")
+
+
 def call(name: str, args: Any = None) -> Any:
     """Call the Erlang function registered as ``name`` and wait for its
-    answer (blocks the worker's event loop; prefer :func:`call_async` in
-    ``async def`` handlers). Raises ErlangError on an error answer."""
+    answer. Blocks the calling thread: use it in ``def`` handlers (they run
+    on the worker's thread pool); in an ``async def`` handler it raises
+    RuntimeError, use :func:`call_async` there. Raises ErlangError on an
+    error answer."""
+    refuse_on_event_loop(f"call({name!r})", f"await call_async({name!r}, ...)")
     return _native().call(name, args)
 
 
 async def call_async(name: str, args: Any = None) -> Any:
-    """Like :func:`call` without blocking other handlers."""
+    """Like :func:`call`, awaitable: waits without blocking the event loop
+    (for ``async def`` handlers). Raises ErlangError on an error answer."""
     return await _native().call_async(name, args)
