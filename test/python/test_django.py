@@ -156,12 +156,14 @@ INIT = """
 import hornbeam_runtime as rt
 r = rt.init({"app": "undefined", "channel_modules": [b"chat.channels"], "pythonpath": []})
 print(r[0], r[2].decode() if r[0] == "init_error" else sorted(c["pattern"] for c in r[1]["channels"]))
+import hornbeam_django
+print("hooked" if hornbeam_django.sync_handler_hook in rt._sync_hooks else "not hooked")
 """
 
 
-def test_channel_module_importing_models_loads_without_the_app(django_db):
+def test_channel_module_importing_models_loads_without_the_app_and_hooks_the_handlers(django_db):
     r = run_python(INIT, DJANGO_SETTINGS_MODULE="mysite.settings", HORNBEAM_DJANGO_DB=str(django_db))
-    assert r.stdout.strip() == "init_ok [b'room:*']", r.stderr
+    assert r.stdout.split("\n")[:2] == ["init_ok [b'room:*']", "hooked"], r.stdout + r.stderr
 
 
 def test_without_a_settings_module_the_same_import_fails_clearly(django_db):
@@ -198,3 +200,12 @@ with hornbeam_django.sync_handler_hook("event", print):
 print(hornbeam_django.ready(), "django.db" in sys.modules)
 """)
     assert r.stdout.strip() == "False False", r.stdout + r.stderr
+
+
+def test_an_app_without_django_gets_no_hook():
+    r = run_python("""
+import hornbeam_runtime as rt
+r = rt.init({"app": "undefined", "channel_modules": [], "pythonpath": []})
+print(r[0], rt._sync_hooks)
+""")
+    assert r.stdout.strip() == "init_ok []", r.stdout + r.stderr
