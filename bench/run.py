@@ -43,7 +43,7 @@ HB_EBIN = ROOT / "_build" / "default" / "lib" / "hornbeam" / "ebin"
 PEER_EBIN = ROOT / "_build" / "bench_peers"
 LOG_DIR = ROOT / "_build" / "bench_logs"
 
-HORNBEAM = ("hornbeam-erlang", "hornbeam-python", "hornbeam-python-threads")
+HORNBEAM = ("hornbeam-erlang", "hornbeam-python", "hornbeam-python-tuned")
 
 SCENARIOS = ("fanout", "roundtrip", "idle", "presence", "blocking")
 #: What every server runs; "blocking" only where the server says so.
@@ -51,9 +51,9 @@ COMMON_SCENARIOS = ("fanout", "roundtrip", "idle", "presence")
 #: The load generator's scenario for each of ours ("blocking" is a round trip
 #: of the `block` event, whose handler sleeps 5 ms in every peer).
 LOADGEN_SCENARIO = {"blocking": "roundtrip"}
-#: Threads per Python worker of hornbeam-python-threads ("best settings" of
-#: the blocking scenario, bench/README.md).
-BEST_THREADS = "100"
+#: hornbeam-python-tuned: the best settings we measured for the blocking
+#: scenario on one core (bench/README.md); HORNBEAM_PY_BEST replaces them.
+BEST_SETTINGS = "--workers 2 --threads 32"
 
 
 # --- servers ---------------------------------------------------------------------
@@ -146,10 +146,12 @@ def hornbeam_python_cmd(port: int) -> Tuple[List[str], Path]:
     return (cmd, ROOT)
 
 
-def hornbeam_python_threads_cmd(port: int) -> Tuple[List[str], Path]:
+def hornbeam_python_tuned_cmd(port: int) -> Tuple[List[str], Path]:
     cmd, cwd = hornbeam_python_cmd(port)
-    if "--threads" not in cmd:
-        cmd += ["--threads", os.environ.get("HORNBEAM_PY_BEST_THREADS", BEST_THREADS)]
+    best = os.environ.get("HORNBEAM_PY_BEST", BEST_SETTINGS).split()
+    for flag, value in zip(best[::2], best[1::2]):
+        if flag not in cmd:  # HORNBEAM_PY_WORKERS / _THREADS win
+            cmd += [flag, value]
     return (cmd, cwd)
 
 
@@ -186,9 +188,9 @@ SERVERS: Dict[str, Server] = {s.name: s for s in [
            compile_bench_channel, hornbeam_erlang_cmd),
     Server("hornbeam-python", "phoenix", True, "Hornbeam, Python channel bench/peers/hornbeam/bench_app.py (bin/hornbeam run)",
            hornbeam_python_check, hornbeam_python_cmd, scenarios=COMMON_SCENARIOS + ("blocking",)),
-    Server("hornbeam-python-threads", "phoenix", True,
-           f"hornbeam-python with --threads {BEST_THREADS} (HORNBEAM_PY_BEST_THREADS): the blocking scenario's best settings",
-           hornbeam_python_check, hornbeam_python_threads_cmd, scenarios=("blocking",)),
+    Server("hornbeam-python-tuned", "phoenix", True,
+           f"hornbeam-python with {BEST_SETTINGS} (HORNBEAM_PY_BEST): the blocking scenario's best settings",
+           hornbeam_python_check, hornbeam_python_tuned_cmd, scenarios=("blocking",)),
     Server("rust-fanout", "json", False, "tokio-tungstenite fan-out server (native/hornbeam_bench), the machine's ceiling",
            lambda: need(RUST_SERVER),
            lambda port: ([str(RUST_SERVER), "--bind", f"127.0.0.1:{port}"], ROOT)),
