@@ -42,8 +42,8 @@ def setup() -> bool:
     if settings_module() is None:
         return False
     try:
-        import django
-        from django.apps import apps
+        import django  # type: ignore[import-untyped, unused-ignore]
+        from django.apps import apps  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         return False  # the variable is set but Django is not installed here
     if not apps.ready:
@@ -63,7 +63,7 @@ def _closer() -> Optional[Callable[[], None]]:
         django_apps = sys.modules.get("django.apps")
         if django_apps is None or not django_apps.apps.ready:
             return None
-        from django.db import close_old_connections
+        from django.db import close_old_connections  # type: ignore[import-untyped, unused-ignore]
 
         _close_old_connections = close_old_connections
     return _close_old_connections
