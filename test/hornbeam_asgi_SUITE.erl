@@ -10,7 +10,7 @@
 
 all() ->
     [{group, asgi}, {group, asgi_timeout}, {group, lifespan}, {group, starlette},
-     {group, wsgi}, {group, no_app}].
+     {group, wsgi}, {group, wsgi_overload}, {group, no_app}].
 
 groups() ->
     [{asgi, [], [scope_fields, percent_decoded_path_and_root_path_option, big_body_in_pieces,
@@ -29,6 +29,7 @@ groups() ->
                       starlette_streaming_response, starlette_sync_endpoint_and_errors,
                       starlette_background_and_lifespan_shutdown]},
      {wsgi, [], [wsgi_environ, wsgi_streaming_and_close, wsgi_errors]},
+     {wsgi_overload, [], [wsgi_request_beyond_the_queue_bound_is_503]},
      {no_app, [], [no_app_answers_404_and_static_files]}].
 
 init_per_suite(Config) ->
@@ -68,6 +69,9 @@ init_per_group(starlette, Config) ->
     Config;
 init_per_group(wsgi, Config) ->
     ok = start("wsgi_app:app", #{worker_class => wsgi, root_path => "/mount"}, Config),
+    Config;
+init_per_group(wsgi_overload, Config) ->
+    ok = start("wsgi_app:app", #{worker_class => wsgi, threads => 1, max_queued_calls => 0}, Config),
     Config;
 init_per_group(no_app, Config) ->
     ok = start(none, #{}, Config),
@@ -497,6 +501,19 @@ wsgi_errors(_Config) ->
     {500, _, <<"Internal Server Error\n">>, _} = hget(S, "/raise"),
     {500, _, <<"recovered with exc_info\n">>, _} = hget(S, "/exc-info"),
     {200, _, _, _} = hget(S, "/stream").
+
+wsgi_request_beyond_the_queue_bound_is_503(_Config) ->
+    %% threads => 1, max_queued_calls => 0: while one request sleeps on the
+    %% only thread, the next is answered 503 at once
+    Busy = connect(),
+    send(Busy, "GET", "/sleep?800"),
+    timer:sleep(200),
+    {503, _, _, _} = hget("/environ"),
+    %% answered while the first one still sleeps
+    ?assertEqual({error, timeout}, gen_tcp:recv(Busy, 0, 0)),
+    {200, _, <<"slept">>, length} = recv(Busy),
+    %% and the worker serves again
+    {200, _, _, _} = hget("/environ").
 
 %% ---------------------------------------------------------------------------
 %% no app

@@ -38,3 +38,10 @@ errors_test_() ->
      ?_assertMatch({error, "--worker-class" ++ _}, hornbeam_cli:parse(["run", "a:b", "--worker-class", "x"])),
      ?_assertMatch({error, "--ws-path" ++ _}, hornbeam_cli:parse(["run", "a:b", "--ws-path", "ws"])),
      ?_assertMatch({error, "--log-level" ++ _}, hornbeam_cli:parse(["run", "a:b", "--log-level", "loud"]))].
+
+thread_pool_options_test_() ->
+    {run, _, Opts, _} = hornbeam_cli:parse(["run", "a:b", "--threads", "32", "--max-queued-calls", "0"]),
+    [?_assertMatch(#{threads := 32, max_queued_calls := 0}, Opts),
+     ?_assertMatch({error, "--threads needs" ++ _}, hornbeam_cli:parse(["run", "a:b", "--threads", "0"])),
+     ?_assertMatch({error, "--max-queued-calls needs" ++ _},
+                   hornbeam_cli:parse(["run", "a:b", "--max-queued-calls", "-1"]))].

@@ -15,7 +15,11 @@ all() ->
      slow_handlers_on_two_channels_overlap_with_two_workers,
      push_arrives_before_the_reply_and_broadcast_from_skips_the_sender,
      os_exit_in_a_handler_errors_that_request_only, endless_loop_times_out_and_worker_is_replaced,
-     import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python].
+     import_error_fails_start, on_connect_accepts_and_refuses, presence_from_python,
+     a_sleeping_sync_handler_does_not_delay_another_channel_with_one_worker,
+     events_of_one_channel_run_one_at_a_time_on_the_thread_pool,
+     an_async_handler_waiting_on_presence_does_not_delay_another_channel,
+     overloaded_worker_answers_events_and_joins_with_an_error].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -31,6 +35,8 @@ fixtures() ->
 opts(slow_handlers_on_two_channels_overlap_with_two_workers) -> #{workers => 2};
 opts(endless_loop_times_out_and_worker_is_replaced) -> #{timeout => 1000};
 opts(on_connect_accepts_and_refuses) -> #{channel_modules => ["fx_room", "fx_connect"]};
+opts(overloaded_worker_answers_events_and_joins_with_an_error) ->
+    #{threads => 1, max_queued_calls => 0};
 opts(_) -> #{}.
 
 init_per_testcase(import_error_fails_start, Config) ->
@@ -279,3 +285,84 @@ skip_to_reply(C, Ref) ->
         [_, _, _, <<"presence_diff">>, _] -> skip_to_reply(C, Ref);
         Other -> Other
     end.
+
+%% ---------------------------------------------------------------------------
+%% the handler thread pool (workers => 1 throughout)
+%% ---------------------------------------------------------------------------
+
+a_sleeping_sync_handler_does_not_delay_another_channel_with_one_worker(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:slow">>, #{}),
+    _ = join(B, <<"1">>, <<"room:fast">>, #{}),
+    T0 = erlang:monotonic_time(millisecond),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:slow">>, <<"sleep_sync">>, #{<<"ms">> => 1500}),
+    timer:sleep(100),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 1}}],
+                 push(B, <<"1">>, <<"2">>, <<"room:fast">>, <<"reply">>, #{})),
+    ct:pal("the other channel's reply came after ~b ms", [erlang:monotonic_time(millisecond) - T0]),
+    %% the sleeper has not answered yet
+    ?assertEqual(timeout, ?C:recv_json(A, 0)),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"response">> := #{<<"slept">> := 1500}}], ?C:recv_json(A, 5000)).
+
+events_of_one_channel_run_one_at_a_time_on_the_thread_pool(Config) ->
+    %% a slow event then a fast one on the same channel: the fast one waits
+    %% for the slow one (the channel process calls one at a time), though
+    %% free threads could have run it at once
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:q">>, #{}),
+    ok = ?C:push(C, <<"1">>, <<"2">>, <<"room:q">>, <<"sleep_sync">>, #{<<"ms">> => 400}),
+    ok = ?C:push(C, <<"1">>, <<"3">>, <<"room:q">>, <<"reply">>, #{}),
+    ok = ?C:push(C, <<"1">>, <<"4">>, <<"room:q">>, <<"sleep_sync">>, #{<<"ms">> => 100}),
+    ok = ?C:push(C, <<"1">>, <<"5">>, <<"room:q">>, <<"reply">>, #{}),
+    Got = [begin [_, Ref, _, <<"phx_reply">>, _] = ?C:recv_json(C, 5000), Ref end
+           || _ <- [1, 2, 3, 4]],
+    ?assertEqual([<<"2">>, <<"3">>, <<"4">>, <<"5">>], Got).
+
+an_async_handler_waiting_on_presence_does_not_delay_another_channel(Config) ->
+    A = connect(Config), B = connect(Config),
+    ok = ?C:push(A, <<"1">>, <<"1">>, <<"lobby:w">>, <<"phx_join">>, #{<<"name">> => <<"ana">>}),
+    [_, _, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = ?C:recv_all_json(A, 5000),
+    [_, _, _, <<"presence_state">>, _] = ?C:recv_all_json(A, 5000),
+    _ = join(B, <<"1">>, <<"room:w">>, #{}),
+    %% hold the presence shard: the async handler's update_async waits on it
+    Shard = hornbeam_presence_shard:whereis_shard(hornbeam_presence:shard(<<"lobby:w">>)),
+    ok = sys:suspend(Shard),
+    try
+        ok = ?C:push(A, <<"1">>, <<"2">>, <<"lobby:w">>, <<"status_async">>, #{<<"status">> => <<"away">>}),
+        timer:sleep(200),
+        %% another channel on the same (only) worker: answered at once, by a
+        %% sync handler and by an async one on the loop
+        ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>}],
+                     push(B, <<"1">>, <<"2">>, <<"room:w">>, <<"reply">>, #{})),
+        ?assertMatch([_, <<"3">>, _, _, #{<<"response">> := #{<<"async">> := true}}],
+                     push(B, <<"1">>, <<"3">>, <<"room:w">>, <<"async_reply">>, #{})),
+        ?assertEqual(timeout, ?C:recv_json(A, 0))
+    after
+        sys:resume(Shard)
+    end,
+    ?assertMatch([_, <<"2">>, _, <<"phx_reply">>,
+                  #{<<"status">> := <<"ok">>,
+                    <<"response">> := #{<<"me">> := #{<<"metas">> := [#{<<"status">> := <<"away">>}]},
+                                        <<"count">> := 1}}],
+                 skip_to_reply(A, <<"2">>)).
+
+overloaded_worker_answers_events_and_joins_with_an_error(Config) ->
+    %% threads => 1, max_queued_calls => 0
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:busy">>, #{}),
+    _ = join(B, <<"1">>, <<"room:other">>, #{}),
+    ok = ?C:push(A, <<"1">>, <<"2">>, <<"room:busy">>, <<"sleep_sync">>, #{<<"ms">> => 1000}),
+    timer:sleep(200),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"error">>,
+                                      <<"response">> := #{<<"reason">> := <<"overloaded">>}}],
+                 push(B, <<"1">>, <<"2">>, <<"room:other">>, <<"reply">>, #{})),
+    ?assertMatch([_, _, _, _, #{<<"status">> := <<"error">>,
+                                <<"response">> := #{<<"reason">> := <<"overloaded">>}}],
+                 join(B, <<"3">>, <<"room:new">>, #{})),
+    %% async handlers do not wait for a thread: still answered
+    ?assertMatch([_, <<"4">>, _, _, #{<<"status">> := <<"ok">>}],
+                 push(B, <<"1">>, <<"4">>, <<"room:other">>, <<"async_reply">>, #{})),
+    ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>}], ?C:recv_json(A, 5000)),
+    %% the channel that was refused keeps its state and works again
+    ?assertMatch([_, <<"5">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 1}}],
+                 push(B, <<"1">>, <<"5">>, <<"room:other">>, <<"reply">>, #{})).
