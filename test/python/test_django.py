@@ -75,6 +75,16 @@ def test_setup_does_nothing_without_a_settings_module(monkeypatch):
     assert hornbeam_django.setup() is False
 
 
+def test_setup_runs_django_setup_only_once(django_db, monkeypatch):
+    import django
+
+    def again():
+        raise AssertionError("django.setup() ran twice")
+
+    monkeypatch.setattr(django, "setup", again)
+    assert hornbeam_django.setup() is True
+
+
 def test_sync_handler_db_connection_is_closed_after_it(django_db):
     def handler():
         from django.db import connection
