@@ -32,6 +32,7 @@ import traceback
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 import hornbeam_channels as hc
+import hornbeam_django
 from hornbeam_pool import DEFAULT_MAX_QUEUED, DEFAULT_THREADS, HandlerPool
 
 try:
@@ -162,6 +163,11 @@ def init(config: Mapping[str, Any]) -> Result:
 
     modules = [m for m in (_text(x) for x in config.get("channel_modules") or []) if m]
     app_spec = _text(config.get("app"))
+    try:
+        # Before any user module: channel modules may import Django models.
+        hornbeam_django.setup()
+    except BaseException as e:  # noqa: BLE001
+        return _init_error(hornbeam_django.settings_module() or "django", e)
     app_found = False
     if app_spec:
         mod_name, _, attr = app_spec.partition(":")
@@ -187,6 +193,10 @@ def init(config: Mapping[str, Any]) -> Result:
             http = _http_handler(app, app_spec, config)
         except BaseException as e:  # noqa: BLE001
             return _init_error(app_spec.partition(":")[0], e)
+    if hornbeam_django.ready():
+        # Django's DB connections closed around every def handler, as
+        # Channels' database_sync_to_async does; apps without Django skip it.
+        add_sync_handler_hook(hornbeam_django.sync_handler_hook)
     return ("init_ok", info())
 
 
