@@ -259,3 +259,32 @@ impl AsyncWrite for SharedStream {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::push_text_frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    #[test]
+    fn hand_framed_text_matches_tungstenite_at_every_length_encoding() {
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 200_000] {
+            let payload = vec![b'x'; len];
+            let mut ours = Vec::new();
+            push_text_frame(&mut ours, &payload);
+            let mut theirs = Vec::new();
+            Frame::message(payload, OpCode::Data(Data::Text), true)
+                .format(&mut theirs)
+                .expect("format");
+            assert_eq!(ours, theirs, "payload of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn several_frames_in_one_buffer_follow_each_other() {
+        let mut buf = Vec::new();
+        push_text_frame(&mut buf, b"ab");
+        push_text_frame(&mut buf, b"cde");
+        assert_eq!(buf, [0x81, 2, b'a', b'b', 0x81, 3, b'c', b'd', b'e']);
+    }
+}
