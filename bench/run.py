@@ -638,6 +638,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                else BENCH / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = stamp if args.profile == "full" else f"{stamp}-{args.profile}"
+    # Two runs in one minute must not overwrite each other.
+    n = 2
+    while (out_dir / f"{base}.json").exists():
+        base = (stamp if args.profile == "full" else f"{stamp}-{args.profile}") + f"-{n}"
+        n += 1
     meta = {"date": now.isoformat(timespec="seconds"), "profile": args.profile, "machine": machine(),
             "pin_server": pin_server, "pin_load": pin_load, "repeat": args.repeat, "window": args.window, "servers": servers,
             "scenarios": scenarios, "skipped": skipped,

@@ -171,7 +171,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ.pop("HORNBEAM_PY_WORKERS", None)
     meta["loadavg_at_end"] = os.getloadavg()
     meta["elapsed_s"] = round(time.time() - t_start, 1)
-    base = out_dir / f"{now.strftime('%Y-%m-%dT%H%M')}-scale"
+    stem = f"{now.strftime('%Y-%m-%dT%H%M')}-scale"
+    base, n = out_dir / stem, 2
+    while base.with_suffix(".json").exists():  # two runs in one minute keep both
+        base, n = out_dir / f"{stem}-{n}", n + 1
     base.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
     md = markdown(meta, rows)
     base.with_suffix(".md").write_text(md)
