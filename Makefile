@@ -72,7 +72,7 @@ bench-nif: build
 # --- Benchmarks (bench/README.md) ---------------------------------------------------
 # Hornbeam against its peers (socket.io on Node, python-socketio, Django Channels,
 # Python websockets, a raw tokio fan-out server). Results: bench/results/<date>.{json,md}.
-.PHONY: bench-quick bench-smoke bench-loadgen
+.PHONY: bench-quick bench-smoke bench-loadgen bench-scale
 
 bench-loadgen:
 	cargo build --release -p hornbeam_bench
@@ -91,3 +91,8 @@ bench-quick: build bench-loadgen
 # Hornbeam run errors. Results go to _build/bench_smoke/.
 bench-smoke: build bench-loadgen
 	python3 bench/run.py --profile smoke
+
+# Scaling across cores: the server on N = 1, 2, 4, ... cores, the load generator on
+# the rest (bench/scale.py; on 2 cores only N = 1). Results: bench/results/<date>-scale.{json,md}.
+bench-scale: build bench-loadgen
+	python3 bench/scale.py $(SCALE_ARGS)

@@ -319,6 +319,21 @@ START_FAILED: Dict[str, str] = {}
 
 SIZE_NAME = {"fanout": "subscribers", "roundtrip": "clients", "idle": "connections", "presence": "clients",
              "blocking": "clients"}
+# The load generator option that carries a scenario's size (for --sizes).
+SIZE_OPT = {"fanout": "--subscribers", "roundtrip": "--clients", "idle": "--conns", "presence": "--clients",
+            "blocking": "--clients"}
+
+
+def with_sizes(cells: List[Tuple[str, List[str]]], scenario: str, sizes: List[str]) -> List[Tuple[str, List[str]]]:
+    """The profile's first cell of a scenario, once per size in `sizes` (the other options kept)."""
+    _, opts = cells[0]
+    flag = SIZE_OPT[scenario]
+    out = []
+    for size in sizes:
+        o = list(opts)
+        o[o.index(flag) + 1] = size
+        out.append((size, o))
+    return out
 
 
 # --- one run ---------------------------------------------------------------------
@@ -528,6 +543,8 @@ def markdown(meta: Dict[str, Any], results: List[Dict[str, Any]], plot: Optional
     lines.append(f"Pinning: server `{' '.join(meta['pin_server']) or 'none'}`, load generator "
                  f"`{' '.join(meta['pin_load']) or 'none'}`. Runs per cell: {meta['repeat']} (median shown). "
                  "n/s = not supported by that stack; ⚠ = the run reported an error (see the JSON).")
+    if meta.get("window", 2) != 2:
+        lines.append(f"Fan-out publisher window: {meta['window']} messages in flight (default 2).")
     lines.append("")
     skipped = meta.get("skipped", {})
     if skipped:
@@ -609,9 +626,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", help="directory for the results (default bench/results; smoke: _build/bench_smoke)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and load generator with taskset")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per load generator run")
+    ap.add_argument("--sizes", help="comma list of sizes replacing the profile's for every chosen scenario "
+                                    "(subscribers, clients or connections), e.g. --sizes 1000,5000")
+    ap.add_argument("--window", type=int, default=2,
+                    help="fan-out publisher window: messages in flight before waiting for delivery (default 2; "
+                         "a deeper window lets servers batch writes, see README)")
     args = ap.parse_args(argv)
 
-    profile = PROFILES[args.profile]
+    profile = dict(PROFILES[args.profile])
+    if args.window < 1:
+        ap.error("--window takes a positive integer")
+    if args.sizes:
+        sizes = [s for s in args.sizes.split(",") if s]
+        if not sizes or not all(s.isdigit() and int(s) > 0 for s in sizes):
+            ap.error("--sizes takes positive integers, e.g. --sizes 1000,5000")
+        for scn in SCENARIOS:
+            profile[scn] = with_sizes(profile[scn], scn, sizes)
+    if args.window != 2:
+        profile["fanout"] = [(label, opts + ["--window", str(args.window)]) for label, opts in profile["fanout"]]
     servers = args.servers.split(",") if args.servers else list(profile["servers"])
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
@@ -645,8 +677,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                else BENCH / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = stamp if args.profile == "full" else f"{stamp}-{args.profile}"
+    # Two runs in one minute must not overwrite each other.
+    n = 2
+    while (out_dir / f"{base}.json").exists():
+        base = (stamp if args.profile == "full" else f"{stamp}-{args.profile}") + f"-{n}"
+        n += 1
     meta = {"date": now.isoformat(timespec="seconds"), "profile": args.profile, "machine": machine(),
-            "pin_server": pin_server, "pin_load": pin_load, "repeat": args.repeat, "servers": servers,
+            "pin_server": pin_server, "pin_load": pin_load, "repeat": args.repeat, "window": args.window, "servers": servers,
             "scenarios": scenarios, "skipped": skipped,
             "sizes": {s: [label for label, _ in profile[s]] for s in scenarios},
             "servers_described": {n: SERVERS[n].describe for n in servers}}

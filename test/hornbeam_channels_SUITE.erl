@@ -32,7 +32,9 @@ all() ->
      stop_closes_websockets_with_1001, garbage_never_crashes_the_server,
      idle_socket_hibernates_after_join_and_heartbeat,
      unfinished_fragmented_message_closes_1008, partial_frame_closes_1008,
-     slow_channel_pauses_reading_and_answers_everything_in_order].
+     slow_channel_pauses_reading_and_answers_everything_in_order,
+     waiting_broadcasts_are_written_in_order_in_batches_of_write_batch_frames,
+     write_batch_bytes_bounds_a_batch].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -67,6 +69,9 @@ testcase_opts(unfinished_fragmented_message_closes_1008) -> #{fragment_timeout =
 testcase_opts(partial_frame_closes_1008) -> #{fragment_timeout => 500};
 testcase_opts(slow_channel_pauses_reading_and_answers_everything_in_order) ->
     #{max_pending_events => 4};
+testcase_opts(waiting_broadcasts_are_written_in_order_in_batches_of_write_batch_frames) ->
+    #{write_batch_frames => 3};
+testcase_opts(write_batch_bytes_bounds_a_batch) -> #{write_batch_bytes => 1};
 testcase_opts(_) -> #{}.
 
 connect(Config) -> connect(Config, "/ws?vsn=2.0.0").
@@ -682,3 +687,48 @@ sample_queue(Pid, Max, Parent) ->
             undefined -> sample_queue(Pid, Max, Parent)
         end
     end.
+
+
+%% --- write batching: write_batch_frames, write_batch_bytes ---------------------
+
+%% Frames already waiting in a socket's mailbox go out with one port_command
+%% each batch (write_batch_frames = 3 here): 20 broadcasts queued while the
+%% socket is suspended take 7 writes, and reach the client in order.
+waiting_broadcasts_are_written_in_order_in_batches_of_write_batch_frames(Config) ->
+    Writes = broadcasts_while_suspended(Config, 20),
+    ?assertEqual([3, 3, 3, 3, 3, 3, 2], Writes).
+
+%% write_batch_bytes = 1: every frame is over it, so each one is its own write.
+write_batch_bytes_bounds_a_batch(Config) ->
+    Writes = broadcasts_while_suspended(Config, 20),
+    ?assertEqual(lists:duplicate(20, 1), Writes).
+
+%% Queue N broadcasts for a suspended socket, resume it; check the client
+%% gets them in order and return the number of frames in each port_command.
+broadcasts_while_suspended(Config, N) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:batch">>),
+    [Socket] = pg:get_local_members(hornbeam, {topic, <<"room:batch">>}),
+    ok = sys:suspend(Socket),
+    [ok = hornbeam:broadcast(<<"room:batch">>, <<"n">>, #{<<"i">> => I}) || I <- lists:seq(1, N)],
+    1 = erlang:trace_pattern({erlang, port_command, 3}, true, [global]),
+    1 = erlang:trace(Socket, true, [call]),
+    ok = sys:resume(Socket),
+    [?assertEqual([null, null, <<"room:batch">>, <<"n">>, #{<<"i">> => I}], ?C:recv_json(C))
+     || I <- lists:seq(1, N)],
+    _ = erlang:trace(Socket, false, [call]),
+    _ = erlang:trace_pattern({erlang, port_command, 3}, false, [global]),
+    frames_per_write(Socket, []).
+
+frames_per_write(Socket, Acc) ->
+    receive
+        {trace, Socket, call, {erlang, port_command, [_Port, Data, _Opts]}} ->
+            frames_per_write(Socket, [frame_count(iolist_to_binary(Data), 0) | Acc])
+    after 1000 ->
+        lists:reverse(Acc)
+    end.
+
+%% Server frames are unmasked; the broadcasts here are short (< 126 bytes).
+frame_count(<<>>, N) -> N;
+frame_count(<<_:8, Len:8, _:Len/binary, Rest/binary>>, N) when Len < 126 -> frame_count(Rest, N + 1).
+

@@ -21,6 +21,8 @@
     fragment_timeout := pos_integer(),
     max_pending_events := pos_integer(),
     hibernate_after := timeout(),
+    write_batch_frames := pos_integer(),
+    write_batch_bytes := pos_integer(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
     connect := undefined | fun((map(), map()) -> {ok, map()} | {error, term()})
@@ -42,6 +44,8 @@ defaults() ->
       fragment_timeout => 30000,               %% ms for a partly arrived (fragmented) message → close 1008
       max_pending_events => 100,               %% events one channel has not handled yet → socket stops reading
       hibernate_after => 5000,                 %% ms idle before a socket/channel process hibernates
+      write_batch_frames => 64,                %% frames already waiting that one socket write takes
+      write_batch_bytes => 65536,              %% bytes one socket write takes (stops after the frame past it)
       channels => [],                          %% [{Pattern, Module}] Erlang channels
       connect => undefined}.
 

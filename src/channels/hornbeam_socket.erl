@@ -11,7 +11,9 @@
 %% Writes use `port_command/3' with `nosuspend': when the kernel buffer and
 %% the port queue (`max_send_queue' bytes, the socket's high watermark) are
 %% full, the client is not reading, and it is closed with 1008 instead of
-%% letting this process's memory grow.
+%% letting this process's memory grow. Frames already waiting in the
+%% mailbox behind the first go out with it in one `port_command'
+%% (`write_batch_frames', `write_batch_bytes'; see write_batch/2).
 %%
 %% Reads are bounded the same way, in the other direction:
 %% <ul>
@@ -141,12 +143,11 @@ handle_info({inet_reply, _Sock, {error, Reason}}, State) ->
     logger:info("write failed: ~0p", [Reason]),
     {stop, normal, State};
 handle_info({'$hb_out', Frame}, State) ->
-    write(Frame, State);
-handle_info({'$hb_broadcast', Topic, Frame, Exclude}, State = #state{channels = Channels}) ->
-    case Channels of
-        #{Topic := #channel{pid = Exclude}} -> {noreply, State};
-        #{Topic := #channel{joined = true}} -> write(Frame, State);
-        _ -> {noreply, State}
+    write_batch(Frame, State);
+handle_info({'$hb_broadcast', Topic, Frame, Exclude}, State) ->
+    case wants_broadcast(Topic, Exclude, State) of
+        true -> write_batch(Frame, State);
+        false -> {noreply, State}
     end;
 handle_info({'$hb_joined', Pid, Outcome, Frame}, State) ->
     join_answered(Pid, Outcome, Frame, State);
@@ -500,6 +501,51 @@ emit_closes(Closes, Topic, State) ->
 
 write(Frame, State) ->
     after_write(do_write(Frame, State)).
+
+wants_broadcast(Topic, Exclude, #state{channels = Channels}) ->
+    case Channels of
+        #{Topic := #channel{pid = Exclude}} -> false;
+        #{Topic := #channel{joined = true}} -> true;
+        _ -> false
+    end.
+
+%% Write First and the frames already waiting in the mailbox behind it with
+%% one port_command (one writev, one inet_reply). Only '$hb_out' and
+%% '$hb_broadcast' are taken, in mailbox order, so frames keep their order
+%% (a channel's pushes and broadcasts, then its reply, come from the one
+%% process). Messages that write frames or change what this socket is
+%% subscribed to ('$hb_joined', '$hb_crashed', 'DOWN') end the batch and
+%% are handled right after it, so nothing overtakes them. Bounded by
+%% write_batch_frames and write_batch_bytes.
+write_batch(First, State = #state{config = Config}) ->
+    #{write_batch_frames := MaxFrames, write_batch_bytes := MaxBytes} = Config,
+    {Frames, Next} = collect_frames([First], 1, iolist_size(First), MaxFrames, MaxBytes, State),
+    case {after_write(do_write(Frames, State)), Next} of
+        {{noreply, State1}, none} -> {noreply, State1};
+        {{noreply, State1}, Msg} -> handle_info(Msg, State1);
+        {Stop, _} -> Stop
+    end.
+
+collect_frames(Acc, N, Bytes, MaxFrames, MaxBytes, _State) when N >= MaxFrames; Bytes >= MaxBytes ->
+    {lists:reverse(Acc), none};
+collect_frames(Acc, N, Bytes, MaxFrames, MaxBytes, State) ->
+    receive
+        {'$hb_out', Frame} ->
+            collect_frames([Frame | Acc], N + 1, Bytes + iolist_size(Frame), MaxFrames, MaxBytes, State);
+        {'$hb_broadcast', Topic, Frame, Exclude} ->
+            case wants_broadcast(Topic, Exclude, State) of
+                true ->
+                    collect_frames([Frame | Acc], N + 1, Bytes + iolist_size(Frame), MaxFrames, MaxBytes,
+                                   State);
+                false ->
+                    collect_frames(Acc, N, Bytes, MaxFrames, MaxBytes, State)
+            end;
+        Msg = {'$hb_joined', _, _, _} -> {lists:reverse(Acc), Msg};
+        Msg = {'$hb_crashed', _} -> {lists:reverse(Acc), Msg};
+        Msg = {'DOWN', _, process, _, _} -> {lists:reverse(Acc), Msg}
+    after 0 ->
+        {lists:reverse(Acc), none}
+    end.
 
 %% Queue Frame on the socket without blocking; a full queue marks the
 %% connection for closing (checked by after_write/1).
