@@ -109,6 +109,15 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def proc_state(pid: int) -> str:
+    """'gone', or the state letter of /proc/<pid>/stat ('Z' for a zombie nobody reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "gone"
+    return "state " + stat[stat.rfind(")") + 2:].split()[0]
+
+
 def comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -287,8 +296,12 @@ def inject(fault: Dict[str, Any], node: Node, other: Node, ctl: Ctl, args: argpa
             return
         os.kill(pids[0], signal.SIGKILL)
         fault["what"] = f"kill -9 of Python worker pid {pids[0]} on node {node.label}"
+        fault["workers_before"] = pids
 
         def worker_back(f: Dict[str, Any]) -> None:
+            time.sleep(1)
+            f["notes"].append(f"workers before {pids}, 1 s after {node.worker_pids()}; "
+                              f"pid {pids[0]} is {proc_state(pids[0])} 1 s after")
             ms = poll("workers", lambda: len([p for p in node.worker_pids() if p != pids[0]]) >= node.workers,
                       args.fault_watch_s)
             f["worker_replaced_ms"] = ms

@@ -8,15 +8,16 @@ recovery figures, all in ms after the fault:
 
 * ``first_ok_ms``: the first ok reply, on the faulted node, to a request
   sent after the fault ("first successful round trip");
-* ``clean_after_ms``: the start of the first 1 s window, on that node, in
-  which requests were sent and every one got an ok reply, with no drop,
-  failed connect or failed join (0 when the fault disturbed nothing);
+* ``clean_after_ms``: from when on every request sent on that node, until
+  the window's end, got an ok reply, with no drop, failed connect or failed
+  join (0 when the fault disturbed nothing; at least the window's last
+  second must be clean);
 * ``first_cross_ms``: the first broadcast copy that crossed nodes, in each
   direction, for a publish sent after the fault ("first broadcast"): the
   later of the two directions;
-* ``cross_steady_after_ms``: the start of the first 1 s window in which each
-  node received at least 90 % of the cross-node copies expected (members
-  joined at send time).
+* ``cross_steady_after_ms``: from when on every 1 s window (counted from the
+  fault) had each node receive at least 90 % of the cross-node copies
+  expected (members joined at send time).
 
 ``None`` means "not within the window" (until the next fault or the end of
 the load): the fault did not heal in time, and the verdict says so.
@@ -49,18 +50,21 @@ def first_ok_ms(timeline: Sequence[Bucket], node: int, fault_ms: int, end_ms: in
 
 def clean_after_ms(timeline: Sequence[Bucket], node: int, fault_ms: int, end_ms: int,
                    bucket_ms: int = 100) -> Optional[int]:
-    """Start of the first 1 s window after the fault where node's requests all succeeded."""
-    by_t = {r["t_ms"]: _node(r, node) for r in timeline}
-    t = fault_ms - fault_ms % bucket_ms + (bucket_ms if fault_ms % bucket_ms else 0)
-    while t + WINDOW_MS <= end_ms:
-        window = [by_t.get(t + k, {}) for k in range(0, WINDOW_MS, bucket_ms)]
-        sent = sum(b.get("sent", 0) for b in window)
-        ok = sum(b.get("ok", 0) for b in window)
-        bad = sum(b.get(k, 0) for b in window for k in BAD_KEYS)
-        if sent > 0 and ok == sent and bad == 0:
-            return t - fault_ms
-        t += bucket_ms
-    return None
+    """From when on, until the end of the window, every request sent on node got an ok reply
+    (and nothing dropped or failed to connect or join); None when that is not at least the
+    last second of the window."""
+    first = fault_ms - fault_ms % bucket_ms
+    clean_from = fault_ms
+    sent_after = 0
+    for r in _rows(timeline, first, end_ms):
+        b = _node(r, node)
+        if sum(b.get(k, 0) for k in BAD_KEYS) > 0 or b.get("ok", 0) < b.get("sent", 0):
+            clean_from, sent_after = r["t_ms"] + bucket_ms, 0
+        else:
+            sent_after += b.get("sent", 0)
+    if end_ms - clean_from < WINDOW_MS or sent_after == 0:
+        return None
+    return clean_from - fault_ms
 
 
 def first_cross_ms(timeline: Sequence[Bucket], nodes: int, fault_ms: int, end_ms: int) -> Optional[int]:
@@ -75,38 +79,42 @@ def first_cross_ms(timeline: Sequence[Bucket], nodes: int, fault_ms: int, end_ms
     return max(firsts) - fault_ms if firsts else None
 
 
-def cross_steady_after_ms(timeline: Sequence[Bucket], nodes: int, fault_ms: int, end_ms: int,
-                          bucket_ms: int = 100) -> Optional[int]:
-    by_t = {r["t_ms"]: r for r in timeline}
-    t = fault_ms - fault_ms % bucket_ms + (bucket_ms if fault_ms % bucket_ms else 0)
+def cross_steady_after_ms(timeline: Sequence[Bucket], nodes: int, fault_ms: int, end_ms: int) -> Optional[int]:
+    """Start of the 1 s windows (counted from the fault) after the last one in which a node got
+    fewer than 90 % of the cross-node copies expected; None when no window after it passed."""
+    steady_from: Optional[int] = None
+    t = fault_ms
     while t + WINDOW_MS <= end_ms:
-        rows = [by_t.get(t + k, {}) for k in range(0, WINDOW_MS, bucket_ms)]
+        rows = _rows(timeline, t, t + WINDOW_MS)
         good = True
         for n in range(nodes):
             got = sum(_node(r, n).get("cross_in", 0) for r in rows)
             want = sum(_node(r, n).get("cross_expected", 0) for r in rows)
             if want == 0 or got < CROSS_STEADY_RATIO * want:
                 good = False
-                break
-        if good:
-            return t - fault_ms
-        t += bucket_ms
-    return None
+        if not good:
+            steady_from = None
+        elif steady_from is None:
+            steady_from = t
+        t += WINDOW_MS
+    return None if steady_from is None else steady_from - fault_ms
+
+
+WINDOW_KEYS = ("sent", "ok", "error", "wrong", "lost", "interrupted", "drops", "connect_failures",
+               "join_failures", "channel_errors", "echo_lost", "cross_in", "cross_expected")
 
 
 def window_totals(timeline: Sequence[Bucket], nodes: int, start: int, end: int,
-                  bucket_ms: int = 100) -> Dict[str, int]:
-    """Sums from the bucket holding `start` (drops and errors filed by the time they happened
-    may share the fault's bucket) to the one before `end`'s."""
+                  bucket_ms: int = 100) -> List[Dict[str, int]]:
+    """Per node, sums from the bucket holding `start` (drops and errors filed by the time they
+    happened may share the fault's bucket) to the one before `end`'s."""
     start, end = start - start % bucket_ms, end - end % bucket_ms
-    keys = ("sent", "ok", "error", "wrong", "lost", "interrupted", "drops", "connect_failures",
-            "join_failures", "channel_errors", "echo_lost", "cross_in", "cross_expected")
-    out = {k: 0 for k in keys}
+    out = [{k: 0 for k in WINDOW_KEYS} for _ in range(nodes)]
     for r in _rows(timeline, start, end):
         for n in range(nodes):
             b = _node(r, n)
-            for k in keys:
-                out[k] += b.get(k, 0)
+            for k in WINDOW_KEYS:
+                out[n][k] += b.get(k, 0)
     return out
 
 
@@ -215,15 +223,20 @@ def markdown(result: Dict[str, Any]) -> str:
     for v in result["verdicts"]:
         lines.append(f"| {v['claim']} | {v['measured']} | {'ok' if v['ok'] else '**not met**'} |")
     lines += ["", "## Faults", "",
+              "Counts are for the time from the fault to the next one (or the end of the load), "
+              "per node: " + " / ".join(n["label"] for n in result["nodes"]) + ".", "",
               "| at | fault | first round trip | all ok from | first cross-node broadcast | ≥90 % cross-node from "
               "| lost | interrupted | errors | drops | what the driver saw |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in result["faults"]:
-        rec, w = f.get("recovery", {}), f.get("recovery", {}).get("window", {})
+        rec, w = f.get("recovery", {}), f.get("recovery", {}).get("window", [])
+
+        def per(key: str) -> str:
+            return " / ".join(str(n.get(key, 0)) for n in w) or "–"
         lines.append(f"| {f['at_s']:.1f} s | {f['what']} | {fmt_ms(rec.get('first_ok_ms'))} | "
                      f"{fmt_ms(rec.get('clean_after_ms'))} | {fmt_ms(rec.get('first_cross_ms'))} | "
-                     f"{fmt_ms(rec.get('cross_steady_after_ms'))} | {w.get('lost', 0)} | "
-                     f"{w.get('interrupted', 0)} | {w.get('error', 0)} | {w.get('drops', 0)} | "
+                     f"{fmt_ms(rec.get('cross_steady_after_ms'))} | {per('lost')} | "
+                     f"{per('interrupted')} | {per('error')} | {per('drops')} | "
                      f"{'; '.join(f.get('notes', []))} |")
     lines += ["", "## Totals", "",
               f"Requests sent {fig['requests_sent']:,}: ok {fig['replies_ok']:,}, lost {fig['replies_lost']:,}, "

@@ -42,7 +42,7 @@ def test_a_lost_reply_keeps_the_window_unclean_until_a_whole_clean_second():
     tl = steady_timeline(0, 5000, a={1200: {"ok": 4, "lost": 1}})
     rec = sr.recovery(tl, 2, {"t_ms": 1000, "node_index": 0}, 5000)
     assert rec["clean_after_ms"] == 300  # the first clean second starts at 1300
-    assert rec["window"]["lost"] == 1
+    assert [n["lost"] for n in rec["window"]] == [1, 0]
 
 
 def test_a_node_that_never_serves_again_is_reported_as_never():
@@ -51,7 +51,7 @@ def test_a_node_that_never_serves_again_is_reported_as_never():
     rec = sr.recovery(tl, 2, {"t_ms": 1000, "node_index": 0}, 4000)
     assert rec["first_ok_ms"] is None
     assert rec["clean_after_ms"] is None
-    assert rec["window"]["drops"] == 60
+    assert [n["drops"] for n in rec["window"]] == [60, 0]
 
 
 def test_broadcasts_that_stop_crossing_in_one_direction_count_as_not_recovered():
@@ -66,7 +66,7 @@ def test_broadcasts_that_stop_crossing_in_one_direction_count_as_not_recovered()
 
 def test_drops_in_the_faults_own_bucket_count_in_its_window():
     tl = steady_timeline(0, 3000, a={1000: {"drops": 7}})
-    assert sr.window_totals(tl, 2, 1050, 3000)["drops"] == 7
+    assert sr.window_totals(tl, 2, 1050, 3000)[0]["drops"] == 7
 
 
 def result(lost=0, joined=20, converged=True, rss_end=110_000):
@@ -91,3 +91,10 @@ def test_the_coarse_timeline_sums_counts_and_keeps_the_earliest_first_times():
     assert [r["t_ms"] for r in c] == [0, 1000]
     assert c[1]["nodes"][0]["sent"] == 50
     assert c[1]["nodes"][0]["first_ok_ms"] == 1020
+
+
+def test_failures_after_a_clean_second_mean_not_recovered_until_the_last_one():
+    tl = steady_timeline(0, 5000, a={1200: {"ok": 4, "lost": 1}, 2500: {"ok": 4, "lost": 1}})
+    assert sr.clean_after_ms(tl, 0, 1000, 5000) == 1600  # clean from 2600 on
+    tl = steady_timeline(0, 5000, a={4500: {"ok": 4, "lost": 1}})
+    assert sr.clean_after_ms(tl, 0, 1000, 5000) is None  # the last second is not clean
