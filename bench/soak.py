@@ -139,6 +139,20 @@ def rss_kib(root: int) -> int:
 
 # --- nodes -----------------------------------------------------------------------
 
+_COOKIE_FROM_ENV: Optional[bool] = None
+
+
+def cookie_from_env() -> bool:
+    """Whether this build's CLI takes the cookie from HORNBEAM_COOKIE (and refuses --cookie,
+    which would show it in `ps`), or still wants --cookie."""
+    global _COOKIE_FROM_ENV
+    if _COOKIE_FROM_ENV is None:
+        out = subprocess.run([str(ROOT / "bin" / "hornbeam"), "run", "--help"], capture_output=True,
+                             text=True, timeout=60).stdout
+        _COOKIE_FROM_ENV = "--cookie-file" in out
+    return _COOKIE_FROM_ENV
+
+
 class Node:
     """One `bin/hornbeam run` node, in its own process group."""
 
@@ -156,7 +170,9 @@ class Node:
         cmd = [str(ROOT / "bin" / "hornbeam"), "run", "bench_app:app",
                "--pythonpath", str(ROOT / "bench" / "peers" / "hornbeam"), "--channel-module", "bench_app",
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-               "--name", self.name, "--cookie", self.cookie]
+               "--name", self.name]
+        if not cookie_from_env():
+            cmd += ["--cookie", self.cookie]
         if self.join is not None:
             cmd += ["--join", self.join.name]
         return cmd
@@ -167,7 +183,8 @@ class Node:
             f.write(f"\n=== soak: start #{self.starts} at {now_ms()}: {' '.join(self.command())}\n")
             f.flush()
             self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         env=dict(os.environ, HORNBEAM_COOKIE=self.cookie))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
