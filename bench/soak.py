@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soak_report  # noqa: E402
@@ -57,7 +57,7 @@ def log(msg: str) -> None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:
@@ -163,7 +163,7 @@ class Node:
         self.name = f"soak_{label}_{os.getpid()}@127.0.0.1"
         self.workers = args.workers
         self.log_path = out / f"node_{label}.log"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional["subprocess.Popen[bytes]"] = None
         self.starts = 0
 
     def command(self) -> List[str]:
@@ -197,22 +197,23 @@ class Node:
     def kill(self, sig: int) -> None:
         if self.proc is None:
             return
+        pid = self.proc.pid
         try:
-            os.killpg(self.proc.pid, sig)
+            os.killpg(pid, sig)
         except ProcessLookupError:
             pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         # Workers left in the group go too, and the VM must be gone (its
         # port free) before the node is started again.
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        poll("old node gone", lambda: not group_alive(self.proc.pid) and not port_open(self.port), 30, 0.05)
+        poll("old node gone", lambda: not group_alive(pid) and not port_open(self.port), 30, 0.05)
 
     def rss_kib(self) -> Optional[int]:
         if self.proc is None or self.proc.poll() is not None:
@@ -255,7 +256,7 @@ class Ctl:
         return out[3:] if out.startswith("ok ") else out
 
 
-def poll(what: str, check, timeout: float, interval: float = 0.5) -> Optional[int]:
+def poll(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.5) -> Optional[int]:
     """ms until check() is true, or None after timeout."""
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -289,7 +290,7 @@ def parse_faults(spec: str) -> List[Dict[str, Any]]:
 class Watch(threading.Thread):
     """Follows what a fault did to the node, off the main loop: notes land in fault["notes"]."""
 
-    def __init__(self, fault: Dict[str, Any], fn):
+    def __init__(self, fault: Dict[str, Any], fn: Callable[[Dict[str, Any]], None]):
         super().__init__(daemon=True)
         self.fault, self.fn = fault, fn
         self.start()
@@ -473,7 +474,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     b = Node("b", 1, args, cookie, run_dir, join=a)
     nodes = [a, b]
     duration_ms = int(args.minutes * 60_000)
-    loadgen: Optional[subprocess.Popen] = None
+    loadgen: Optional["subprocess.Popen[str]"] = None
     try:
         for n in nodes:
             if not n.start():
@@ -570,24 +571,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         for n in nodes:
             n.kill(signal.SIGTERM)
 
-    fig = report["figures"]
-    timeline = fig.pop("timeline")
-    end_ms = fig["load_end_ms"]
-    for i, f in enumerate(faults):
-        f_end = faults[i + 1]["t_ms"] if i + 1 < len(faults) else end_ms
-        f["recovery"] = soak_report.recovery(timeline, len(nodes), f, f_end)
+    timeline = report["figures"].pop("timeline")
     result: Dict[str, Any] = {
         "started": started, "commit": git_commit(), "machine": machine(), "workers": args.workers,
-        "duration_s": duration_ms / 1000, "argv": sys.argv[1:],
+        "duration_s": duration_ms / 1000, "argv": sys.argv[1:], "rss_noise_pct": args.rss_noise_pct,
         "nodes": [{"label": n.label, "name": n.name, "port": n.port, "log": str(n.log_path.relative_to(ROOT))
                    if n.log_path.is_relative_to(ROOT) else str(n.log_path),
                    "rss_start_kib": rss_start.get(n.label), "rss_end_kib": rss_end.get(n.label),
                    "restarted": getattr(n, "restarted", False)} for n in nodes],
         "faults": faults, "presence": presence, "rss_samples": rss_samples, "loadgen": report,
     }
-    result["verdicts"] = soak_report.verdicts(result, args.rss_noise_pct)
-    result["passed"] = all(v["ok"] for v in result["verdicts"])
-    result["timeline_1s"] = soak_report.coarse(timeline, 1000)
+    soak_report.analyse(result, timeline, args.rss_noise_pct)
     (run_dir / "timeline.json").write_text(json.dumps(timeline, separators=(",", ":")))
     out.mkdir(parents=True, exist_ok=True)
     base = out / f"{started}-soak{args.tag}"

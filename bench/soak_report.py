@@ -8,10 +8,11 @@ recovery figures, all in ms after the fault:
 
 * ``first_ok_ms``: the first ok reply, on the faulted node, to a request
   sent after the fault ("first successful round trip");
-* ``clean_after_ms``: from when on every request sent on that node, until
-  the window's end, got an ok reply, with no drop, failed connect or failed
-  join (0 when the fault disturbed nothing; at least the window's last
-  second must be clean);
+* ``clean_after_ms`` ("recovered"): the first ok reply on that node after
+  which every request sent there, until the window's end, got an ok reply,
+  with no drop, failed connect or failed join (at least the window's last
+  second must be clean); equal to ``first_ok_ms`` when the fault disturbed
+  nothing;
 * ``first_cross_ms``: the first broadcast copy that crossed nodes, in each
   direction, for a publish sent after the fault ("first broadcast"): the
   later of the two directions;
@@ -21,10 +22,17 @@ recovery figures, all in ms after the fault:
 
 ``None`` means "not within the window" (until the next fault or the end of
 the load): the fault did not heal in time, and the verdict says so.
+
+Run as a script, it recomputes a report from a run's files (after a change
+to the figures here): ``python3 bench/soak_report.py RESULT.json
+_build/soak/<run>/timeline.json`` rewrites RESULT.json and RESULT.md.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 Bucket = Dict[str, Any]
@@ -50,9 +58,9 @@ def first_ok_ms(timeline: Sequence[Bucket], node: int, fault_ms: int, end_ms: in
 
 def clean_after_ms(timeline: Sequence[Bucket], node: int, fault_ms: int, end_ms: int,
                    bucket_ms: int = 100) -> Optional[int]:
-    """From when on, until the end of the window, every request sent on node got an ok reply
-    (and nothing dropped or failed to connect or join); None when that is not at least the
-    last second of the window."""
+    """ms after the fault until the first ok reply after which, until the end of the window,
+    every request sent on node got an ok reply (and nothing dropped or failed to connect or
+    join); None when that is not at least the last second of the window."""
     first = fault_ms - fault_ms % bucket_ms
     clean_from = fault_ms
     sent_after = 0
@@ -64,15 +72,18 @@ def clean_after_ms(timeline: Sequence[Bucket], node: int, fault_ms: int, end_ms:
             sent_after += b.get("sent", 0)
     if end_ms - clean_from < WINDOW_MS or sent_after == 0:
         return None
-    return clean_from - fault_ms
+    # Recovered when the first of those requests was answered.
+    since = max(clean_from, fault_ms)
+    answered = first_ok_ms(timeline, node, since, end_ms)
+    return None if answered is None else since + answered - fault_ms
 
 
 def first_cross_ms(timeline: Sequence[Bucket], nodes: int, fault_ms: int, end_ms: int) -> Optional[int]:
     """The later, over receiving nodes, of the first cross-node copy of a publish sent after the fault."""
-    firsts = []
+    firsts: List[int] = []
     for n in range(nodes):
-        got = [_node(r, n).get("first_cross_in_ms") for r in _rows(timeline, fault_ms, end_ms)]
-        got = [g for g in got if g is not None]
+        times = [_node(r, n).get("first_cross_in_ms") for r in _rows(timeline, fault_ms, end_ms)]
+        got = [g for g in times if g is not None]
         if not got:
             return None
         firsts.append(min(got))
@@ -201,7 +212,7 @@ def fmt_kib(v: Optional[int]) -> str:
 
 
 def describe_recovery(rec: Dict[str, Any]) -> str:
-    return (f"first round trip {fmt_ms(rec.get('first_ok_ms'))}, all replies ok from "
+    return (f"first round trip {fmt_ms(rec.get('first_ok_ms'))}, recovered (all ok from then on) at "
             f"{fmt_ms(rec.get('clean_after_ms'))}; first cross-node broadcast "
             f"{fmt_ms(rec.get('first_cross_ms'))}, ≥90 % cross-node delivery from "
             f"{fmt_ms(rec.get('cross_steady_after_ms'))}")
@@ -225,7 +236,7 @@ def markdown(result: Dict[str, Any]) -> str:
     lines += ["", "## Faults", "",
               "Counts are for the time from the fault to the next one (or the end of the load), "
               "per node: " + " / ".join(n["label"] for n in result["nodes"]) + ".", "",
-              "| at | fault | first round trip | all ok from | first cross-node broadcast | ≥90 % cross-node from "
+              "| at | fault | first round trip | recovered (all ok from then on) | first cross-node broadcast | ≥90 % cross-node from "
               "| lost | interrupted | errors | drops | what the driver saw |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in result["faults"]:
@@ -263,3 +274,31 @@ def markdown(result: Dict[str, Any]) -> str:
             lines.append(f"* node {label}, `{topic}`: missing {diff['missing']}, extra {diff['extra']}")
     lines += ["", "Node logs: " + ", ".join(f"`{n['log']}`" for n in result["nodes"]), ""]
     return "\n".join(lines)
+
+
+def analyse(result: Dict[str, Any], timeline: Sequence[Bucket], rss_noise_pct: float) -> None:
+    """Fills in each fault's recovery, the verdicts and the 1 s timeline of `result`."""
+    faults = result["faults"]
+    end_ms = result["loadgen"]["figures"]["load_end_ms"]
+    for i, f in enumerate(faults):
+        f_end = faults[i + 1]["t_ms"] if i + 1 < len(faults) else end_ms
+        f["recovery"] = recovery(timeline, len(result["nodes"]), f, f_end)
+    result["verdicts"] = verdicts(result, rss_noise_pct)
+    result["passed"] = all(v["ok"] for v in result["verdicts"])
+    result["timeline_1s"] = coarse(timeline, 1000)
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 2:
+        print("usage: soak_report.py RESULT.json TIMELINE.json", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    result = json.loads(path.read_text())
+    analyse(result, json.loads(Path(argv[1]).read_text()), result.get("rss_noise_pct", 25.0))
+    path.write_text(json.dumps(result, separators=(",", ":")))
+    path.with_suffix(".md").write_text(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

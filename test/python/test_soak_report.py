@@ -33,7 +33,7 @@ def test_a_fault_that_disturbs_nothing_recovers_at_once():
     tl = steady_timeline(0, 5000)
     rec = sr.recovery(tl, 2, {"t_ms": 1000, "node_index": 0}, 5000)
     assert rec["first_ok_ms"] == 20
-    assert rec["clean_after_ms"] == 0
+    assert rec["clean_after_ms"] == 20
     assert rec["first_cross_ms"] == 20
     assert rec["cross_steady_after_ms"] == 0
 
@@ -41,7 +41,7 @@ def test_a_fault_that_disturbs_nothing_recovers_at_once():
 def test_a_lost_reply_keeps_the_window_unclean_until_a_whole_clean_second():
     tl = steady_timeline(0, 5000, a={1200: {"ok": 4, "lost": 1}})
     rec = sr.recovery(tl, 2, {"t_ms": 1000, "node_index": 0}, 5000)
-    assert rec["clean_after_ms"] == 300  # the first clean second starts at 1300
+    assert rec["clean_after_ms"] == 320  # clean from 1300 on, answered at 1320
     assert [n["lost"] for n in rec["window"]] == [1, 0]
 
 
@@ -95,6 +95,6 @@ def test_the_coarse_timeline_sums_counts_and_keeps_the_earliest_first_times():
 
 def test_failures_after_a_clean_second_mean_not_recovered_until_the_last_one():
     tl = steady_timeline(0, 5000, a={1200: {"ok": 4, "lost": 1}, 2500: {"ok": 4, "lost": 1}})
-    assert sr.clean_after_ms(tl, 0, 1000, 5000) == 1600  # clean from 2600 on
+    assert sr.clean_after_ms(tl, 0, 1000, 5000) == 1620  # clean from 2600 on, answered at 2620
     tl = steady_timeline(0, 5000, a={4500: {"ok": 4, "lost": 1}})
     assert sr.clean_after_ms(tl, 0, 1000, 5000) is None  # the last second is not clean
