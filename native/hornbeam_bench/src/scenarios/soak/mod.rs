@@ -4,7 +4,8 @@
 //! on every node. The run has phases:
 //!
 //! 1. *load* (`--duration-ms`, ramp included): every user pushes a message
-//!    every `--interval-ms` (jittered ±50 %): a `ping` answered with its
+//!    every `--interval-ms` (jittered ±50 %; the first within a second of
+//!    each join): a `ping` answered with its
 //!    payload, or (`--publish-pct`) a `publish` broadcast to the room; some
 //!    leave and come back (`--churn-permille` per message);
 //! 2. *drain*: nothing new is sent; what is in flight gets the call timeout;

@@ -261,7 +261,10 @@ async fn session(
         return s.dropped();
     }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut next_msg = Instant::now() + rng.jitter(plan.interval);
+    // The first message soon after joining, as a client resending what a drop
+    // interrupted would: "first round trip after a fault" then measures the
+    // server, not this user's interval.
+    let mut next_msg = Instant::now() + Duration::from_millis(rng.below(1_000));
     let mut next_heartbeat = Instant::now() + plan.heartbeat;
     loop {
         tokio::select! {
