@@ -22,12 +22,22 @@ defmodule Hornbeam do
   @spec port() :: :inet.port_number()
   def port, do: :hornbeam.port()
 
-  @doc "Send `event` with `payload` to every subscriber of `topic` in the cluster."
+  @doc """
+  Send `event` with `payload` to every subscriber of `topic` in the cluster.
+
+  Bad arguments are an error here, never a crash elsewhere:
+  `{:error, {:bad_topic, t}}`, `{:error, {:bad_event, e}}` (topics and events
+  are UTF-8 strings, not atoms), `{:error, {:not_json, payload}}`.
+  """
   @spec broadcast(String.t(), String.t(), payload()) :: :ok | {:error, term()}
   def broadcast(topic, event, payload), do: :hornbeam.broadcast(topic, event, payload)
 
-  @doc "Like `broadcast/3`, except to the client of the channel process `from`."
+  @doc "Like `broadcast/3`, except to the client of the channel process `from` (`{:error, {:bad_from, from}}` if not a pid)."
   @spec broadcast_from(pid(), String.t(), String.t(), payload()) :: :ok | {:error, term()}
   def broadcast_from(from, topic, event, payload),
     do: :hornbeam.broadcast_from(from, topic, event, payload)
+
+  @doc "Like `broadcast/3`, to this node's subscribers only."
+  @spec local_broadcast(String.t(), String.t(), payload()) :: :ok | {:error, term()}
+  def local_broadcast(topic, event, payload), do: :hornbeam.local_broadcast(topic, event, payload)
 end

@@ -7,6 +7,11 @@
 %% hornbeam:stop().
 %% '''
 %% Options and their defaults are listed in README.md ("Options").
+%%
+%% Bad arguments are `{error, Reason}' for the caller, checked before
+%% anything reaches a shared process: `{bad_topic, T}', `{bad_event, E}'
+%% (topics and events are UTF-8 binaries), `{bad_from, F}',
+%% `{not_json, Payload}', `{bad_options, Opts}'.
 -module(hornbeam).
 
 -export([start/1, start/2, stop/0, port/0,
@@ -29,7 +34,9 @@ start(AppSpec, Opts) when is_map(Opts) ->
     case application:ensure_all_started(hornbeam) of
         {ok, _} -> start_endpoint(AppSpec, Opts);
         {error, _} = Error -> Error
-    end.
+    end;
+start(_AppSpec, Opts) ->
+    {error, {bad_options, Opts}}.
 
 %% @doc Stop serving: the listener, its connections and the Python workers.
 -spec stop() -> ok | {error, not_started}.
@@ -66,48 +73,33 @@ start_endpoint(AppSpec, Opts) ->
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
     case hornbeam_http_bind:parse(Bind) of
         {ok, {IP, Port}} ->
-            Spec = #{id => endpoint, start => {hornbeam_endpoint_sup, start_link, []},
-                     type => supervisor, shutdown => infinity},
+            Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
             case supervisor:start_child(hornbeam_sup, Spec) of
-                {ok, Sup} ->
-                    case start_parts(Sup, AppSpec, IP, Port, Opts) of
-                        ok -> ok;
-                        {error, _} = Error -> _ = stop(), Error
-                    end;
-                {error, {already_started, _}} -> {error, already_started};
-                {error, already_present} -> {error, already_started};
-                {error, Reason} -> {error, Reason}
+                {ok, _Sup} ->
+                    logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
+                                  [format_bind(IP, port()), ws_path(Opts)]),
+                    ok;
+                {error, _} = Error ->
+                    start_error(Error)
             end;
         {error, Reason} ->
             {error, {bad_bind, Bind, Reason}}
     end.
 
-start_parts(Sup, AppSpec, IP, Port, Opts) ->
-    PresenceOpts = maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
-    case hornbeam_endpoint_sup:start_presence(Sup, PresenceOpts) of
-        ok -> start_parts_python(Sup, AppSpec, IP, Port, Opts);
-        {error, _} = Error -> Error
-    end.
+%% Everything the endpoint needs, decided once here: the endpoint's child
+%% spec keeps it, so a restart rebuilds the same endpoint.
+endpoint_opts(AppSpec, IP, Port, Opts) ->
+    ListenerOpts = maps:with([acceptors, max_connections, max_request_line_length,
+                              max_header_line_length, max_headers, max_body_length,
+                              request_timeout], Opts),
+    #{presence => maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
+      python => python_opts(AppSpec, Opts),
+      listener => ListenerOpts#{ref => ?LISTENER_REF, ip => IP, port => Port},
+      endpoint => Opts}.
 
-start_parts_python(Sup, AppSpec, IP, Port, Opts) ->
-    case start_python(Sup, AppSpec, Opts) of
-        {ok, PyChannels, PyConnect} ->
-            ErlChannels = maps:get(channels, Opts, []),
-            Connect = case maps:get(connect, Opts, undefined) of
-                          undefined -> PyConnect;
-                          Fun -> Fun
-                      end,
-            EndpointOpts = Opts#{channels => ErlChannels ++ PyChannels, connect => Connect},
-            case hornbeam_endpoint:config(EndpointOpts) of
-                {ok, Config} -> start_listener(Sup, IP, Port, Config, Opts);
-                {error, _} = Error -> Error
-            end;
-        {error, _} = Error ->
-            Error
-    end.
-
-%% Python runs when there is an app or a channel module to import.
-start_python(Sup, AppSpec, Opts) ->
+%% The pool's options, or none: Python runs when there is an app or a
+%% channel module to import.
+python_opts(AppSpec, Opts) ->
     Modules = [to_binary(M) || M <- maps:get(channel_modules, Opts, [])],
     App = case AppSpec of
               none -> undefined;
@@ -116,38 +108,27 @@ start_python(Sup, AppSpec, Opts) ->
           end,
     case App =:= undefined andalso Modules =:= [] of
         true ->
-            {ok, [], undefined};
+            none;
         false ->
-            PyOpts0 = maps:with([workers, timeout, init_timeout, worker_path, env,
-                                 worker_class, lifespan, root_path, shutdown_timeout], Opts),
-            PyOpts = PyOpts0#{app => App, channel_modules => Modules,
-                              pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]},
-            case hornbeam_endpoint_sup:start_python(Sup, PyOpts) of
-                ok ->
-                    Channels = [{P, hornbeam_py_channel} || #{pattern := P} <- hornbeam_python:channels()],
-                    Connect = case hornbeam_python:has_on_connect() of
-                                  true -> fun hornbeam_py_connect:connect/2;
-                                  false -> undefined
-                              end,
-                    {ok, Channels, Connect};
-                {error, _} = Error ->
-                    Error
-            end
+            PyOpts = maps:with([workers, timeout, init_timeout, worker_path, env,
+                                worker_class, lifespan, root_path, shutdown_timeout], Opts),
+            PyOpts#{app => App, channel_modules => Modules,
+                    pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]}
     end.
 
-start_listener(Sup, IP, Port, Config, Opts) ->
-    ListenerOpts0 = maps:with([acceptors, max_connections, max_request_line_length,
-                               max_header_line_length, max_headers, max_body_length,
-                               request_timeout], Opts),
-    ListenerOpts = ListenerOpts0#{ref => ?LISTENER_REF, ip => IP, port => Port,
-                                  handler => hornbeam_endpoint, handler_opts => Config},
-    case hornbeam_endpoint_sup:start_listener(Sup, ListenerOpts) of
-        ok ->
-            logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
-                          [format_bind(IP, port()), maps:get(ws_path, Config)]),
-            ok;
-        {error, _} = Error ->
-            Error
+%% The reason of the part that failed, as the parts report it (e.g.
+%% `{python_import, Module, Message}', `{bad_option, Name, Value}').
+start_error({error, {already_started, _}}) -> {error, already_started};
+start_error({error, already_present}) -> {error, already_started};
+start_error({error, {{shutdown, {failed_to_start_child, _Part, Reason}}, _Child}}) -> {error, Reason};
+start_error({error, {shutdown, {failed_to_start_child, _Part, Reason}}}) -> {error, Reason};
+start_error({error, {Reason, Child}}) when element(1, Child) =:= child -> {error, Reason};
+start_error({error, _} = Error) -> Error.
+
+ws_path(Opts) ->
+    case maps:get(ws_path, Opts, maps:get(ws_path, hornbeam_endpoint:defaults())) of
+        Path when is_binary(Path); is_list(Path) -> Path;
+        Other -> io_lib:format("~0p", [Other])
     end.
 
 to_binary(B) when is_binary(B) -> B;

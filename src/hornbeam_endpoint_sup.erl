@@ -1,44 +1,84 @@
-%% @doc One serving endpoint: the presence tracker, the Python worker pool
-%% (when there is Python to run) and then the HTTP listener, rest_for_one:
-%% the listener's routes come from what the workers registered, so a new
-%% pool means a new listener. Children are added in order by
-%% `hornbeam:start/2' (start_presence/2, start_python/2, start_listener/2),
-%% because the listener's options depend on the pool's answer.
+%% @doc One serving endpoint, one_for_one, in start order:
+%%   presence   hornbeam_presence_sup   the presence shards
+%%   python     hornbeam_python_sup     the worker pool (only when there is Python to run)
+%%   listener   hornbeam_listener_sup   the HTTP listener and its connections
+%%
+%% The child spec knows every option (`start_link(Opts)', built once by
+%% `hornbeam:start/2'), so a restart of this supervisor, by `hornbeam_sup''s
+%% rest_for_one after a pg scope death or after its own death, rebuilds the
+%% whole endpoint, not an empty one.
+%%
+%% Why one_for_one: no child needs the others to be the same processes as
+%% before. They find each other by registered name (presence shards, pool
+%% workers) and survive each other's restarts:
+%% <ul>
+%% <li>presence: a restarted shard adopts the state of the one before
+%%     (src/presence/README.md), so no channel or connection must go;</li>
+%% <li>python: a restarted pool imports the same modules and registers the
+%%     same channels, so the routes the listener was built with still hold;
+%%     channel processes keep their assigns, their next events run on the new
+%%     workers;</li>
+%% <li>listener: its connections die with it (clients reconnect); presence
+%%     and Python do not care.</li>
+%% </ul>
+%% The listener is started last because its routes are the Erlang channels
+%% plus the ones the Python modules registered (`start_listener/1').
 -module(hornbeam_endpoint_sup).
 -behaviour(supervisor).
 
--export([start_link/0, start_presence/2, start_python/2, start_listener/2, init/1]).
+-export([start_link/1, child_spec/1, start_listener/1, init/1]).
 
--spec start_link() -> {ok, pid()} | ignore | {error, term()}.
-start_link() ->
-    supervisor:start_link(?MODULE, []).
+-type opts() :: #{presence := map(),
+                  python := map() | none,
+                  listener := map(),      %% hornbeam_http_opts without handler/handler_opts
+                  endpoint := map()}.     %% hornbeam_endpoint:config/1 options (Erlang channels, connect)
+-export_type([opts/0]).
 
--spec start_presence(pid(), map()) -> ok | {error, term()}.
-start_presence(Sup, PresenceOpts) ->
-    Spec = #{id => presence, start => {hornbeam_presence_sup, start_link, [PresenceOpts]},
-             type => supervisor, shutdown => infinity},
-    started(supervisor:start_child(Sup, Spec)).
+-spec child_spec(opts()) -> supervisor:child_spec().
+child_spec(Opts) ->
+    #{id => endpoint, start => {?MODULE, start_link, [Opts]},
+      type => supervisor, shutdown => infinity}.
 
--spec start_python(pid(), map()) -> ok | {error, term()}.
-start_python(Sup, PythonOpts) ->
-    Spec = #{id => python, start => {hornbeam_python_sup, start_link, [PythonOpts]},
-             type => supervisor, shutdown => infinity},
-    started(supervisor:start_child(Sup, Spec)).
+-spec start_link(opts()) -> {ok, pid()} | ignore | {error, term()}.
+start_link(Opts) ->
+    supervisor:start_link(?MODULE, Opts).
 
--spec start_listener(pid(), map()) -> ok | {error, term()}.
-start_listener(Sup, ListenerOpts) ->
-    Spec = #{id => listener, start => {hornbeam_listener_sup, start_link, [ListenerOpts]},
-             type => supervisor, shutdown => infinity},
-    started(supervisor:start_child(Sup, Spec)).
+%% @doc Start the listener with the routes of the Erlang channels and of
+%% the Python channels the pool registered (the pool, if any, is running:
+%% it is the child before).
+-spec start_listener(opts()) -> {ok, pid()} | ignore | {error, term()}.
+start_listener(#{listener := ListenerOpts, endpoint := EndpointOpts, python := Python}) ->
+    {PyChannels, PyConnect} = python_routes(Python),
+    Connect = case maps:get(connect, EndpointOpts, undefined) of
+                  undefined -> PyConnect;
+                  Fun -> Fun
+              end,
+    Channels = maps:get(channels, EndpointOpts, []) ++ PyChannels,
+    case hornbeam_endpoint:config(EndpointOpts#{channels => Channels, connect => Connect}) of
+        {ok, Config} ->
+            hornbeam_listener_sup:start_link(ListenerOpts#{handler => hornbeam_endpoint,
+                                                           handler_opts => Config});
+        {error, _} = Error ->
+            Error
+    end.
 
-started({ok, _}) -> ok;
-started({ok, _, _}) -> ok;
-started({error, {{python_import, _, _} = Reason, _}}) -> {error, Reason};
-started({error, {{worker_binary_missing, _, _} = Reason, _}}) -> {error, Reason};
-started({error, {shutdown, {failed_to_start_child, _, Reason}}}) -> {error, Reason};
-started({error, {Reason, Child}}) when element(1, Child) =:= child -> {error, Reason};
-started({error, Reason}) -> {error, Reason}.
+python_routes(none) ->
+    {[], undefined};
+python_routes(_) ->
+    Channels = [{P, hornbeam_py_channel} || #{pattern := P} <- hornbeam_python:channels()],
+    Connect = case hornbeam_python:has_on_connect() of
+                  true -> fun hornbeam_py_connect:connect/2;
+                  false -> undefined
+              end,
+    {Channels, Connect}.
 
--spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
-init([]) ->
-    {ok, {#{strategy => rest_for_one, intensity => 5, period => 30}, []}}.
+-spec init(opts()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init(Opts = #{presence := PresenceOpts, python := Python}) ->
+    Presence = #{id => presence, start => {hornbeam_presence_sup, start_link, [PresenceOpts]},
+                 type => supervisor, shutdown => infinity},
+    Pool = [#{id => python, start => {hornbeam_python_sup, start_link, [Python]},
+              type => supervisor, shutdown => infinity} || Python =/= none],
+    Listener = #{id => listener, start => {?MODULE, start_listener, [Opts]},
+                 type => supervisor, shutdown => infinity},
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 30},
+          [Presence] ++ Pool ++ [Listener]}}.

@@ -547,8 +547,9 @@ listener_restart_keeps_live_connections(Config) ->
     %% The live connection was not touched...
     send(Live, get_req(<<"/">>)),
     {200, _, <<"hello">>} = recv_response(Live),
-    %% ...and the new listen socket serves (port 0: a new port).
+    %% ...and the new listen socket serves on the same port (also with port 0).
     Port = hornbeam_listener:port(Ref),
+    ?assertEqual(?config(port, Config), Port),
     S = connect([{port, Port}]),
     send(S, get_req(<<"/">>)),
     {200, _, <<"hello">>} = recv_response(S).

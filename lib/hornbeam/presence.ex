@@ -13,6 +13,10 @@ defmodule Hornbeam.Presence do
 
   Lists have Phoenix's shape: `%{key => %{"metas" => [meta]}}`, each meta
   carrying its `"phx_ref"`.
+
+  Bad arguments are `{:error, reason}` for the caller and never reach the
+  tracker: `{:bad_owner, o}`, `{:bad_topic, t}`, `{:bad_key, k}` (topics and
+  keys are UTF-8 strings), `:meta_must_be_a_map`, `:meta_not_json`.
   """
 
   @typedoc "A presence key, e.g. `\"user:ana\"`."
@@ -38,11 +42,11 @@ defmodule Hornbeam.Presence do
   def untrack(owner, topic, key), do: :hornbeam_presence.untrack(owner, topic, key)
 
   @doc "Everyone on `topic`: `%{key => %{\"metas\" => [meta]}}` (empty map when nobody is)."
-  @spec list(String.t()) :: %{key() => entry()}
+  @spec list(String.t()) :: %{key() => entry()} | {:error, term()}
   def list(topic), do: :hornbeam_presence.list(topic)
 
   @doc "The presence of `key` on `topic`, or `nil` when it is not there."
-  @spec get(String.t(), key()) :: entry() | nil
+  @spec get(String.t(), key()) :: entry() | nil | {:error, term()}
   def get(topic, key) do
     case :hornbeam_presence.get(topic, key) do
       :undefined -> nil

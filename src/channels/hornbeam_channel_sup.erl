@@ -10,9 +10,15 @@
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
+%% While this supervisor is being restarted (after a crash or a kill) the
+%% join gets `{error, restarting}' (the client sees "join crashed" and
+%% rejoins) instead of an exit that would end its whole connection.
 -spec start_channel(hornbeam_channel_server:start_args()) -> {ok, pid()} | {error, term()}.
 start_channel(Args) ->
-    supervisor:start_child(?MODULE, [Args]).
+    try supervisor:start_child(?MODULE, [Args])
+    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= killed; Reason =:= shutdown ->
+        {error, restarting}
+    end.
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->

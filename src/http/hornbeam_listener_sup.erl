@@ -36,6 +36,11 @@
 start_link(Opts) ->
     case hornbeam_http_opts:validate(Opts) of
         {ok, Config = #{ref := Ref}} ->
+            %% After a kill of the supervisor above this one, the old tree
+            %% may still be closing its connections: wait for its names.
+            ok = hornbeam_names:await_free([hornbeam_http_opts:name(Ref, R)
+                                            || R <- [listener_sup, limiter, conn_sup, listener,
+                                                     acceptor_sup]], 10000),
             supervisor:start_link({local, hornbeam_http_opts:name(Ref, listener_sup)},
                                   ?MODULE, Config);
         {error, _} = Error ->

@@ -10,10 +10,17 @@
 %% Every change becomes a `presence_diff' broadcast to this node's
 %% subscribers of the topic, computed here from our own merges, so each
 %% client sees each change once.
+%%
+%% A restarted shard adopts the state of the one before it: the CRDT
+%% resource and the owners (pid => owner id) live on in the ETS table
+%% `hornbeam_presence_keep' (see keep_table/0), so the new shard monitors
+%% the same owners and its replica (name, incarnation) is unchanged for the
+%% peers. Messages from other nodes are checked before they reach the NIF;
+%% a malformed one is logged and dropped.
 -module(hornbeam_presence_shard).
 -behaviour(gen_server).
 
--export([start_link/2, whereis_shard/1, state/1]).
+-export([start_link/2, whereis_shard/1, state/1, keep_table/0, name/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -record(state, {
@@ -40,40 +47,81 @@ whereis_shard(Ix) -> whereis(name(Ix)).
 -spec state(non_neg_integer()) -> reference() | undefined.
 state(Ix) -> persistent_term:get({?MODULE, Ix}, undefined).
 
+%% @doc The registered name of shard Ix.
+-spec name(non_neg_integer()) -> atom().
 name(Ix) -> list_to_atom("hornbeam_presence_shard_" ++ integer_to_list(Ix)).
+
+-define(KEEP, hornbeam_presence_keep).
+
+%% @doc Create the table that carries shard state across shard restarts,
+%% owned by the calling process, unless it exists. `hornbeam_presence_sup'
+%% calls it in the process that starts it (the endpoint supervisor), so the
+%% table outlives the presence supervisor and its shards, and goes with the
+%% endpoint. Rows: `{{crdt, Ix}, Crdt}', `{{next_owner, Ix}, N}',
+%% `{{owner, Ix, Pid}, Id}'.
+-spec keep_table() -> ok.
+keep_table() ->
+    case ets:whereis(?KEEP) of
+        undefined -> _ = ets:new(?KEEP, [named_table, public, set]), ok;
+        _ -> ok
+    end.
 
 -spec init({non_neg_integer(), map()}) -> {ok, #state{}}.
 init({Ix, Config}) ->
     process_flag(trap_exit, true),
-    %% A fresh incarnation per start: peers see a restarted node as a new
-    %% replica and drop the old one's presences at once.
-    Incarnation = erlang:system_time(microsecond),
-    Crdt = hornbeam_nif:presence_new(atom_to_binary(node()), Incarnation),
+    ok = keep_table(),
+    {Crdt, Owners, Next} = adopt_or_new(Ix),
     persistent_term:put({?MODULE, Ix}, Crdt),
     ok = pg:join(hornbeam_pubsub:scope(), {presence, Ix}, self()),
     logger:set_process_metadata(#{presence_shard => Ix}),
-    State = #state{ix = Ix, crdt = Crdt, config = Config},
+    State = #state{ix = Ix, crdt = Crdt, config = Config, owners = Owners, next_owner = Next},
     gossip(State),
     schedule(tick, Config),
     {ok, State}.
 
+%% The state a shard of this index left behind (it was killed or crashed),
+%% or a new replica. Owners are monitored again: one that died meanwhile
+%% gives an immediate 'DOWN' and its presences leave.
+adopt_or_new(Ix) ->
+    case ets:lookup(?KEEP, {crdt, Ix}) of
+        [{_, Crdt}] ->
+            Owners = maps:from_list(
+                       [{Pid, {Id, erlang:monitor(process, Pid)}}
+                        || [Pid, Id] <- ets:match(?KEEP, {{owner, Ix, '$1'}, '$2'})]),
+            [{_, Next}] = ets:lookup(?KEEP, {next_owner, Ix}),
+            logger:notice("presence shard ~b restarted: adopted its state (~b owners)",
+                          [Ix, map_size(Owners)]),
+            {Crdt, Owners, Next};
+        [] ->
+            %% A fresh incarnation per new replica: peers see a restarted
+            %% node as a new replica and drop the old one's presences at once.
+            Incarnation = erlang:system_time(microsecond),
+            Crdt = hornbeam_nif:presence_new(atom_to_binary(node()), Incarnation),
+            true = ets:insert(?KEEP, [{{crdt, Ix}, Crdt}, {{next_owner, Ix}, 1}]),
+            {Crdt, #{}, 1}
+    end.
+
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
-handle_call({track, Owner, Topic, Key, Meta}, _From, State) ->
+handle_call({track, Owner, Topic, Key, Meta}, _From, State)
+  when is_pid(Owner), is_binary(Topic), is_binary(Key) ->
     write(Owner, State, fun(Crdt, Id, Json) -> hornbeam_nif:presence_track(Crdt, Topic, Id, Key, Json) end, Meta);
-handle_call({update, Owner, Topic, Key, Meta}, _From, State) ->
+handle_call({update, Owner, Topic, Key, Meta}, _From, State)
+  when is_pid(Owner), is_binary(Topic), is_binary(Key) ->
     write(Owner, State, fun(Crdt, Id, Json) -> hornbeam_nif:presence_update(Crdt, Topic, Id, Key, Json) end, Meta);
-handle_call({untrack, Owner, Topic, Key}, _From, State = #state{owners = Owners, crdt = Crdt}) ->
+handle_call({untrack, Owner, Topic, Key}, _From, State = #state{owners = Owners, crdt = Crdt})
+  when is_pid(Owner), is_binary(Topic), is_binary(Key) ->
     case Owners of
         #{Owner := {Id, _}} ->
-            case hornbeam_nif:presence_untrack(Crdt, Topic, Id, Key) of
+            case guarded(fun() -> hornbeam_nif:presence_untrack(Crdt, Topic, Id, Key) end) of
                 {ok, Diffs} -> {reply, ok, publish(Diffs, State)};
                 {error, Why} -> {reply, {error, Why}, State}
             end;
         _ ->
             {reply, {error, not_tracked}, State}
     end;
-handle_call(_Request, _From, State) ->
-    {reply, {error, unknown_call}, State}.
+handle_call(Request, _From, State) ->
+    logger:warning("presence shard: bad request ~0P", [Request, 20]),
+    {reply, {error, bad_request}, State}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast(_Msg, State) ->
@@ -84,6 +132,7 @@ handle_info({'DOWN', Mon, process, Pid, _}, State = #state{owners = Owners, crdt
     case Owners of
         #{Pid := {Id, Mon}} ->
             Diffs = hornbeam_nif:presence_untrack_owner(Crdt, Id),
+            true = ets:delete(?KEEP, {owner, State#state.ix, Pid}),
             {noreply, publish(Diffs, State#state{owners = maps:remove(Pid, Owners)})};
         _ ->
             {noreply, State}
@@ -96,28 +145,32 @@ handle_info(tick, State = #state{crdt = Crdt, config = Config}) ->
     [logger:notice("presence replica ~ts (incarnation ~b) is gone", [N, I]) || {N, I} <- Permdowned],
     schedule(tick, Config),
     {noreply, publish(Diffs, State)};
-handle_info({'$hb_presence', heartbeat, From, Clock, Delta}, State = #state{crdt = Crdt}) ->
+handle_info({'$hb_presence', heartbeat, From, Clock, Delta}, State = #state{crdt = Crdt})
+  when is_pid(From), is_binary(Clock), (is_binary(Delta) orelse Delta =:= none) ->
     Now = now_ms(),
-    case hornbeam_nif:presence_heartbeat(Crdt, Clock, Now) of
+    case guarded(fun() -> hornbeam_nif:presence_heartbeat(Crdt, Clock, Now) end) of
         {ok, UpDiffs, _} ->
             State1 = publish(UpDiffs, State),
             State2 = case Delta of
                          none -> State1;
-                         _ -> merged(hornbeam_nif:presence_merge_delta(Crdt, Delta, Now), From, State1)
+                         _ -> merged(guarded(fun() -> hornbeam_nif:presence_merge_delta(Crdt, Delta, Now) end),
+                                     From, State1)
                      end,
             {noreply, maybe_ask_transfer(From, Clock, State2)};
         {error, Why} ->
             logger:warning("ignoring a presence heartbeat from ~p: ~p", [From, Why]),
             {noreply, State}
     end;
-handle_info({'$hb_presence', transfer_req, From, Clock}, State = #state{crdt = Crdt}) ->
-    _ = case hornbeam_nif:presence_state_for(Crdt, Clock) of
+handle_info({'$hb_presence', transfer_req, From, Clock}, State = #state{crdt = Crdt})
+  when is_pid(From), is_binary(Clock) ->
+    _ = case guarded(fun() -> hornbeam_nif:presence_state_for(Crdt, Clock) end) of
             {ok, Bin} -> From ! {'$hb_presence', transfer, self(), Bin};
             {error, Why} -> logger:warning("presence transfer request from ~p refused: ~p", [From, Why])
         end,
     {noreply, State};
-handle_info({'$hb_presence', transfer, From, Bin}, State = #state{crdt = Crdt, asked = Asked}) ->
-    State1 = merged(hornbeam_nif:presence_merge_state(Crdt, Bin, now_ms()), From, State),
+handle_info({'$hb_presence', transfer, From, Bin}, State = #state{crdt = Crdt, asked = Asked})
+  when is_pid(From), is_binary(Bin) ->
+    State1 = merged(guarded(fun() -> hornbeam_nif:presence_merge_state(Crdt, Bin, now_ms()) end), From, State),
     {noreply, State1#state{asked = maps:remove(From, Asked)}};
 handle_info({window_end, Topic}, State = #state{throttled = Throttled, config = Config}) ->
     case Throttled of
@@ -134,7 +187,7 @@ handle_info({window_end, Topic}, State = #state{throttled = Throttled, config = 
 handle_info({'EXIT', _, _}, State) ->
     {noreply, State};
 handle_info(Msg, State) ->
-    logger:warning("unexpected message ~0p", [Msg]),
+    logger:warning("unexpected or malformed message dropped: ~0P", [Msg, 20]),
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
@@ -148,7 +201,7 @@ write(Owner, State = #state{crdt = Crdt}, Op, Meta) ->
     case meta_json(Meta) of
         {ok, Json} ->
             {Id, State1} = owner_id(Owner, State),
-            case Op(Crdt, Id, Json) of
+            case guarded(fun() -> Op(Crdt, Id, Json) end) of
                 {ok, Diffs} -> {reply, ok, publish(Diffs, State1)};
                 {error, Why} -> {reply, {error, Why}, State1}
             end;
@@ -156,19 +209,29 @@ write(Owner, State = #state{crdt = Crdt}, Op, Meta) ->
             {reply, Error, State}
     end.
 
-meta_json({json, Json}) -> {ok, iolist_to_binary(Json)};
+%% hornbeam_presence sends JSON text; a map still works for older callers.
+meta_json({json, Json}) when is_binary(Json) -> {ok, Json};
 meta_json(Meta) when is_map(Meta) ->
     case hornbeam_nif:json_encode(Meta) of
-        {ok, Json} -> {ok, Json};
+        {ok, Json} -> {ok, iolist_to_binary(Json)};
         {error, _} -> {error, meta_not_json}
     end;
 meta_json(_) -> {error, meta_must_be_a_map}.
 
-owner_id(Pid, State = #state{owners = Owners, next_owner = Next}) ->
+%% A NIF call on data that may come from another node (or a caller that
+%% skipped hornbeam_presence): an exception is an error answer, never a
+%% crash of the shard.
+guarded(Fun) ->
+    try Fun()
+    catch error:Reason -> {error, {nif_error, Reason}}
+    end.
+
+owner_id(Pid, State = #state{ix = Ix, owners = Owners, next_owner = Next}) ->
     case Owners of
         #{Pid := {Id, _}} -> {Id, State};
         _ ->
             Mon = erlang:monitor(process, Pid),
+            true = ets:insert(?KEEP, [{{owner, Ix, Pid}, Next}, {{next_owner, Ix}, Next + 1}]),
             {Next, State#state{owners = Owners#{Pid => {Next, Mon}}, next_owner = Next + 1}}
     end.
 

@@ -1,6 +1,9 @@
 %% @doc The presence tracker of this node: `pool_size' shard processes, each
 %% a replica of its slice of topics, gossiping with the same shard on every
 %% other node. Started per endpoint by `hornbeam:start/2'.
+%%
+%% one_for_one: shards share nothing; a restarted shard adopts the state of
+%% the one before it, so no other shard (and no channel) is disturbed.
 -module(hornbeam_presence_sup).
 -behaviour(supervisor).
 
@@ -17,9 +20,17 @@ defaults() ->
       permdown_period => 1200000,        %% ms without heartbeat: the replica is forgotten
       presence_diff_interval => 100}.    %% ms: at most one diff per topic per interval (0: one per change)
 
+%% The shards' keep table (hornbeam_presence_shard:keep_table/0) is created
+%% here, in the calling process (the endpoint supervisor), so that it
+%% outlives this supervisor: a restarted shard, or a restarted presence
+%% supervisor, adopts the state its predecessor left.
 -spec start_link(map()) -> {ok, pid()} | ignore | {error, term()}.
 start_link(Opts) ->
     Config = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    ok = hornbeam_presence_shard:keep_table(),
+    %% After a kill of the supervisor above, the old shards may still be stopping.
+    ok = hornbeam_names:await_free([hornbeam_presence_shard:name(Ix)
+                                    || Ix <- lists:seq(0, maps:get(pool_size, Config) - 1)], 10000),
     supervisor:start_link(?MODULE, Config).
 
 -spec pool_size() -> pos_integer().

@@ -6,6 +6,12 @@
 %% subscriber (the fastlane: join_ref and ref are null). Every other node gets
 %% one message, to its relay (this module's gen_server, a member of the group
 %% `relays'), which encodes once and fans out to its own local subscribers.
+%%
+%% Arguments are checked in the caller, before any message leaves it: a bad
+%% one is `{error, Reason}' (`{bad_topic, _}', `{bad_event, _}',
+%% `{bad_from, _}', `{not_json, _}') and reaches no relay. Topics and
+%% events are UTF-8 binaries. The relay itself checks what other nodes send
+%% and logs and drops a malformed message, so no node can crash it.
 -module(hornbeam_pubsub).
 -behaviour(gen_server).
 
@@ -55,7 +61,9 @@ broadcast(Topic, Event, Payload) ->
 %% @doc Like broadcast/3, but the connection of channel FromPid does not get it.
 -spec broadcast_from(pid(), binary(), binary(), payload()) -> ok | {error, term()}.
 broadcast_from(FromPid, Topic, Event, Payload) when is_pid(FromPid) ->
-    cluster_broadcast(Topic, Event, Payload, FromPid).
+    cluster_broadcast(Topic, Event, Payload, FromPid);
+broadcast_from(FromPid, _Topic, _Event, _Payload) ->
+    {error, {bad_from, FromPid}}.
 
 %% @doc Broadcast to this node's subscribers only.
 -spec local_broadcast(binary(), binary(), payload()) -> ok | {error, term()}.
@@ -64,18 +72,22 @@ local_broadcast(Topic, Event, Payload) ->
 
 -spec local_broadcast_from(exclude(), binary(), binary(), payload()) -> ok | {error, term()}.
 local_broadcast_from(Exclude, Topic, Event, Payload) ->
-    case encode_payload(Payload) of
+    case checked(Topic, Event, Payload, Exclude) of
         {ok, Json} -> deliver_local(Topic, Event, Json, Exclude);
         Error -> Error
     end.
 
 %% @doc Payload as JSON text.
 -spec encode_payload(payload()) -> {ok, iodata()} | {error, {not_json, term()}}.
-encode_payload({json, Json}) -> {ok, Json};
+encode_payload({json, Json} = Payload) ->
+    case is_iodata(Json) of
+        true -> {ok, Json};
+        false -> {error, {not_json, Payload}}
+    end;
 encode_payload(Term) -> hornbeam_nif:json_encode(Term).
 
 cluster_broadcast(Topic, Event, Payload, Exclude) ->
-    case encode_payload(Payload) of
+    case checked(Topic, Event, Payload, Exclude) of
         {ok, Json} ->
             Msg = {'$hb_remote_broadcast', Topic, Event, Json, Exclude},
             Self = node(),
@@ -84,6 +96,34 @@ cluster_broadcast(Topic, Event, Payload, Exclude) ->
         Error ->
             Error
     end.
+
+%% --- argument checks (in the caller) ------------------------------------------
+
+%% The payload as JSON text, once Topic, Event and Exclude are known good.
+checked(Topic, Event, Payload, Exclude) ->
+    case check_args(Topic, Event, Exclude) of
+        ok -> encode_payload(Payload);
+        Error -> Error
+    end.
+
+check_args(Topic, _Event, _Exclude) when not is_binary(Topic) -> {error, {bad_topic, Topic}};
+check_args(_Topic, Event, _Exclude) when not is_binary(Event) -> {error, {bad_event, Event}};
+check_args(_Topic, _Event, Exclude) when Exclude =/= none, not is_pid(Exclude) -> {error, {bad_from, Exclude}};
+check_args(Topic, Event, _Exclude) ->
+    case {is_utf8(Topic), is_utf8(Event)} of
+        {true, true} -> ok;
+        {false, _} -> {error, {bad_topic, Topic}};
+        {_, false} -> {error, {bad_event, Event}}
+    end.
+
+is_utf8(Bin) -> unicode:characters_to_binary(Bin) =:= Bin.
+
+is_iodata(Bin) when is_binary(Bin) -> true;
+is_iodata(List) when is_list(List) ->
+    try iolist_size(List) of _ -> true
+    catch error:badarg -> false
+    end;
+is_iodata(_) -> false.
 
 deliver_local(Topic, Event, Json, Exclude) ->
     case pg:get_local_members(?SCOPE, {topic, Topic}) of
@@ -111,9 +151,16 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), map()) -> {noreply, map()}.
-handle_info({'$hb_remote_broadcast', Topic, Event, Json, Exclude}, State) ->
-    _ = deliver_local(Topic, Event, Json, Exclude),
+handle_info({'$hb_remote_broadcast', Topic, Event, Json, Exclude} = Msg, State) ->
+    %% From another node, which may run other code: check like a caller
+    %% would, and never let its message crash this relay.
+    try check_args(Topic, Event, Exclude) =:= ok andalso is_iodata(Json) of
+        true -> _ = deliver_local(Topic, Event, Json, Exclude);
+        false -> logger:warning("hornbeam_pubsub: malformed broadcast dropped: ~0P", [Msg, 20])
+    catch Class:Reason ->
+        logger:warning("hornbeam_pubsub: broadcast dropped (~0p:~0p): ~0P", [Class, Reason, Msg, 20])
+    end,
     {noreply, State};
 handle_info(Msg, State) ->
-    logger:warning("hornbeam_pubsub: unexpected message ~0p", [Msg]),
+    logger:warning("hornbeam_pubsub: unexpected message ~0P", [Msg, 20]),
     {noreply, State}.

@@ -70,6 +70,11 @@ start_link(Opts0) ->
                        #{domain => [hornbeam, python]}),
             {error, {worker_binary_missing, Path, "run `make build`"}};
         {ok, true} ->
+            %% After a kill of the supervisor above, the old pool may still
+            %% be stopping its workers (each within shutdown_timeout).
+            ok = hornbeam_names:await_free(
+                   [?MODULE | [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, maps:get(workers, Opts))]],
+                   await_timeout(Opts)),
             case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
                 {ok, Sup} -> await_workers(Sup, Opts);
                 {error, Reason} -> {error, {worker_start_failed, Reason}}
@@ -119,6 +124,9 @@ show_hornbeam_logs() ->
     _ = logger:add_handler_filter(default, hornbeam,
                                   {fun logger_filters:domain/2, {log, sub, [hornbeam]}}),
     ok.
+
+await_timeout(#{shutdown_timeout := T}) when is_integer(T) -> T + 5000;
+await_timeout(_) -> 10000.
 
 is_ok({ok, _}) -> true;
 is_ok(_) -> false.
