@@ -5,7 +5,7 @@ export MIX_REBAR3 ?= $(shell command -v rebar3 2>/dev/null || echo /usr/bin/reba
 FUZZ_SECONDS ?= 60
 
 .PHONY: all bootstrap build test test-rust test-erlang test-elixir test-python test-js test-browser \
-        lint dialyzer fuzz run bench bench-nif clean
+        lint mypy dialyzer fuzz run bench bench-nif clean
 
 all: build
 
@@ -28,8 +28,12 @@ test-erlang:
 test-elixir:
 	@if ls test/elixir/*_test.exs >/dev/null 2>&1; then mix test; else echo "no Elixir tests"; fi
 
-test-python:
+test-python: mypy
 	@if ls test/python/test_*.py >/dev/null 2>&1; then python3 -m pytest -q test/python; else echo "no Python tests"; fi
+
+# mypy --strict over the public Python API (mypy.ini says which files).
+mypy:
+	python3 -m mypy
 
 test-js:
 	@if ls test/js/*.test.mjs >/dev/null 2>&1; then node --test test/js/; else echo "no JS tests"; fi
@@ -38,7 +42,7 @@ test-js:
 test-browser:
 	node --test test/browser/
 
-lint:
+lint: mypy
 	cargo clippy --workspace --all-targets -- -D warnings
 	rebar3 dialyzer
 

@@ -43,7 +43,17 @@ HB_EBIN = ROOT / "_build" / "default" / "lib" / "hornbeam" / "ebin"
 PEER_EBIN = ROOT / "_build" / "bench_peers"
 LOG_DIR = ROOT / "_build" / "bench_logs"
 
-HORNBEAM = ("hornbeam-erlang", "hornbeam-python")
+HORNBEAM = ("hornbeam-erlang", "hornbeam-python", "hornbeam-python-tuned")
+
+SCENARIOS = ("fanout", "roundtrip", "idle", "presence", "blocking")
+#: What every server runs; "blocking" only where the server says so.
+COMMON_SCENARIOS = ("fanout", "roundtrip", "idle", "presence")
+#: The load generator's scenario for each of ours ("blocking" is a round trip
+#: of the `block` event, whose handler sleeps 5 ms in every peer).
+LOADGEN_SCENARIO = {"blocking": "roundtrip"}
+#: hornbeam-python-tuned: the best settings we measured for the blocking
+#: scenario on one core (bench/README.md); HORNBEAM_PY_BEST replaces them.
+BEST_SETTINGS = "--workers 2 --threads 32"
 
 
 # --- servers ---------------------------------------------------------------------
@@ -54,7 +64,7 @@ class Server:
 
     def __init__(self, name: str, proto: str, presence: bool, describe: str,
                  check: Callable[[], Optional[str]], command: Callable[[int], Tuple[List[str], Path]],
-                 env: Optional[Dict[str, str]] = None):
+                 env: Optional[Dict[str, str]] = None, scenarios: Tuple[str, ...] = COMMON_SCENARIOS):
         self.name = name
         self.proto = proto
         self.presence = presence
@@ -62,6 +72,7 @@ class Server:
         self.check = check
         self.command = command
         self.env = env or {}
+        self.scenarios = scenarios
 
 
 def need(*paths: Path) -> Optional[str]:
@@ -129,7 +140,24 @@ def hornbeam_python_cmd(port: int) -> Tuple[List[str], Path]:
     workers = os.environ.get("HORNBEAM_PY_WORKERS")
     if workers:
         cmd += ["--workers", workers]
+    threads = os.environ.get("HORNBEAM_PY_THREADS")
+    if threads:
+        cmd += ["--threads", threads]
     return (cmd, ROOT)
+
+
+def hornbeam_python_tuned_cmd(port: int) -> Tuple[List[str], Path]:
+    cmd, cwd = hornbeam_python_cmd(port)
+    best = os.environ.get("HORNBEAM_PY_BEST", BEST_SETTINGS).split()
+    for flag, value in zip(best[::2], best[1::2]):
+        if flag not in cmd:  # HORNBEAM_PY_WORKERS / _THREADS win
+            cmd += [flag, value]
+    return (cmd, cwd)
+
+
+def daphne_cmd(port: int) -> Tuple[List[str], Path]:
+    return ([str(venv_bin("daphne")), "-v", "0", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+             "djpeer.asgi:application"], BENCH / "peers" / "django_channels")
 
 
 def django_redis_check() -> Optional[str]:
@@ -159,7 +187,10 @@ SERVERS: Dict[str, Server] = {s.name: s for s in [
     Server("hornbeam-erlang", "phoenix", True, "Hornbeam, Erlang channel bench/peers/hornbeam/bench_channel.erl",
            compile_bench_channel, hornbeam_erlang_cmd),
     Server("hornbeam-python", "phoenix", True, "Hornbeam, Python channel bench/peers/hornbeam/bench_app.py (bin/hornbeam run)",
-           hornbeam_python_check, hornbeam_python_cmd),
+           hornbeam_python_check, hornbeam_python_cmd, scenarios=COMMON_SCENARIOS + ("blocking",)),
+    Server("hornbeam-python-tuned", "phoenix", True,
+           f"hornbeam-python with {BEST_SETTINGS} (HORNBEAM_PY_BEST): the blocking scenario's best settings",
+           hornbeam_python_check, hornbeam_python_tuned_cmd, scenarios=("blocking",)),
     Server("rust-fanout", "json", False, "tokio-tungstenite fan-out server (native/hornbeam_bench), the machine's ceiling",
            lambda: need(RUST_SERVER),
            lambda port: ([str(RUST_SERVER), "--bind", f"127.0.0.1:{port}"], ROOT)),
@@ -173,10 +204,10 @@ SERVERS: Dict[str, Server] = {s.name: s for s in [
                           "--log-level", "warning", "--no-access-log", "--backlog", "1024"],
                          BENCH / "peers" / "python_socketio")),
     Server("django-channels", "json", False, "Django Channels on daphne, in-memory channel layer",
-           no_venv,
-           lambda port: ([str(venv_bin("daphne")), "-v", "0", "-e",
-                          f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "djpeer.asgi:application"],
-                         BENCH / "peers" / "django_channels")),
+           no_venv, daphne_cmd),
+    Server("django-channels-sync", "json", False,
+           "Django Channels on daphne, the same logic as a sync consumer (JsonWebsocketConsumer)",
+           no_venv, daphne_cmd, env={"DJPEER_CONSUMER": "sync"}, scenarios=("blocking",)),
     Server("django-channels-redis", "json", False,
            "Django Channels on daphne, channels_redis layer and a Redis server on the same core",
            django_redis_check, django_redis_cmd),
@@ -263,6 +294,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "idle": [(n, ["--conns", n, "--hold-ms", "15000", "--settle-ms", "3000", "--heartbeat-ms", "10000"])
                  for n in ("10000", "19500")],
         "presence": [(n, ["--clients", n, "--timeout-ms", "30000"]) for n in ("100", "1000", "2000")],
+        "blocking": [("100", ["--clients", "100", "--event", "block", "--duration-ms", "6000", "--warmup-ms", "1000"])],
     },
     "quick": {
         "servers": list(SERVERS),
@@ -270,6 +302,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "roundtrip": [("100", ["--clients", "100", "--duration-ms", "2500", "--warmup-ms", "500"])],
         "idle": [("2000", ["--conns", "2000", "--hold-ms", "3000", "--settle-ms", "1500"])],
         "presence": [("100", ["--clients", "100", "--timeout-ms", "10000"])],
+        "blocking": [("100", ["--clients", "100", "--event", "block", "--duration-ms", "2500", "--warmup-ms", "500"])],
     },
     "smoke": {
         "servers": ["hornbeam-erlang", "hornbeam-python", "rust-fanout"],
@@ -277,14 +310,15 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "roundtrip": [("5", ["--clients", "5", "--duration-ms", "800", "--warmup-ms", "200"])],
         "idle": [("100", ["--conns", "100", "--hold-ms", "800", "--settle-ms", "300"])],
         "presence": [("10", ["--clients", "10", "--timeout-ms", "3000"])],
+        "blocking": [("5", ["--clients", "5", "--event", "block", "--duration-ms", "800", "--warmup-ms", "200"])],
     },
 }
 
 # Servers that failed to start once are not tried again in the same run.
 START_FAILED: Dict[str, str] = {}
 
-SCENARIOS = ("fanout", "roundtrip", "idle", "presence")
-SIZE_NAME = {"fanout": "subscribers", "roundtrip": "clients", "idle": "connections", "presence": "clients"}
+SIZE_NAME = {"fanout": "subscribers", "roundtrip": "clients", "idle": "connections", "presence": "clients",
+             "blocking": "clients"}
 
 
 # --- one run ---------------------------------------------------------------------
@@ -295,16 +329,18 @@ def run_one(server: Server, scenario: str, opts: List[str], pin_server: List[str
     base = {"scenario": scenario, "server": server.name, "proto": server.proto}
     if scenario == "presence" and not server.presence:
         return dict(base, status="not_supported", error="this stack has no presence")
+    if scenario not in server.scenarios:
+        return dict(base, status="not_supported", error=f"{server.name} does not run {scenario}")
     if server.name in START_FAILED:
         return dict(base, status="skipped", error=START_FAILED[server.name])
     running, err = start_server(server, pin_server, tag)
     if running is None:
         # hornbeam-python is optional while its wiring is finished: unavailable → skipped.
-        status = "skipped" if server.name == "hornbeam-python" else "error"
+        status = "skipped" if server.name.startswith("hornbeam-python") else "error"
         START_FAILED[server.name] = f"{server.name} could not start: {err}"
         return dict(base, status=status, error=START_FAILED[server.name])
     topic = "room:presence" if scenario == "presence" else "room:bench"
-    cmd = pin_load + [str(LOADGEN), scenario, "--proto", server.proto, "--url", f"ws://127.0.0.1:{running.port}",
+    cmd = pin_load + [str(LOADGEN), LOADGEN_SCENARIO.get(scenario, scenario), "--proto", server.proto, "--url", f"ws://127.0.0.1:{running.port}",
                       "--server", server.name, "--server-pid", str(running.proc.pid), "--topic", topic,
                       "--concurrency", "100"] + opts
     try:
@@ -330,7 +366,7 @@ def run_one(server: Server, scenario: str, opts: List[str], pin_server: List[str
 def primary(scenario: str, result: Dict[str, Any]) -> Optional[float]:
     f = result.get("figures", {})
     key = {"fanout": "delivered_per_s", "roundtrip": "replies_per_s", "idle": "server_kib_per_conn",
-           "presence": "convergence_ms"}[scenario]
+           "presence": "convergence_ms", "blocking": "replies_per_s"}[scenario]
     v = f.get(key)
     return float(v) if isinstance(v, (int, float)) and result.get("status") == "ok" else None
 
@@ -407,7 +443,7 @@ def cell(scenario: str, r: Optional[Dict[str, Any]]) -> str:
         loss = f.get("delivery_ratio")
         loss_s = "" if loss == 1.0 else f", delivered {fmt(loss * 100 if loss is not None else None, 2)}%"
         return f"{fmt(f.get('delivered_per_s'))}/s, p50 {fmt(lat.get('p50_ms'), 1)} ms, p99 {fmt(lat.get('p99_ms'), 1)} ms{loss_s}{bad}"
-    if scenario == "roundtrip":
+    if scenario in ("roundtrip", "blocking"):
         return f"{fmt(f.get('replies_per_s'))}/s, p50 {fmt(lat.get('p50_ms'), 2)} ms, p99 {fmt(lat.get('p99_ms'), 2)} ms{bad}"
     if scenario == "idle":
         return (f"{fmt(f.get('server_kib_per_conn'), 1)} KiB/conn, {fmt(f.get('connections_per_s'))} conn/s, "
@@ -505,11 +541,13 @@ def markdown(meta: Dict[str, Any], results: List[Dict[str, Any]], plot: Optional
         lines += [f"## {scn}", "", "| server | " + " | ".join(f"{SIZE_NAME[scn]} {s}" for s in sizes) + " |",
                   "|---|" + "---|" * len(sizes)]
         for srv in servers:
+            if scn not in SERVERS[srv].scenarios:
+                continue  # a variant for other scenarios only
             lines.append(f"| {srv} | " + " | ".join(cell(scn, find(results, scn, s, srv)) for s in sizes) + " |")
         lines.append("")
         # Ratios hornbeam / peer on the scenario's main figure.
         key = {"fanout": "delivered/s", "roundtrip": "replies/s", "idle": "KiB per connection (lower is better)",
-               "presence": "convergence time (lower is better)"}[scn]
+               "presence": "convergence time (lower is better)", "blocking": "replies/s"}[scn]
         rows = []
         for hb in HORNBEAM:
             if hb not in servers:

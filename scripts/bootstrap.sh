@@ -35,6 +35,11 @@ py_missing=()
 python3 -c 'import pytest' 2>/dev/null || py_missing+=(pytest)
 # a real ASGI framework for test/hornbeam_asgi_SUITE.erl
 python3 -c 'import starlette' 2>/dev/null || py_missing+=(starlette)
+# mypy --strict over the public Python API (make mypy, part of lint and test-python)
+python3 -c 'import mypy' 2>/dev/null || py_missing+=(mypy)
+# a real Django project for test/hornbeam_django_SUITE.erl (test/django); the
+# same pin as bench/requirements.txt
+python3 -c 'import django, sys; sys.exit(django.VERSION[:2] != (5, 2))' 2>/dev/null || py_missing+=("Django==5.2.19")
 if [ ${#py_missing[@]} -gt 0 ]; then
   say "installing Python packages: ${py_missing[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}"

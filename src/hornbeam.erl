@@ -32,7 +32,12 @@ start(AppSpec) ->
 -spec start(app_spec(), options()) -> ok | {error, term()}.
 start(AppSpec, Opts) when is_map(Opts) ->
     case application:ensure_all_started(hornbeam) of
-        {ok, _} -> start_endpoint(AppSpec, Opts);
+        {ok, _} ->
+            %% join / join_dns / join_retry_interval: see hornbeam_cluster
+            case hornbeam_cluster:join(Opts) of
+                ok -> start_endpoint(AppSpec, Opts);
+                {error, Reason} -> {error, {cluster, Reason}}
+            end;
         {error, _} = Error -> Error
     end;
 start(_AppSpec, Opts) ->
@@ -41,12 +46,17 @@ start(_AppSpec, Opts) ->
 %% @doc Stop serving: the listener, its connections and the Python workers.
 -spec stop() -> ok | {error, not_started}.
 stop() ->
-    case catch supervisor:terminate_child(hornbeam_sup, endpoint) of
+    ok = hornbeam_presence_shard:set_retiring(true),
+    try supervisor:terminate_child(hornbeam_sup, endpoint) of
         ok ->
             _ = supervisor:delete_child(hornbeam_sup, endpoint),
             ok;
         _ ->
             {error, not_started}
+    catch
+        _:_ -> {error, not_started}
+    after
+        hornbeam_presence_shard:set_retiring(false)
     end.
 
 %% @doc The TCP port the endpoint listens on (useful with `bind => "127.0.0.1:0"').
@@ -76,6 +86,7 @@ start_endpoint(AppSpec, Opts) ->
             Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
             case supervisor:start_child(hornbeam_sup, Spec) of
                 {ok, _Sup} ->
+                    channels_only_notice(python_app(AppSpec)),
                     logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
                                   [format_bind(IP, port()), ws_path(Opts)]),
                     ok;
@@ -91,26 +102,26 @@ start_endpoint(AppSpec, Opts) ->
 endpoint_opts(AppSpec, IP, Port, Opts) ->
     ListenerOpts = maps:with([acceptors, max_connections, max_request_line_length,
                               max_header_line_length, max_headers, max_body_length,
-                              request_timeout], Opts),
+                              request_timeout, header_timeout], Opts),
     #{presence => maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
       python => python_opts(AppSpec, Opts),
       listener => ListenerOpts#{ref => ?LISTENER_REF, ip => IP, port => Port},
       endpoint => Opts}.
 
+python_app(none) -> undefined;
+python_app(undefined) -> undefined;
+python_app(AppSpec) -> to_binary(AppSpec).
+
 %% The pool's options, or none: Python runs when there is an app or a
 %% channel module to import.
 python_opts(AppSpec, Opts) ->
     Modules = [to_binary(M) || M <- maps:get(channel_modules, Opts, [])],
-    App = case AppSpec of
-              none -> undefined;
-              undefined -> undefined;
-              _ -> to_binary(AppSpec)
-          end,
+    App = python_app(AppSpec),
     case App =:= undefined andalso Modules =:= [] of
         true ->
             none;
         false ->
-            PyOpts = maps:with([workers, timeout, init_timeout, worker_path, env,
+            PyOpts = maps:with([workers, timeout, init_timeout, worker_path, env, python, threads, max_queued_calls,
                                 worker_class, lifespan, root_path, shutdown_timeout], Opts),
             PyOpts#{app => App, channel_modules => Modules,
                     pythonpath => [to_binary(P) || P <- maps:get(pythonpath, Opts, ["."])]}
@@ -129,6 +140,17 @@ ws_path(Opts) ->
     case maps:get(ws_path, Opts, maps:get(ws_path, hornbeam_endpoint:defaults())) of
         Path when is_binary(Path); is_list(Path) -> Path;
         Other -> io_lib:format("~0p", [Other])
+    end.
+
+%% `module:app' whose module has no `app' but registers channels is served
+%% as channels only, the shape the channel docs show (the worker checked).
+channels_only_notice(undefined) ->
+    ok;
+channels_only_notice(App) ->
+    case hornbeam_python:has_http_app() of
+        true -> ok;
+        false -> logger:notice("~ts: no such attribute; serving channels only "
+                               "(HTTP answers 404 except /hornbeam.js)", [App])
     end.
 
 to_binary(B) when is_binary(B) -> B;

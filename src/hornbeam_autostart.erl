@@ -17,9 +17,13 @@
 %% </ul>
 %% With neither nothing is served (`bin/hornbeam eval "hornbeam:start(...)."'
 %% still can). Relative `--pythonpath' entries are relative to the release
-%% root (the start script runs there). `--join' connects to the given nodes;
-%% the release's own node name and cookie come from vm.args
-%% (`HORNBEAM_NODE', `HORNBEAM_COOKIE'), so `--name'/`--cookie' are refused.
+%% root (the start script runs there). `--join'/`--join-dns' keep the node
+%% joined to the given peers (hornbeam_cluster; `{hornbeam, [{join, ...}]}'
+%% in sys.config works too); the release's own node name, cookie and
+%% distribution address come from vm.args (`HORNBEAM_NODE',
+%% `HORNBEAM_COOKIE'), so `--name', `--cookie-file' and `--dist-interface'
+%% are refused. `HORNBEAM_COOKIE' is removed from the VM's environment here,
+%% so that the Python workers do not inherit the cookie.
 %%
 %% A failure prints one line `hornbeam: error: ...' and halts the node with
 %% exit status 1.
@@ -32,6 +36,7 @@
 %% @doc Serve what the configuration says; returns ok or halts the node.
 -spec run() -> ok.
 run() ->
+    _ = os:unsetenv("HORNBEAM_COOKIE"),
     case catch serve(config()) of
         ok -> ok;
         {error, Message} -> fail(Message);
@@ -73,25 +78,21 @@ serve({error, _} = Error) ->
     Error;
 serve({ok, _, _, #{name := _}}) ->
     {error, "--name is set by the release's vm.args (HORNBEAM_NODE), not by the serve options"};
-serve({ok, _, _, #{cookie := _}}) ->
-    {error, "--cookie is set by the release's vm.args (HORNBEAM_COOKIE), not by the serve options"};
+serve({ok, _, _, #{cookie_file := _}}) ->
+    {error, "the cookie is set by the release's vm.args (HORNBEAM_COOKIE), not by the serve options"};
+serve({ok, _, _, #{dist_interface := _}}) ->
+    {error, "--dist-interface is set by the release's vm.args (inet_dist_use_interface), "
+            "not by the serve options"};
 serve({ok, AppSpec, Opts, Node}) ->
     _ = maps:is_key(log_level, Node)
         andalso logger:set_primary_config(level, maps:get(log_level, Node)),
-    lists:foreach(fun join/1, maps:get(join, Node, [])),
-    case hornbeam:start(AppSpec, Opts) of
+    case hornbeam_startup:start(AppSpec, Opts) of
         ok ->
             io:format("hornbeam: serving ~ts on port ~b (WebSocket at ~ts)~n",
                       [app_name(AppSpec), hornbeam:port(), maps:get(ws_path, Opts, "/ws")]),
             ok;
         {error, Reason} ->
             {error, hornbeam_cli:explain(Reason, maps:get(bind, Opts, "127.0.0.1:8000"))}
-    end.
-
-join(Peer) ->
-    case net_kernel:connect_node(list_to_atom(to_list(Peer))) of
-        true -> logger:notice("joined cluster node ~ts", [Peer]);
-        _ -> logger:warning("could not reach cluster node ~ts", [Peer])
     end.
 
 app_name(none) -> "channels";

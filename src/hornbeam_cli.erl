@@ -20,14 +20,27 @@ run_usage() ->
     "options:\n"
     "  --bind HOST:PORT        address to serve (default 127.0.0.1:8000; [::]:8000 for IPv6)\n"
     "  --workers N             Python worker processes (default: number of schedulers)\n"
+    "  --threads N             threads per worker for def handlers and WSGI apps (default 16)\n"
+    "  --max-queued-calls N    calls a worker lets wait for a thread before answering\n"
+    "                          overloaded (default 1024)\n"
     "  --worker-class CLASS    asgi or wsgi (default asgi)\n"
     "  --channel-module M      Python module with channel handlers (repeatable)\n"
     "  --pythonpath DIR        added to sys.path (repeatable; default the current directory)\n"
+    "  --python PATH           interpreter or virtualenv to import from (default: the activated\n"
+    "                          virtualenv); must be the Python version the worker was built for\n"
     "  --ws-path PATH          WebSocket endpoint (default /ws)\n"
     "  --max-connections N     live connections before acceptors pause (default 16384)\n"
+    "  --public-host HOST      host (or host:port) browsers reach this server by, for the\n"
+    "                          WebSocket Origin check (repeatable; default: the --bind host)\n"
     "  --name NODE             Erlang node name, e.g. a@127.0.0.1 (enables clustering)\n"
-    "  --cookie C              Erlang distribution cookie\n"
-    "  --join NODE             connect to this node and form a cluster (repeatable)\n"
+    "  --cookie-file PATH      file holding the distribution cookie (mode 600); default:\n"
+    "                          $HORNBEAM_COOKIE, else ~/.erlang.cookie (random, made once)\n"
+    "  --dist-interface IP     address distribution listens on (default: the --name host\n"
+    "                          if it is an IP address, else loopback)\n"
+    "  --join NODE[,NODE]      cluster with these nodes, reconnecting for ever (repeatable)\n"
+    "  --join-dns NAME         cluster with the nodes BASE@IP for each address of DNS NAME\n"
+    "                          (BASE: this node's name; BASE@NAME to choose; repeatable)\n"
+    "  --join-retry-interval MS  reconnection period of --join/--join-dns (default 2000)\n"
     "  --log-level LEVEL       debug | info | notice | warning | error (default notice)\n".
 
 %% @doc Entry point; Args are the words after `hornbeam'. Halts the node on
@@ -64,9 +77,12 @@ parse_run([AppSpec | Rest]) ->
 options([], AppSpec, Opts, Node) ->
     Defaults = #{pythonpath => ["."]},
     Opts1 = maps:merge(Defaults, Opts),
-    {run, AppSpec, Opts1#{pythonpath := lists:reverse(maps:get(pythonpath, Opts1)),
+    Opts2 = maps:map(fun(K, V) when K =:= join; K =:= join_dns; K =:= public_hosts -> lists:reverse(V);
+                        (_, V) -> V
+                     end, Opts1),
+    {run, AppSpec, Opts2#{pythonpath := lists:reverse(maps:get(pythonpath, Opts1)),
                           channel_modules => lists:reverse(maps:get(channel_modules, Opts1, []))},
-     Node#{join => lists:reverse(maps:get(join, Node, []))}};
+     Node};
 options([Flag], _AppSpec, _Opts, _Node) when hd(Flag) =:= $- ->
     {error, "option " ++ Flag ++ " needs a value"};
 options([Flag, Value | Rest], AppSpec, Opts, Node) ->
@@ -83,6 +99,16 @@ option("--workers", V, O, N) ->
         {W, ""} when W > 0 -> {ok, O#{workers => W}, N};
         _ -> {error, "--workers needs a positive integer, got " ++ V}
     end;
+option("--threads", V, O, N) ->
+    case string:to_integer(V) of
+        {T, ""} when T > 0 -> {ok, O#{threads => T}, N};
+        _ -> {error, "--threads needs a positive integer, got " ++ V}
+    end;
+option("--max-queued-calls", V, O, N) ->
+    case string:to_integer(V) of
+        {Q, ""} when Q >= 0 -> {ok, O#{max_queued_calls => Q}, N};
+        _ -> {error, "--max-queued-calls needs a non-negative integer, got " ++ V}
+    end;
 option("--worker-class", V, O, N) when V =:= "asgi"; V =:= "wsgi" ->
     {ok, O#{worker_class => list_to_atom(V)}, N};
 option("--worker-class", V, _, _) -> {error, "--worker-class must be asgi or wsgi, got " ++ V};
@@ -90,6 +116,7 @@ option("--channel-module", V, O, N) ->
     {ok, O#{channel_modules => [V | maps:get(channel_modules, O, [])]}, N};
 option("--pythonpath", V, O, N) ->
     {ok, O#{pythonpath => [V | maps:get(pythonpath, O, [])]}, N};
+option("--python", V, O, N) -> {ok, O#{python => V}, N};
 option("--max-connections", V, O, N) ->
     case string:to_integer(V) of
         {M, ""} when M > 0 -> {ok, O#{max_connections => M}, N};
@@ -97,9 +124,28 @@ option("--max-connections", V, O, N) ->
     end;
 option("--ws-path", V = [$/ | _], O, N) -> {ok, O#{ws_path => V}, N};
 option("--ws-path", V, _, _) -> {error, "--ws-path must start with /, got " ++ V};
+option("--public-host", V, O, N) -> {ok, O#{public_hosts => [V | maps:get(public_hosts, O, [])]}, N};
 option("--name", V, O, N) -> {ok, O, N#{name => V}};
-option("--cookie", V, O, N) -> {ok, O, N#{cookie => V}};
-option("--join", V, O, N) -> {ok, O, N#{join => [V | maps:get(join, N, [])]}};
+option("--cookie", _, _, _) ->
+    {error, "--cookie would show the cookie in `ps`: set HORNBEAM_COOKIE, or use --cookie-file PATH"};
+option("--cookie-file", V, O, N) -> {ok, O, N#{cookie_file => V}};
+option("--dist-interface", V, O, N) ->
+    case inet:parse_address(V) of
+        {ok, _} -> {ok, O, N#{dist_interface => V}};
+        {error, _} -> {error, "--dist-interface needs an IP address, got " ++ V}
+    end;
+option("--join", V, O, N) ->
+    Nodes = string:lexemes(V, ","),
+    case Nodes =/= [] andalso lists:all(fun is_node_name/1, Nodes) of
+        true -> {ok, O#{join => lists:reverse(Nodes) ++ maps:get(join, O, [])}, N};
+        false -> {error, "--join needs NAME@HOST nodes (comma-separated), got " ++ V}
+    end;
+option("--join-dns", V, O, N) -> {ok, O#{join_dns => [V | maps:get(join_dns, O, [])]}, N};
+option("--join-retry-interval", V, O, N) ->
+    case string:to_integer(V) of
+        {Ms, ""} when Ms > 0 -> {ok, O#{join_retry_interval => Ms}, N};
+        _ -> {error, "--join-retry-interval needs a positive integer (ms), got " ++ V}
+    end;
 option("--log-level", V, O, N) ->
     case lists:member(V, ["debug", "info", "notice", "warning", "error"]) of
         true -> {ok, O, N#{log_level => list_to_atom(V)}};
@@ -107,11 +153,18 @@ option("--log-level", V, O, N) ->
     end;
 option(Flag, _, _, _) -> {error, "unknown option: " ++ Flag}.
 
+is_node_name(S) ->
+    case string:split(S, "@") of
+        [[_ | _], [_ | _]] -> true;
+        _ -> false
+    end.
+
 run(AppSpec, Opts, Node) ->
     ok = logger:set_primary_config(level, maps:get(log_level, Node, notice)),
-    ok = distribution(Node),
+    one_line_logs(),
+    ok = distribution(Node, Opts),
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
-    case hornbeam:start(AppSpec, Opts) of
+    case hornbeam_startup:start(AppSpec, Opts) of
         ok ->
             io:format("hornbeam: serving ~s on ~s (WebSocket at ~s); Ctrl-C to stop~n",
                       [AppSpec, url(Bind), maps:get(ws_path, Opts, "/ws")]),
@@ -119,6 +172,12 @@ run(AppSpec, Opts, Node) ->
         {error, Reason} ->
             fail(1, explain(Reason, Bind))
     end.
+
+%% A terminal reads one line per event ("2026-12-04T19:16:01.5+00:00 notice:
+%% ..."), not OTP's "=NOTICE REPORT====" header above each message.
+one_line_logs() ->
+    _ = logger:update_formatter_config(default, #{template => [time, " ", level, ": ", msg, "\n"]}),
+    ok.
 
 %% The URL actually served (the port may have been 0).
 url(Bind) ->
@@ -129,35 +188,81 @@ url(Bind) ->
            end,
     io_lib:format("http://~s:~b", [Host, hornbeam:port()]).
 
-distribution(#{name := Name} = Node) ->
-    Mode = case lists:member($., Name) of true -> longnames; false -> shortnames end,
-    case net_kernel:start([list_to_atom(Name), Mode]) of
+%% Distribution (hornbeam_distribution: cookie from a file or the
+%% environment, never argv; loopback unless told); joining is
+%% hornbeam:start/2's join options (hornbeam_cluster).
+distribution(#{name := _} = Node, _Opts) ->
+    ensure_epmd(),
+    case hornbeam_distribution:start(Node) of
+        ok -> ok;
+        {error, Message} -> fail(1, Message)
+    end;
+distribution(Node, Opts) ->
+    case [F || {K, F} <- [{join, "--join"}, {join_dns, "--join-dns"}], maps:is_key(K, Opts)]
+         ++ [F || {K, F} <- [{cookie_file, "--cookie-file"}, {dist_interface, "--dist-interface"}],
+                  maps:is_key(K, Node)] of
+        [] -> ok;
+        [Flag | _] -> fail(2, Flag ++ " needs --name (a distributed node)")
+    end.
+
+%% `erl -name' starts epmd when none runs; net_kernel:start/1 does not, so
+%% on a machine that never ran a distributed node --name would fail.
+ensure_epmd() ->
+    Epmd = case os:find_executable("epmd") of
+               false -> os:find_executable("epmd", filename:join(code:root_dir(), "bin"));
+               Path -> Path
+           end,
+    case erl_epmd:names() of
         {ok, _} -> ok;
-        {error, Reason} -> fail(1, io_lib:format("cannot start distribution as ~s: ~0p "
-                                                 "(is epmd running?)", [Name, Reason]))
-    end,
-    _ = maps:is_key(cookie, Node) andalso erlang:set_cookie(list_to_atom(maps:get(cookie, Node))),
-    lists:foreach(fun(Peer) ->
-                          case net_kernel:connect_node(list_to_atom(Peer)) of
-                              true -> logger:notice("joined cluster node ~s", [Peer]);
-                              _ -> logger:warning("could not reach cluster node ~s", [Peer])
-                          end
-                  end, maps:get(join, Node, [])),
-    ok;
-distribution(#{join := [_ | _]}) ->
-    fail(2, "--join needs --name (a distributed node)");
-distribution(_) ->
-    ok.
+        _ when is_list(Epmd) -> _ = os:cmd(Epmd ++ " -daemon"), await_epmd(50);
+        _ -> ok
+    end.
+
+%% `epmd -daemon' returns before the daemon listens.
+await_epmd(0) -> ok;
+await_epmd(Tries) ->
+    case erl_epmd:names() of
+        {ok, _} -> ok;
+        _ -> timer:sleep(100), await_epmd(Tries - 1)
+    end.
 
 %% @doc One line saying why hornbeam:start/2 failed (shared by the CLI,
 %% `mix hornbeam.run' and the release's autostart).
 -spec explain(term(), string() | binary()) -> iolist().
-explain({python_import, Module, Message}, _) ->
-    io_lib:format("cannot import Python module ~ts: ~ts", [Module, Message]);
+explain({python_import, Module, Message, Traceback}, _) ->
+    case string:trim(Traceback, trailing) of
+        <<>> -> io_lib:format("cannot import Python module ~ts: ~ts", [Module, Message]);
+        Trace -> io_lib:format("cannot import Python module ~ts: ~ts~n~ts", [Module, Message, Trace])
+    end;
+explain({bad_app, Spec, Message}, _) ->
+    io_lib:format("cannot serve ~ts: ~ts", [Spec, Message]);
+explain({python_not_found, Python}, _) ->
+    io_lib:format("--python ~ts: no such interpreter or virtualenv (expected a python "
+                  "executable, a command on PATH, or a directory with bin/python3)", [Python]);
+explain({python_not_runnable, Exe, Output}, _) ->
+    io_lib:format("--python ~ts does not run as a Python interpreter: ~ts",
+                  [Exe, string:trim(Output)]);
+explain({python_version, Exe, Found, Built}, _) ->
+    io_lib:format("~ts is Python ~ts, but the worker was built for Python ~ts; use a ~ts "
+                  "interpreter or virtualenv, or rebuild for ~ts with "
+                  "`PYO3_PYTHON=~ts make build`", [Exe, Found, Built, Built, Found, Exe]);
+explain({python_base, Exe, Base, BuiltBase, BuiltExe}, _) ->
+    io_lib:format("~ts is Python from ~ts, but the worker embeds the libpython of ~ts; make the "
+                  "virtualenv with `~ts -m venv`, or rebuild for this one with "
+                  "`PYO3_PYTHON=~ts make build`", [Exe, Base, BuiltBase, BuiltExe, Exe]);
+explain({worker_version_unknown, Output}, _) ->
+    io_lib:format("the Python worker binary does not say which Python it embeds (~ts): "
+                  "run `make build`", [string:trim(Output)]);
+explain({bad_option, Name, Value}, _) ->
+    io_lib:format("bad option ~ts: ~0tp", [Name, Value]);
 explain({worker_binary_missing, Path, _}, _) ->
     io_lib:format("the Python worker binary is missing (~ts): run `make build`", [Path]);
 explain({bad_bind, B, _}, _) ->
     io_lib:format("malformed --bind ~p (expected HOST:PORT)", [B]);
+explain({cluster, not_distributed}, _) ->
+    "--join needs --name (a distributed node)";
+explain({cluster, {bad_option, Key, Value}}, _) ->
+    io_lib:format("bad cluster option ~ts: ~0p", [Key, Value]);
 explain({lifespan_startup_failed, Message}, _) ->
     io_lib:format("the app's lifespan startup failed: ~ts", [Message]);
 explain(Reason, Bind) ->

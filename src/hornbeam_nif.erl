@@ -10,7 +10,7 @@
 %% encoder (about 8 GB/s for a raw payload), stays on normal schedulers.
 -module(hornbeam_nif).
 
--export([ws_decoder_new/1, ws_decode/2, ws_buffered/1,
+-export([ws_decoder_new/1, ws_decode/2, ws_buffered/1, ws_pending/1,
          nif_ws_decode/2, nif_ws_decode_dirty/2, nif_msg_decode/2, nif_msg_decode_dirty/2,
          ws_encode/2, ws_encode_close/2,
          msg_decode/2, msg_encode/5, msg_encode_frame/5,
@@ -19,7 +19,8 @@
          router_new/2, router_match/2,
          presence_new/2, presence_track/5, presence_update/5, presence_untrack/4,
          presence_untrack_owner/2, presence_extract_delta/1, presence_clock/1,
-         presence_heartbeat/3, presence_merge_delta/3, presence_dominates/2,
+         presence_heartbeat/3, presence_replica_down/3, presence_permdown/3,
+         presence_merge_delta/3, presence_dominates/2,
          presence_state_for/2, presence_merge_state/3, presence_expire/4,
          presence_list/2, presence_get/3, presence_replicas/1]).
 
@@ -97,6 +98,11 @@ nif_ws_decode_dirty(_Decoder, _Bytes) -> ?NOT_LOADED.
 
 -spec ws_buffered(ws_decoder()) -> non_neg_integer().
 ws_buffered(_Decoder) -> ?NOT_LOADED.
+
+%% @doc What the decoder holds of a message not fully arrived: `nothing',
+%% part of one `frame', or open `fragments' (a fragment without FIN came).
+-spec ws_pending(ws_decoder()) -> nothing | frame | fragments.
+ws_pending(_Decoder) -> ?NOT_LOADED.
 
 %% @doc An unmasked server frame, FIN set.
 -spec ws_encode(opcode(), iodata()) -> binary().
@@ -197,8 +203,18 @@ presence_clock(_T) -> ?NOT_LOADED.
 
 %% @doc A peer's clock arrived: mark it up; `true' when it has state we miss.
 -spec presence_heartbeat(tracker(), binary(), non_neg_integer()) ->
-    {ok, presence_diffs(), boolean()} | {error, atom()}.
+    {ok, presence_diffs(), boolean(), replica()} | {error, atom()}.
 presence_heartbeat(_T, _Clock, _NowMs) -> ?NOT_LOADED.
+
+%% @doc The replica's node or shard is unreachable: its presences leave now
+%% and come back if it does (same incarnation) before permdown.
+-spec presence_replica_down(tracker(), binary(), non_neg_integer()) -> presence_diffs().
+presence_replica_down(_T, _Node, _Incarnation) -> ?NOT_LOADED.
+
+%% @doc The replica is gone for good (it said goodbye): its presences leave
+%% (if shown) and it is forgotten.
+-spec presence_permdown(tracker(), binary(), non_neg_integer()) -> presence_diffs().
+presence_permdown(_T, _Node, _Incarnation) -> ?NOT_LOADED.
 
 -spec presence_merge_delta(tracker(), binary(), non_neg_integer()) ->
     {ok, presence_diffs()} | {error, atom()}.

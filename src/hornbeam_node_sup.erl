@@ -21,7 +21,7 @@
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     %% After a kill of this supervisor, wait for its old children to go.
-    ok = hornbeam_names:await_free([hornbeam_pubsub, hornbeam_channel_sup], 10000),
+    ok = hornbeam_names:await_free([hornbeam_pubsub, hornbeam_channel_sup, hornbeam_cluster], 10000),
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
@@ -29,6 +29,9 @@ init([]) ->
     Children = [
         #{id => hornbeam_pubsub, start => {hornbeam_pubsub, start_link, []}},
         #{id => hornbeam_channel_sup, start => {hornbeam_channel_sup, start_link, []},
-          type => supervisor, shutdown => infinity}
+          type => supervisor, shutdown => infinity},
+        %% keeps the node joined to its peers (join, join_dns); one_for_one,
+        %% so its restart touches no connection
+        #{id => hornbeam_cluster, start => {hornbeam_cluster, start_link, []}}
     ],
     {ok, {#{strategy => one_for_one, intensity => 10, period => 10}, Children}}.

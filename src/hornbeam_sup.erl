@@ -1,6 +1,6 @@
 %% @doc Top supervisor, rest_for_one. Children, in start order:
 %%   pg scope `hornbeam'      — cluster-wide groups: subscriptions, relays, presence shards
-%%   hornbeam_node_sup        — this node's broadcast relay and channel supervisor
+%%   hornbeam_node_sup        — this node's broadcast relay, channel supervisor and cluster keeper (hornbeam_cluster)
 %%   endpoint                 — presence, Python pool, listener; added by hornbeam:start/2
 %%
 %% Why rest_for_one: every child after the pg scope lives in its groups (a

@@ -10,7 +10,8 @@
 
 all() ->
     [{group, asgi}, {group, asgi_timeout}, {group, lifespan}, {group, starlette},
-     {group, wsgi}, {group, no_app}].
+     {group, wsgi}, {group, wsgi_overload}, {group, no_app},
+     {group, bad_headers}].
 
 groups() ->
     [{asgi, [], [scope_fields, percent_decoded_path_and_root_path_option, big_body_in_pieces,
@@ -29,6 +30,8 @@ groups() ->
                       starlette_streaming_response, starlette_sync_endpoint_and_errors,
                       starlette_background_and_lifespan_shutdown]},
      {wsgi, [], [wsgi_environ, wsgi_streaming_and_close, wsgi_errors]},
+     {bad_headers, [], [response_headers_with_cr_lf_nul_are_500_and_logged]},
+     {wsgi_overload, [], [wsgi_request_beyond_the_queue_bound_is_503]},
      {no_app, [], [no_app_answers_404_and_static_files]}].
 
 init_per_suite(Config) ->
@@ -68,6 +71,12 @@ init_per_group(starlette, Config) ->
     Config;
 init_per_group(wsgi, Config) ->
     ok = start("wsgi_app:app", #{worker_class => wsgi, root_path => "/mount"}, Config),
+    Config;
+init_per_group(bad_headers, Config) ->
+    ok = start("asgi_bad_headers:app", #{}, Config),
+    Config;
+init_per_group(wsgi_overload, Config) ->
+    ok = start("wsgi_app:app", #{worker_class => wsgi, threads => 1, max_queued_calls => 0}, Config),
     Config;
 init_per_group(no_app, Config) ->
     ok = start(none, #{}, Config),
@@ -498,6 +507,19 @@ wsgi_errors(_Config) ->
     {500, _, <<"recovered with exc_info\n">>, _} = hget(S, "/exc-info"),
     {200, _, _, _} = hget(S, "/stream").
 
+wsgi_request_beyond_the_queue_bound_is_503(_Config) ->
+    %% threads => 1, max_queued_calls => 0: while one request sleeps on the
+    %% only thread, the next is answered 503 at once
+    Busy = connect(),
+    send(Busy, "GET", "/sleep?800"),
+    timer:sleep(200),
+    {503, _, _, _} = hget("/environ"),
+    %% answered while the first one still sleeps
+    ?assertEqual({error, timeout}, gen_tcp:recv(Busy, 0, 0)),
+    {200, _, <<"slept">>, length} = recv(Busy),
+    %% and the worker serves again
+    {200, _, _, _} = hget("/environ").
+
 %% ---------------------------------------------------------------------------
 %% no app
 %% ---------------------------------------------------------------------------
@@ -510,3 +532,48 @@ no_app_answers_404_and_static_files(_Config) ->
     %% hornbeam.mjs does not exist in the test's static dir
     {404, _, _, _} = hget("/hornbeam.mjs"),
     {400, _, _, _} = hget("/ws").
+
+%% ---------------------------------------------------------------------------
+%% bad_headers: test/python/fixtures/asgi_bad_headers.py
+%% ---------------------------------------------------------------------------
+
+%% CR, LF or NUL in a header value, or a name that is not a token, from a
+%% whole response or from a streamed start: 500 (nothing of the app's head
+%% or body on the wire), an error log line naming the header, and the
+%% listener keeps serving.
+response_headers_with_cr_lf_nul_are_500_and_logged(_Config) ->
+    ok = logger:add_handler(hb_bad_headers, ?MODULE, #{config => #{pid => self()}}),
+    try
+        Paths = ["/cr-lf-in-value", "/lf-in-value", "/nul-in-value", "/space-in-name",
+                 "/colon-in-name"],
+        lists:foreach(
+          fun(Path) ->
+                  [begin
+                       S = connect(),
+                       send(S, "GET", P),
+                       Raw = read_all(S, <<>>),
+                       gen_tcp:close(S),
+                       ?assertMatch(<<"HTTP/1.1 500 ", _/binary>>, Raw, P),
+                       ?assertEqual(nomatch, binary:match(Raw, [<<"x-injected">>, <<"piece">>,
+                                                                <<"x-note">>, <<"x bad">>]), P),
+                       receive
+                           {refused_log, Msg} -> ?assertNotEqual(nomatch, string:find(Msg, "answering 500"))
+                       after 10000 -> ct:fail({no_log_line, P})
+                       end
+                   end || P <- [Path, "/stream" ++ Path]]
+          end, Paths),
+        {200, Headers, <<"ok">>, _} = hget("/ok"),
+        ?assertEqual(<<"fine">>, proplists:get_value(<<"x-note">>, Headers))
+    after
+        logger:remove_handler(hb_bad_headers)
+    end.
+
+%% logger handler callback for the case above: forwards the refusal lines.
+log(#{msg := {Format, Args}}, #{config := #{pid := Pid}}) when is_list(Format) ->
+    Msg = lists:flatten(io_lib:format(Format, Args)),
+    case string:find(Msg, "refusing the response") of
+        nomatch -> ok;
+        _ -> Pid ! {refused_log, Msg}
+    end;
+log(_, _) ->
+    ok.

@@ -9,7 +9,7 @@
 -define(C, hornbeam_ws_client).
 
 all() ->
-    [heartbeat_is_answered, heartbeat_timeout_closes_the_connection,
+    [heartbeat_is_answered, heartbeat_timeout_closes_with_1008_so_every_phoenix_js_reconnects,
      join_replies_ok_with_the_response, join_error_is_replied, join_crash_replies_join_crashed,
      unmatched_topic_on_join, event_on_unjoined_topic_is_unmatched,
      duplicate_join_replaces_the_old_channel, stale_join_ref_is_ignored,
@@ -22,13 +22,17 @@ all() ->
      erlang_api_broadcast_and_local_broadcast, terminate_runs_on_disconnect,
      frame_over_max_frame_size_closes_1009, invalid_utf8_closes_1007,
      protocol_error_closes_1002, invalid_channel_message_closes_1007,
-     binary_frame_closes_1003, ping_gets_pong, close_handshake_is_echoed,
+     binary_push_gets_a_binary_reply, binary_push_and_broadcast_reach_clients_as_binary_frames,
+     binary_payload_reaches_the_channel_tagged, invalid_binary_message_closes_1007,
+     binary_frame_over_max_frame_size_closes_1009, ping_gets_pong, close_handshake_is_echoed,
      client_that_stops_reading_is_closed, vanished_peer_is_noticed,
      websocket_suffix_path_and_vsn, unsupported_vsn_is_403,
-     origin_policy_default, origin_policy_list_and_false,
+     origin_policy_default, origin_policy_public_hosts, origin_policy_list_and_false,
      non_websocket_paths_are_404, connect_params_reach_the_channel,
      stop_closes_websockets_with_1001, garbage_never_crashes_the_server,
-     idle_socket_hibernates_after_join_and_heartbeat].
+     idle_socket_hibernates_after_join_and_heartbeat,
+     unfinished_fragmented_message_closes_1008, partial_frame_closes_1008,
+     slow_channel_pauses_reading_and_answers_everything_in_order].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -51,12 +55,18 @@ end_per_testcase(_TC, _Config) ->
     _ = hornbeam:stop(),
     ok.
 
-testcase_opts(heartbeat_timeout_closes_the_connection) -> #{heartbeat_timeout => 300};
+testcase_opts(heartbeat_timeout_closes_with_1008_so_every_phoenix_js_reconnects) -> #{heartbeat_timeout => 300};
 testcase_opts(max_channels_per_connection_is_enforced) -> #{max_channels_per_connection => 2};
 testcase_opts(frame_over_max_frame_size_closes_1009) -> #{max_frame_size => 1000};
+testcase_opts(binary_frame_over_max_frame_size_closes_1009) -> #{max_frame_size => 1000};
 testcase_opts(client_that_stops_reading_is_closed) -> #{max_send_queue => 65536};
+testcase_opts(origin_policy_public_hosts) -> #{public_hosts => ["chat.example.com", <<"*.example.org">>]};
 testcase_opts(origin_policy_list_and_false) -> #{check_origin => [<<"https://good.example">>]};
 testcase_opts(idle_socket_hibernates_after_join_and_heartbeat) -> #{hibernate_after => 60000};
+testcase_opts(unfinished_fragmented_message_closes_1008) -> #{fragment_timeout => 500};
+testcase_opts(partial_frame_closes_1008) -> #{fragment_timeout => 500};
+testcase_opts(slow_channel_pauses_reading_and_answers_everything_in_order) ->
+    #{max_pending_events => 4};
 testcase_opts(_) -> #{}.
 
 connect(Config) -> connect(Config, "/ws?vsn=2.0.0").
@@ -79,9 +89,11 @@ heartbeat_is_answered(Config) ->
     ok = ?C:push(C, null, <<"1">>, <<"phoenix">>, <<"heartbeat">>, #{}),
     ?assertEqual(ok_reply(null, <<"1">>, <<"phoenix">>), ?C:recv_json(C)).
 
-heartbeat_timeout_closes_the_connection(Config) ->
+heartbeat_timeout_closes_with_1008_so_every_phoenix_js_reconnects(Config) ->
+    %% phoenix.js 1.6/1.7 never reconnect after a 1000 close (test/js/wire.test.mjs
+    %% checks each version against the server).
     C = connect(Config),
-    ?assertEqual(1000, ?C:expect_closed(C, 2000)).
+    ?assertEqual(1008, ?C:expect_closed(C, 5000)).
 
 join_replies_ok_with_the_response(Config) ->
     C = connect(Config),
@@ -315,10 +327,72 @@ invalid_channel_message_closes_1007(Config) ->
     ok = ?C:send(C, <<"{\"not\":\"an array\"}">>),
     ?assertEqual(1007, ?C:expect_closed(C, 2000)).
 
-binary_frame_closes_1003(Config) ->
+%% Phoenix V2 binary frames (phoenix.js's serializer): a push is kind 0 with
+%% the lengths of join_ref, ref, topic and event, the strings, then the bytes.
+binary_push(JoinRef, Ref, Topic, Event, Payload) ->
+    <<0, (byte_size(JoinRef)), (byte_size(Ref)), (byte_size(Topic)), (byte_size(Event)),
+      JoinRef/binary, Ref/binary, Topic/binary, Event/binary, Payload/binary>>.
+
+%% The next binary frame, skipping text frames (presence_state, JSON replies).
+recv_binary(C) ->
+    case ?C:recv(C, 5000) of
+        {binary, Bin} -> Bin;
+        {text, _} -> recv_binary(C);
+        Other -> ct:fail({no_binary_frame, Other})
+    end.
+
+binary_push_gets_a_binary_reply(Config) ->
     C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:bin">>),
+    Bytes = <<0, 255, 1, 2, "not json">>,
+    ok = ?C:send_frame(C, 2, binary_push(<<"1">>, <<"2">>, <<"room:bin">>, <<"echo">>, Bytes)),
+    %% reply: kind 1, lengths of join_ref, ref, topic, status, then the bytes
+    ?assertEqual(<<1, 1, 1, 8, 2, "1", "2", "room:bin", "ok", Bytes/binary>>, recv_binary(C)),
+    ok = ?C:send_frame(C, 2, binary_push(<<"1">>, <<"3">>, <<"room:bin">>, <<"error_reply">>, <<7>>)),
+    ?assertEqual(<<1, 1, 1, 8, 5, "1", "3", "room:bin", "error", 7>>, recv_binary(C)),
+    %% JSON still works on the same connection
+    ok = ?C:push(C, <<"1">>, <<"4">>, <<"room:bin">>, <<"echo">>, #{<<"a">> => 1}),
+    ?assertMatch([<<"1">>, <<"4">>, _, <<"phx_reply">>, #{<<"response">> := #{<<"a">> := 1}}],
+                 ?C:recv_json(C)).
+
+binary_push_and_broadcast_reach_clients_as_binary_frames(Config) ->
+    A = connect(Config), B = connect(Config),
+    _ = join(A, <<"1">>, <<"room:bin">>),
+    _ = join(B, <<"1">>, <<"room:bin">>),
+    ok = ?C:send_frame(A, 2, binary_push(<<"1">>, <<"2">>, <<"room:bin">>, <<"push">>, <<1, 2, 3>>)),
+    %% server push: kind 0 with join_ref, topic, event (no ref)
+    ?assertEqual(<<0, 1, 8, 6, "1", "room:bin", "pushed", 1, 2, 3>>, recv_binary(A)),
+    ok = ?C:send_frame(A, 2, binary_push(<<"1">>, <<"3">>, <<"room:bin">>, <<"broadcast">>, <<9, 8>>)),
+    %% broadcast: kind 2 with topic and event
+    ?assertEqual(<<2, 8, 5, "room:bin", "shout", 9, 8>>, recv_binary(B)).
+
+binary_payload_reaches_the_channel_tagged(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:bin">>),
+    %% JSON text sent in a binary frame is bytes, not JSON: echoed as bytes,
+    %% and the "assign" clause (which wants a decoded map) does not match it.
+    Json = <<"{\"key\":\"k\",\"value\":1}">>,
+    ok = ?C:send_frame(C, 2, binary_push(<<"1">>, <<"2">>, <<"room:bin">>, <<"echo">>, Json)),
+    ?assertEqual(<<1, 1, 1, 8, 2, "1", "2", "room:bin", "ok", Json/binary>>, recv_binary(C)),
+    ok = ?C:send_frame(C, 2, binary_push(<<"1">>, <<"3">>, <<"room:bin">>, <<"assign">>, Json)),
+    ?assertMatch([<<"1">>, <<"1">>, <<"room:bin">>, <<"phx_error">>, _], ?C:recv_json(C)).
+
+invalid_binary_message_closes_1007(Config) ->
+    C = connect(Config),
+    %% kind 1 (a reply) is not something a client sends
     ok = ?C:send_frame(C, 2, <<1, 2, 3>>),
-    ?assertEqual(1003, ?C:expect_closed(C, 2000)).
+    ?assertEqual(1007, ?C:expect_closed(C, 2000)),
+    D = connect(Config),
+    %% lengths longer than the frame
+    ok = ?C:send_frame(D, 2, <<0, 9, 9, 9, 9, "1">>),
+    ?assertEqual(1007, ?C:expect_closed(D, 2000)).
+
+binary_frame_over_max_frame_size_closes_1009(Config) ->
+    C = connect(Config),
+    _ = join(C, <<"1">>, <<"room:bin">>),
+    ok = ?C:send_frame(C, 2, binary_push(<<"1">>, <<"2">>, <<"room:bin">>, <<"echo">>,
+                                         binary:copy(<<0>>, 1001))),
+    ?assertEqual(1009, ?C:expect_closed(C, 2000)).
 
 ping_gets_pong(Config) ->
     C = connect(Config),
@@ -375,11 +449,30 @@ unsupported_vsn_is_403(Config) ->
     {error, {status, 403, Body}} = ?C:connect(?config(port, Config), "/ws?vsn=1.0.0"),
     ?assertMatch({match, _}, re:run(Body, "vsn 2")).
 
+%% Bound to 127.0.0.1: pages of localhost, 127.0.0.1 and [::1] (any port)
+%% may connect; a DNS-rebinding page, whose Origin and Host header name the
+%% same hostile host, may not.
 origin_policy_default(Config) ->
     Port = ?config(port, Config),
+    P = integer_to_list(Port),
     {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "http://127.0.0.1"}]),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "http://localhost:" ++ P}]),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "http://[::1]:3000"}]),
     {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Origin", "http://evil.example"}]),
+    {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Host", "evil.example:" ++ P},
+                                                       {"Origin", "http://evil.example:" ++ P}]),
     {ok, _} = ?C:connect(Port, "/ws", []).
+
+origin_policy_public_hosts(Config) ->
+    Port = ?config(port, Config),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "https://chat.example.com"}]),
+    {ok, _} = ?C:connect(Port, "/ws", [{"Origin", "https://a.example.org"}]),
+    %% Given public hosts replace the bind host's.
+    {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Origin", "http://127.0.0.1"}]),
+    {error, {status, 403, _}} = ?C:connect(Port, "/ws", [{"Origin", "https://example.org"}]),
+    ok = hornbeam:stop(),
+    ?assertEqual({error, {bad_option, public_hosts, [42]}},
+                 hornbeam:start(none, #{bind => "127.0.0.1:0", public_hosts => [42]})).
 
 origin_policy_list_and_false(Config) ->
     Port = ?config(port, Config),
@@ -503,3 +596,89 @@ stop_closes_websockets_with_1001(Config) ->
     _ = join(C, <<"1">>, <<"room:1">>),
     ok = hornbeam:stop(),
     ?assertEqual(1001, ?C:expect_closed(C, 2000)).
+
+%% --- reading limits: fragment_timeout, max_pending_events -------------------
+
+%% fragment_timeout (500 ms here): a fragmented message completed in time is
+%% handled; one left open is closed with 1008 although pings keep coming
+%% between its fragments.
+unfinished_fragmented_message_closes_1008(Config) ->
+    C = connect(Config),
+    Heartbeat = hornbeam_nif:msg_encode(null, <<"1">>, <<"phoenix">>, <<"heartbeat">>, <<"{}">>),
+    <<First:10/binary, Last/binary>> = Heartbeat,
+    ok = ?C:send_frame(C, 1, First, #{fin => false}),
+    timer:sleep(100),
+    ok = ?C:send_frame(C, 0, Last),
+    ?assertEqual(ok_reply(null, <<"1">>, <<"phoenix">>), ?C:recv_json(C)),
+    T0 = erlang:monotonic_time(millisecond),
+    ok = ?C:send_frame(C, 1, First, #{fin => false}),
+    Pinger = spawn_link(fun() -> ping_every(C, 100, 30) end),
+    ?assertEqual(1008, close_code_skipping_pongs(C, 10000)),
+    Took = erlang:monotonic_time(millisecond) - T0,
+    unlink(Pinger),
+    exit(Pinger, kill),
+    ?assert(Took >= 400 andalso Took < 2900, {took, Took}).
+
+%% The same clock for one frame of which only a part arrived.
+partial_frame_closes_1008(Config) ->
+    C = connect(Config),
+    Frame = hornbeam_ws_client:client_frame(1, binary:copy(<<"x">>, 200), true, 0),
+    ok = ?C:send_raw(C, binary:part(Frame, 0, 100)),
+    ?assertEqual(1008, close_code_skipping_pongs(C, 10000)).
+
+ping_every(_C, _Ms, 0) ->
+    ok;
+ping_every(C, Ms, N) ->
+    timer:sleep(Ms),
+    ok = ?C:send_frame(C, 9, <<"p">>),
+    ping_every(C, Ms, N - 1).
+
+close_code_skipping_pongs(C, Timeout) ->
+    case ?C:recv(C, Timeout) of
+        {pong, _} -> close_code_skipping_pongs(C, Timeout);
+        {close, Code, _} -> Code;
+        Other -> Other
+    end.
+
+%% max_pending_events (4 here): a client floods a channel whose handler
+%% sleeps 5 ms per event. The socket stops handing it events (and stops
+%% reading) at 4 pending, so the channel's mailbox never grows past that,
+%% and every event is still answered, in order.
+slow_channel_pauses_reading_and_answers_everything_in_order(Config) ->
+    C = connect(Config),
+    Topic = <<"room:bp">>,
+    [_, _, Topic, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = join(C, <<"1">>, Topic),
+    ok = ?C:push(C, <<"1">>, <<"self">>, Topic, <<"self">>, #{}),
+    [_, <<"self">>, _, _, #{<<"response">> := #{<<"pid">> := PidText}}] = ?C:recv_json(C),
+    Channel = list_to_pid(binary_to_list(PidText)),
+    Self = self(),
+    Sampler = spawn_link(fun() -> sample_queue(Channel, 0, Self) end),
+    N = 300,
+    Frames = [hornbeam_ws_client:client_frame(
+                1, hornbeam_nif:msg_encode(<<"1">>, integer_to_binary(I), Topic, <<"sleep">>,
+                                           <<"{\"ms\":5}">>), true, 0)
+              || I <- lists:seq(1, N)],
+    ok = ?C:send_raw(C, iolist_to_binary(Frames)),
+    Refs = [begin
+                [_, Ref, Topic, <<"phx_reply">>, #{<<"status">> := <<"ok">>}] = ?C:recv_json(C, 20000),
+                Ref
+            end || _ <- lists:seq(1, N)],
+    ?assertEqual([integer_to_binary(I) || I <- lists:seq(1, N)], Refs),
+    Sampler ! stop,
+    MaxQueue = receive {max_queue, Sampler, M} -> M after 5000 -> ct:fail(no_sampler_answer) end,
+    ct:pal("slow channel flooded with ~b events: max message_queue_len ~b (max_pending_events 4)",
+           [N, MaxQueue]),
+    ?assert(MaxQueue =< 4, {max_queue, MaxQueue}),
+    %% The connection is alive and reads again.
+    ok = ?C:push(C, null, <<"hb">>, <<"phoenix">>, <<"heartbeat">>, #{}),
+    ?assertEqual(ok_reply(null, <<"hb">>, <<"phoenix">>), ?C:recv_json(C)).
+
+sample_queue(Pid, Max, Parent) ->
+    receive
+        stop -> Parent ! {max_queue, self(), Max}
+    after 1 ->
+        case erlang:process_info(Pid, message_queue_len) of
+            {message_queue_len, L} -> sample_queue(Pid, max(Max, L), Parent);
+            undefined -> sample_queue(Pid, Max, Parent)
+        end
+    end.

@@ -10,7 +10,7 @@
 
 all() ->
     [broadcast_reaches_every_node_exactly_once, broadcast_from_excludes_only_the_sender,
-     remote_node_gets_one_message_per_broadcast].
+     remote_node_gets_one_message_per_broadcast, binary_broadcast_reaches_every_node_as_a_binary_frame].
 
 init_per_suite(Config) ->
     case ensure_distributed() of
@@ -90,6 +90,21 @@ broadcast_from_excludes_only_the_sender(Config) ->
     [?assertEqual([null, null, <<"room:from">>, <<"shout">>, #{<<"n">> => 2}], ?C:recv_json(C))
      || {_, C} <- Others],
     [?assertEqual(timeout, ?C:recv_json(C, 300)) || {_, C} <- Clients].
+
+%% {binary, Bytes} crosses the relays as bytes and every node writes the
+%% Phoenix binary broadcast (kind 2: topic, event, bytes).
+binary_broadcast_reaches_every_node_as_a_binary_frame(Config) ->
+    Clients = join_everywhere(Config, <<"room:bin">>),
+    [{A, _} | _] = Clients,
+    ok = erpc:call(A, hornbeam, broadcast, [<<"room:bin">>, <<"b">>, {binary, <<0, 255>>}]),
+    [?assertEqual(<<2, 8, 1, "room:bin", "b", 0, 255>>, recv_binary(C)) || {_, C} <- Clients].
+
+recv_binary(C) ->
+    case ?C:recv(C, 5000) of
+        {binary, Bin} -> Bin;
+        {text, _} -> recv_binary(C);   %% presence_state after the join
+        Other -> ct:fail({no_binary_frame, Other})
+    end.
 
 %% The remote relay receives one message per broadcast, however many
 %% subscribers that node has.

@@ -31,6 +31,8 @@
     %% limits and bad input
     content_length_over_max_is_413/1,
     chunked_body_over_max_is_413/1,
+    one_byte_chunks_cost_bounded_memory/1,
+    long_chunk_extension_is_400_and_long_trailer_431/1,
     long_request_line_is_414/1,
     long_header_line_is_431/1,
     too_many_headers_is_431/1,
@@ -39,6 +41,7 @@
     http2_preface_is_rejected/1,
     idle_keep_alive_connection_is_closed/1,
     slow_request_is_408/1,
+    trickled_headers_are_408_after_header_timeout/1,
     %% websocket
     websocket_upgrade_is_101_with_the_rfc_accept/1,
     websocket_refused_upgrade_is_403_and_keeps_alive/1,
@@ -48,6 +51,7 @@
     %% failures
     handler_crash_is_500_and_listener_keeps_serving/1,
     handler_bad_return_is_500/1,
+    handler_header_with_cr_lf_is_500/1,
     silent_clients_do_not_hurt_the_listener/1,
     listener_restart_keeps_live_connections/1,
     two_listeners_run_side_by_side/1,
@@ -84,13 +88,17 @@ groups() ->
      {bodies, [], [post_body_by_content_length, post_chunked_body,
                    expect_100_continue_is_answered]},
      {limits, [], [content_length_over_max_is_413, chunked_body_over_max_is_413,
+                   one_byte_chunks_cost_bounded_memory,
+                   long_chunk_extension_is_400_and_long_trailer_431,
                    long_request_line_is_414, long_header_line_is_431, too_many_headers_is_431,
                    garbage_is_400, malformed_requests_are_400, http2_preface_is_rejected,
-                   idle_keep_alive_connection_is_closed, slow_request_is_408]},
+                   idle_keep_alive_connection_is_closed, slow_request_is_408,
+                   trickled_headers_are_408_after_header_timeout]},
      {websocket, [], [websocket_upgrade_is_101_with_the_rfc_accept,
                       websocket_refused_upgrade_is_403_and_keeps_alive, bad_handshakes_are_400,
                       websocket_upgrade_crash_is_500, handshake_eunit_tests_pass]},
      {failures, [], [handler_crash_is_500_and_listener_keeps_serving, handler_bad_return_is_500,
+                     handler_header_with_cr_lf_is_500,
                      silent_clients_do_not_hurt_the_listener,
                      listener_restart_keeps_live_connections, two_listeners_run_side_by_side,
                      bad_options_are_refused]},
@@ -104,6 +112,10 @@ groups() ->
 opts(chunked_body_over_max_is_413) -> #{max_body_length => 1000};
 opts(idle_keep_alive_connection_is_closed) -> #{request_timeout => 300};
 opts(slow_request_is_408) -> #{request_timeout => 300};
+opts(one_byte_chunks_cost_bounded_memory) -> #{max_body_length => 512 * 1024};
+opts(long_chunk_extension_is_400_and_long_trailer_431) -> #{max_header_line_length => 100};
+opts(trickled_headers_are_408_after_header_timeout) -> #{header_timeout => 500,
+                                                         request_timeout => 20000};
 opts(third_client_waits_until_one_closes) -> #{max_connections => 2};
 opts(killed_connection_frees_its_slot) -> #{max_connections => 1};
 opts(websocket_holds_its_slot_until_it_ends) -> #{max_connections => 1};
@@ -315,6 +327,50 @@ chunked_body_over_max_is_413(Config) ->
     {413, _, _} = recv_response(S),
     assert_closed(S).
 
+%% Issue 13: one-byte chunks once cost a list cell and a sub-binary per body
+%% byte (a 12 MB request took the VM from 44 to 370 MB). Now the connection
+%% process holds at most a small multiple of max_body_length (512 KiB here),
+%% measured on its heap plus the binaries it references and on the whole
+%% VM's growth (a binary grown by appending is under-reported by
+%% process_info/2), and a body over the limit still gets 413.
+one_byte_chunks_cost_bounded_memory(Config) ->
+    Max = 512 * 1024,
+    Chunks = fun(N) -> binary:copy(<<"1\r\nx\r\n">>, N) end,
+    Head = <<"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n">>,
+    S = connect(Config),
+    Conn = conn_pid(Config),
+    Sampler = memory_sampler(Conn),
+    send(S, Head),
+    %% 400,000 one-byte chunks (2.4 MB on the wire), in 40 pieces.
+    [send(S, Chunks(10000)) || _ <- lists:seq(1, 40)],
+    send(S, <<"0\r\n\r\n">>),
+    {200, _, <<"hello">>} = recv_response(S),
+    {Peak, VmGrowth} = stop_sampler(Sampler),
+    ct:pal("one-byte chunks, 400,000-byte body: connection peak ~b bytes (heap + binaries), "
+           "VM peak growth ~b bytes", [Peak, VmGrowth]),
+    ?assert(Peak < 8 * Max, {peak_bytes, Peak}),
+    ?assert(VmGrowth < 8 * Max, {vm_growth_bytes, VmGrowth}),
+    %% Over max_body_length: 413, however it is chunked.
+    S2 = connect(Config),
+    send(S2, Head),
+    Sender = spawn_link(fun() -> [gen_tcp:send(S2, Chunks(10000)) || _ <- lists:seq(1, 60)] end),
+    {413, _, _} = recv_response(S2),
+    unlink(Sender),
+    exit(Sender, kill).
+
+%% A chunk size line (extensions included) and each trailer line are bounded
+%% by max_header_line_length (100 here).
+long_chunk_extension_is_400_and_long_trailer_431(Config) ->
+    Head = <<"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n">>,
+    S = connect(Config),
+    send(S, [Head, <<"1;ext=">>, binary:copy(<<"e">>, 200)]),
+    {400, _, _} = recv_response(S),
+    assert_closed(S),
+    S2 = connect(Config),
+    send(S2, [Head, <<"1\r\nx\r\n0\r\nX-Trailer: ">>, binary:copy(<<"t">>, 200)]),
+    {431, _, _} = recv_response(S2),
+    assert_closed(S2).
+
 long_request_line_is_414(Config) ->
     S = connect(Config),
     Long = binary:copy(<<"a">>, 9000),
@@ -410,11 +466,41 @@ idle_keep_alive_connection_is_closed(Config) ->
     S2 = connect(Config),
     {error, closed} = gen_tcp:recv(S2, 0, 5000).
 
+%% A body that stops coming: request_timeout counts from the end of the headers.
 slow_request_is_408(Config) ->
     S = connect(Config),
-    send(S, <<"GET / HTTP/1.1\r\nHost: x\r\n">>),
-    {408, _, _} = recv_response(S),
+    send(S, <<"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc">>),
+    {408, _, Body} = recv_response(S),
+    ?assertMatch({_, _}, binary:match(Body, <<"request_timeout">>)),
     assert_closed(S).
+
+%% Slowloris: every byte arrives well inside request_timeout, but the
+%% request line and headers are not complete within header_timeout (500 ms).
+trickled_headers_are_408_after_header_timeout(Config) ->
+    S = connect(Config),
+    T0 = erlang:monotonic_time(millisecond),
+    Trickler = spawn_link(fun() -> trickle(S, <<"GET / HTTP/1.1\r\nHost: x\r\n",
+                                               (binary:copy(<<"X-Slow: 1\r\n">>, 100))/binary>>) end),
+    {408, _, Body} = recv_response(S),
+    Took = erlang:monotonic_time(millisecond) - T0,
+    unlink(Trickler),
+    exit(Trickler, kill),
+    ?assertMatch({_, _}, binary:match(Body, <<"header_timeout">>)),
+    %% Cut off near header_timeout, long before the 20 s request_timeout.
+    ?assert(Took >= 400 andalso Took < 10000, {took, Took}),
+    assert_closed(S),
+    %% A request sent at once is still served.
+    S2 = connect(Config),
+    send(S2, get_req(<<"/">>)),
+    {200, _, <<"hello">>} = recv_response(S2).
+
+trickle(S, <<Byte:1/binary, Rest/binary>>) ->
+    case gen_tcp:send(S, Byte) of
+        ok -> timer:sleep(50), trickle(S, Rest);
+        {error, _} -> ok
+    end;
+trickle(_S, <<>>) ->
+    ok.
 
 %% =============================================================================
 %% websocket
@@ -517,6 +603,27 @@ handler_bad_return_is_500(Config) ->
     {500, _, _} = recv_response(S),
     assert_closed(S).
 
+%% A handler's header value with CR LF (or a 101's extra header with LF)
+%% never reaches the wire: 500, then close.
+handler_header_with_cr_lf_is_500(Config) ->
+    S = connect(Config),
+    send(S, get_req(<<"/bad_header">>)),
+    {500, Headers, _} = recv_response(S),
+    ?assertEqual(undefined, header(<<"x-injected">>, Headers)),
+    ?assertEqual(undefined, header(<<"location">>, Headers)),
+    assert_closed(S),
+    S2 = connect(Config),
+    send(S2, ws_request(<<"/ws_bad_header">>, [])),
+    {500, _, _} = recv_response(S2),
+    assert_closed(S2),
+    ?assertEqual(ok, hornbeam_http_response:check_headers([{<<"x-a">>, [<<"1">>, "2"]}])),
+    ?assertEqual({error, {bad_header_value, <<"x-a">>}},
+                 hornbeam_http_response:check_headers([{<<"x-a">>, <<"1\r\n">>}])),
+    ?assertEqual({error, {bad_header_name, <<"x\\0a">>}},
+                 hornbeam_http_response:check_headers([{<<"x", 0, "a">>, <<"1">>}])),
+    ?assertEqual({error, {not_iodata, <<"x-a">>}},
+                 hornbeam_http_response:check_headers([{<<"x-a">>, an_atom}])).
+
 silent_clients_do_not_hurt_the_listener(Config) ->
     Ref = ?config(ref, Config),
     [begin S = connect(Config), gen_tcp:close(S) end || _ <- lists:seq(1, 50)],
@@ -574,7 +681,10 @@ bad_options_are_refused(_Config) ->
     ?assertEqual({error, {unknown_option, colour}},
                  hornbeam_listener_sup:start_link(#{handler => ?HANDLER, colour => blue})),
     ?assertEqual({error, {bad_option, ip, {1, 2, 3}}},
-                 hornbeam_listener_sup:start_link(#{handler => ?HANDLER, ip => {1, 2, 3}})).
+                 hornbeam_listener_sup:start_link(#{handler => ?HANDLER, ip => {1, 2, 3}})),
+    ?assertEqual({error, {bad_option, header_timeout, 0}},
+                 hornbeam_listener_sup:start_link(#{handler => ?HANDLER, header_timeout => 0})),
+    ?assertEqual(10000, maps:get(header_timeout, hornbeam_http_opts:defaults())).
 
 %% =============================================================================
 %% max_connections
@@ -826,6 +936,37 @@ header(Name, Headers) ->
 
 lower(undefined) -> undefined;
 lower(B) -> hornbeam_http_req:lowercase(B).
+
+%% The connection process serving the one client of this test's listener.
+conn_pid(Config) ->
+    Ref = ?config(ref, Config),
+    ok = wait_until(fun() -> length(hornbeam_conn_sup:connections(Ref)) =:= 1 end),
+    [Pid] = hornbeam_conn_sup:connections(Ref),
+    Pid.
+
+%% Samples Pid's heap plus the binaries it references, and the VM's total
+%% memory, every few ms; stop_sampler/1 gives {PeakOfPid, PeakVmGrowth}.
+memory_sampler(Pid) ->
+    erlang:garbage_collect(),
+    spawn_link(fun() -> sample(Pid, erlang:memory(total), {0, 0}) end).
+
+sample(Pid, Base, {Peak, VmPeak}) ->
+    receive
+        {stop, From} -> From ! {peak, self(), {Peak, VmPeak}}
+    after 2 ->
+        Vm = max(VmPeak, erlang:memory(total) - Base),
+        case erlang:process_info(Pid, [memory, binary]) of
+            [{memory, Heap}, {binary, Bins}] ->
+                Bytes = Heap + lists:sum([Size || {_, Size, _} <- Bins]),
+                sample(Pid, Base, {max(Peak, Bytes), Vm});
+            undefined ->
+                sample(Pid, Base, {Peak, Vm})
+        end
+    end.
+
+stop_sampler(Sampler) ->
+    Sampler ! {stop, self()},
+    receive {peak, Sampler, Peak} -> Peak after 10000 -> ct:fail(sampler_did_not_answer) end.
 
 wait_until(Fun) ->
     wait_until(Fun, 100).

@@ -2,7 +2,8 @@
 %%
 %% HTTP: `/' → 200 "hello"; `/echo...' → 200 with the request as text;
 %% `/close' → 200 with `connection: close'; `/crash' → raises;
-%% `/bad_return' → returns a non-response; anything else → 404.
+%% `/bad_return' → returns a non-response; `/bad_header' → a header value
+%% with CR LF (must become a 500); anything else → 404.
 %% WebSocket: `/ws' is accepted (extra header `x-hornbeam-test: ws'), and
 %% `websocket_enter/3' sends the raw text frame "hello" then echoes every byte
 %% (starting with the bytes buffered past the handshake); `/ws_crash' crashes
@@ -22,6 +23,8 @@ handle_http(#{path := <<"/close">>}, _Opts) ->
     {200, [{<<"Connection">>, <<"close">>}], <<"bye">>};
 handle_http(#{path := <<"/crash">>}, _Opts) ->
     error(deliberate_test_crash);
+handle_http(#{path := <<"/bad_header">>}, _Opts) ->
+    {302, [{<<"location">>, [<<"/next">>, <<"\r\nx-injected: 1">>]}], <<>>};
 handle_http(#{path := <<"/bad_return">>}, _Opts) ->
     erlang:apply(?MODULE, not_a_response, []);
 handle_http(_Req, _Opts) ->
@@ -31,6 +34,8 @@ handle_http(_Req, _Opts) ->
     {ok, term(), [{binary(), iodata()}]} | {refuse, 100..599, [{binary(), iodata()}], iodata()}.
 websocket_upgrade(#{path := <<"/ws">>}, _Opts) ->
     {ok, echo_state, [{<<"x-hornbeam-test">>, <<"ws">>}]};
+websocket_upgrade(#{path := <<"/ws_bad_header">>}, _Opts) ->
+    {ok, echo_state, [{<<"x-note">>, <<"a\nb">>}]};
 websocket_upgrade(#{path := <<"/ws_crash">>}, _Opts) ->
     error(deliberate_upgrade_crash);
 websocket_upgrade(_Req, _Opts) ->

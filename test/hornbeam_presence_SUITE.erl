@@ -13,7 +13,8 @@ all() ->
     [join_gets_presence_state_with_everyone, track_is_a_join_diff_for_others,
      update_carries_phx_ref_prev, untrack_and_channel_exit_are_leave_diffs,
      two_tabs_under_one_key_are_two_metas, erlang_api_list_get_and_errors,
-     diff_interval_coalesces_a_flood, diff_interval_sends_a_lone_change_at_once].
+     diff_interval_coalesces_a_flood, diff_interval_sends_a_lone_change_at_once,
+     presence_limits_give_clear_errors].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -27,6 +28,9 @@ init_per_testcase(TC, Config) ->
     Extra = case TC of
                 diff_interval_coalesces_a_flood -> #{presence_diff_interval => 300};
                 diff_interval_sends_a_lone_change_at_once -> #{presence_diff_interval => 300};
+                presence_limits_give_clear_errors -> #{max_presence_meta_size => 64,
+                                                       max_presences_per_socket => 3,
+                                                       max_presences_per_topic => 5};
                 _ -> #{}
             end,
     ok = hornbeam:start(none, Extra#{bind => "127.0.0.1:0",
@@ -132,6 +136,45 @@ erlang_api_list_get_and_errors(Config) ->
     ?assertMatch([_, <<"2">>, _, <<"phx_reply">>, #{<<"status">> := <<"error">>,
                                                     <<"response">> := #{<<"reason">> := <<"already_tracked">>}}],
                  ?C:recv_json(C)).
+
+%% max_presence_meta_size (64 bytes here), max_presences_per_socket (3) and
+%% max_presences_per_topic (5): each refusal is its own {error, Reason}, the
+%% presence is not tracked, and the room frees up when presences leave.
+presence_limits_give_clear_errors(_Config) ->
+    Owner = fun() -> spawn(fun() -> receive stop -> ok end end) end,
+    T = <<"room:lim">>,
+    A = Owner(),
+    Big = #{<<"bio">> => binary:copy(<<"x">>, 100)},
+    ?assertEqual({error, meta_too_large}, hornbeam_presence:track(A, T, <<"a1">>, Big)),
+    ?assertEqual({error, meta_too_large},
+                 hornbeam_presence:track(A, T, <<"a1">>, {json, json_meta_of_size(100)})),
+    ?assertEqual(undefined, hornbeam_presence:get(T, <<"a1">>)),
+    ok = hornbeam_presence:track(A, T, <<"a1">>, #{<<"n">> => 1}),
+    ?assertEqual({error, meta_too_large}, hornbeam_presence:update(A, T, <<"a1">>, Big)),
+    ?assertMatch(#{<<"metas">> := [#{<<"n">> := 1}]}, hornbeam_presence:get(T, <<"a1">>)),
+    %% Per socket (owner): the 4th is refused, on any topic; an untrack frees a slot.
+    ok = hornbeam_presence:track(A, T, <<"a2">>, #{}),
+    ok = hornbeam_presence:track(A, <<"room:other">>, <<"a3">>, #{}),
+    ?assertEqual({error, too_many_presences_per_socket}, hornbeam_presence:track(A, T, <<"a4">>, #{})),
+    ok = hornbeam_presence:untrack(A, <<"room:other">>, <<"a3">>),
+    ok = hornbeam_presence:track(A, T, <<"a3">>, #{}),
+    %% Per topic: A has 3 on T, B adds 2, C is refused there but not elsewhere.
+    B = Owner(),
+    ok = hornbeam_presence:track(B, T, <<"b1">>, #{}),
+    ok = hornbeam_presence:track(B, T, <<"b2">>, #{}),
+    C = Owner(),
+    ?assertEqual({error, too_many_presences_per_topic}, hornbeam_presence:track(C, T, <<"c1">>, #{})),
+    ok = hornbeam_presence:track(C, <<"room:other">>, <<"c1">>, #{}),
+    ?assertEqual(5, map_size(hornbeam_presence:list(T))),
+    %% B's exit frees two places on T.
+    B ! stop,
+    ok = wait_until(fun() -> map_size(hornbeam_presence:list(T)) =:= 3 end),
+    ok = hornbeam_presence:track(C, T, <<"c2">>, #{}),
+    [P ! stop || P <- [A, C]].
+
+%% A JSON object of about N bytes.
+json_meta_of_size(N) ->
+    <<"{\"pad\":\"", (binary:copy(<<"p">>, N))/binary, "\"}">>.
 
 %% presence_diff_interval: a flood of joins inside one interval reaches a
 %% watcher as one merged diff instead of one per join.

@@ -20,7 +20,17 @@
          erl_call_unknown/1, python_logging/1, crash_traceback_logged/1,
          async_calls_overlap/1, sync_calls_overlap_on_two_workers/1,
          os_exit_then_restart/1, all_in_flight_fail_together/1, timeout_replaces_worker/1,
-         import_error/1, missing_binary/1, throughput/1]).
+         import_error/1, missing_binary/1, throughput/1,
+         sync_handlers_run_on_a_pool_thread_off_the_loop/1,
+         sync_handlers_overlap_on_one_worker/1,
+         a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker/1,
+         blocking_forms_refuse_to_run_on_the_loop/1,
+         a_full_queue_answers_overloaded_at_once/1,
+         time_waiting_for_a_thread_does_not_count_toward_the_timeout/1,
+         a_waiting_call_is_timed_once_it_runs/1,
+         bad_pool_options_are_refused/1,
+         a_held_reply_is_not_kept_back_by_a_blocking_job_after_it/1,
+         an_undecodable_result_answers_its_call_at_once/1]).
 
 -define(ROOM, <<"room:*">>).
 
@@ -36,7 +46,14 @@ all() ->
      python_logging, crash_traceback_logged,
      async_calls_overlap, sync_calls_overlap_on_two_workers,
      os_exit_then_restart, all_in_flight_fail_together, timeout_replaces_worker,
-     import_error, missing_binary, throughput].
+     import_error, missing_binary, throughput,
+     sync_handlers_run_on_a_pool_thread_off_the_loop, sync_handlers_overlap_on_one_worker,
+     a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker,
+     blocking_forms_refuse_to_run_on_the_loop, a_full_queue_answers_overloaded_at_once,
+     time_waiting_for_a_thread_does_not_count_toward_the_timeout,
+     a_waiting_call_is_timed_once_it_runs, bad_pool_options_are_refused,
+     a_held_reply_is_not_kept_back_by_a_blocking_job_after_it,
+     an_undecodable_result_answers_its_call_at_once].
 
 %% ---------------------------------------------------------------------------
 %% setup
@@ -65,10 +82,16 @@ base_opts() ->
 pool_opts(sync_calls_overlap_on_two_workers) -> #{workers => 2};
 pool_opts(connect_no_handler) -> #{channel_modules => [<<"fx_room">>]};
 pool_opts(throughput) -> #{workers => 2};
+pool_opts(a_full_queue_answers_overloaded_at_once) -> #{threads => 1, max_queued_calls => 1};
+pool_opts(time_waiting_for_a_thread_does_not_count_toward_the_timeout) ->
+    #{threads => 1, timeout => 1500};
+pool_opts(a_waiting_call_is_timed_once_it_runs) -> #{threads => 1};
+pool_opts(a_held_reply_is_not_kept_back_by_a_blocking_job_after_it) -> #{threads => 1};
 pool_opts(_) -> #{}.
 
 no_pool(import_error) -> true;
 no_pool(missing_binary) -> true;
+no_pool(bad_pool_options_are_refused) -> true;
 no_pool(_) -> false.
 
 init_per_testcase(Case, Config) ->
@@ -90,7 +113,7 @@ end_per_testcase(_Case, _Config) ->
 handle_emit(Emit) ->
     case whereis(hb_emit_sink) of
         undefined -> ok;
-        Pid -> Pid ! {emit, Emit}, ok
+        Pid -> Pid ! {emit, Emit}, Pid ! {emit_applied_by, self()}, ok
     end.
 
 %% logger handler callback: forward python-domain events to the test process
@@ -317,7 +340,10 @@ emits_before_result(_) ->
     Got = [receive {emit, E} -> E after 0 -> missing end || _ <- [1, 2, 3]],
     ?assertEqual([{broadcast, <<"room:1">>, <<"shout">>, <<"{\"a\":1}">>},
                   {broadcast_from, Me, <<"room:1">>, <<"shout_from">>, <<"{\"a\":1}">>},
-                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got).
+                  {push, Me, <<"pushed">>, <<"{\"a\":1}">>}], Got),
+    %% by the calling process itself, not the worker's
+    ?assertEqual([Me, Me, Me],
+                 [receive {emit_applied_by, P} -> P after 0 -> missing end || _ <- [1, 2, 3]]).
 
 erl_call_echo(_) ->
     ?assertEqual({ok, {reply, ok, <<"{\"echo\":{\"a\":[1,{\"b\":null}]}}">>, <<"{}">>}},
@@ -396,9 +422,9 @@ timeout_replaces_worker(_) ->
 
 import_error(_) ->
     Opts = maps:merge(base_opts(), #{channel_modules => [<<"fx_room">>, <<"fx_broken">>]}),
-    ?assertEqual({error, {python_import, <<"fx_broken">>,
-                          <<"ModuleNotFoundError: No module named 'does_not_exist_xyz'">>}},
-                 hornbeam_python_sup:start_link(Opts)),
+    {error, {python_import, <<"fx_broken">>, Message, Trace}} = hornbeam_python_sup:start_link(Opts),
+    ?assertEqual(<<"ModuleNotFoundError: No module named 'does_not_exist_xyz'">>, Message),
+    ?assertMatch({match, _}, re:run(Trace, "fx_broken.py")),
     ?assertEqual(undefined, whereis(hornbeam_python_sup)),
     ?assertEqual({error, not_started}, event(<<"reply">>)).
 
@@ -424,3 +450,138 @@ throughput(_) ->
     ct:pal("sequential: ~b calls in ~b ms (~b calls/s, ~b us/call round trip); "
            "~b concurrent callers over 2 workers: ~b calls/s", [N, SeqMs, Seq, SeqMs * 1000 div N, Callers, Par]),
     ?assert(Seq > 100).
+
+%% ---------------------------------------------------------------------------
+%% the handler thread pool
+%% ---------------------------------------------------------------------------
+
+reply_json(Event) ->
+    {ok, {reply, ok, Json, _}} = event(Event),
+    {ok, Map} = hornbeam_nif:json_decode(Json),
+    Map.
+
+sync_handlers_run_on_a_pool_thread_off_the_loop(_) ->
+    #{<<"thread">> := Thread, <<"loop_running">> := Running} = reply_json(<<"where">>),
+    ?assertMatch(<<"hornbeam-handler-", _/binary>>, Thread),
+    ?assertEqual(false, Running),
+    #{<<"thread">> := LoopThread, <<"loop_running">> := true} = reply_json(<<"where_async">>),
+    ?assertNotMatch(<<"hornbeam-handler-", _/binary>>, LoopThread).
+
+sync_handlers_overlap_on_one_worker(_) ->
+    %% workers => 1: before the thread pool this took 2000 ms or more
+    Sleep = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":1000}">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Sleep, Sleep]) end),
+    ct:pal("two 1000 ms sync calls on one worker took ~b ms", [Ms]),
+    [{ok, {reply, ok, _, _}}, {ok, {reply, ok, _, _}}] = Results,
+    ?assert(Ms < 1900).
+
+a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker(_) ->
+    Parent = self(),
+    _ = spawn_link(fun() -> Parent ! {slow, event(<<"sleep_sync">>, <<"{\"ms\":1500}">>)} end),
+    timer:sleep(100),
+    {Ms, Fast} = elapsed_ms(fun() -> event(<<"reply">>) end),
+    ct:pal("a call next to a 1500 ms sync handler took ~b ms", [Ms]),
+    ?assertMatch({ok, {reply, ok, _, _}}, Fast),
+    %% answered while the sleeper still sleeps
+    receive {slow, _} -> ct:fail(slow_call_finished_first) after 0 -> ok end,
+    receive {slow, Slow} -> ?assertMatch({ok, {reply, ok, _, _}}, Slow)
+    after 10000 -> ct:fail(slow_call_lost)
+    end.
+
+blocking_forms_refuse_to_run_on_the_loop(_) ->
+    Errors = reply_json(<<"blocking_forms_in_async">>),
+    ?assertEqual([<<"call">>, <<"presence_list">>, <<"presence_track">>],
+                 lists:sort(maps:keys(Errors))),
+    #{<<"call">> := CallError} = Errors,
+    ?assertNotEqual(nomatch, binary:match(CallError, <<"await call_async('echo', ...)">>)),
+    %% the worker still answers (nothing blocked the loop)
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"async_reply">>)).
+
+a_full_queue_answers_overloaded_at_once(_) ->
+    %% threads => 1, max_queued_calls => 1: one runs, one waits, the rest
+    %% are refused at once
+    Parent = self(),
+    [spawn_link(fun() -> Parent ! {slow, event(<<"sleep_sync">>, <<"{\"ms\":800}">>)} end)
+     || _ <- [1, 2]],
+    timer:sleep(300),
+    {Ms, Refused} = elapsed_ms(fun() -> event(<<"reply">>) end),
+    ?assertEqual({error, overloaded}, Refused),
+    ?assert(Ms < 700),
+    [#{waiting_for_thread := 1}] = hornbeam_python:workers(),
+    [receive {slow, R} -> ?assertMatch({ok, {reply, ok, _, _}}, R) after 10000 -> ct:fail(lost) end
+     || _ <- [1, 2]],
+    %% the worker was never replaced, and takes calls again
+    [#{restarts := 0, waiting_for_thread := 0}] = hornbeam_python:workers(),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).
+
+time_waiting_for_a_thread_does_not_count_toward_the_timeout(_) ->
+    %% threads => 1, timeout => 1500: three 700 ms calls run one after the
+    %% other; the last finishes ~2100 ms after it was sent, which is fine
+    %% because it ran for 700 ms only
+    Before = os_pid(),
+    Sleep = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":700}">>) end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Sleep, Sleep, Sleep]) end),
+    ct:pal("three 700 ms calls on one thread took ~b ms", [Ms]),
+    ?assertEqual(3, length([ok || {ok, {reply, ok, _, _}} <- Results])),
+    ?assert(Ms >= 2000),
+    ?assertEqual(Before, os_pid()),
+    [#{restarts := 0}] = hornbeam_python:workers().
+
+a_waiting_call_is_timed_once_it_runs(_) ->
+    %% threads => 1: a spinning call that had to wait is still timed out
+    %% (from when it started), and its worker replaced
+    Before = os_pid(),
+    Slow = fun() -> event(<<"sleep_sync">>, <<"{\"ms\":500}">>) end,
+    Spin = fun() ->
+                   timer:sleep(100),
+                   hornbeam_python:call(event, event_args(<<"spin">>, <<"{}">>, <<"{}">>), 700)
+           end,
+    {Ms, Results} = elapsed_ms(fun() -> par([Slow, Spin]) end),
+    ct:pal("a 700 ms timeout after 400 ms of waiting fired after ~b ms", [Ms]),
+    ?assertMatch([{ok, {reply, ok, _, _}}, {error, timeout}], Results),
+    ?assert(Ms >= 1100),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)),
+    ?assertNotEqual(Before, os_pid()).
+
+bad_pool_options_are_refused(_) ->
+    [?assertEqual({error, {bad_option, Name, Value}},
+                  hornbeam_python_sup:start_link(maps:merge(base_opts(), #{Name => Value})))
+     || {Name, Value} <- [{threads, 0}, {threads, many}, {max_queued_calls, -1},
+                          {workers, 0}]],
+    ?assertEqual(undefined, whereis(hornbeam_python_sup)).
+
+a_held_reply_is_not_kept_back_by_a_blocking_job_after_it(_) ->
+    %% threads => 1: while a first call sleeps, a quick one and a 1500 ms one
+    %% queue up; the thread then runs them as a burst, holding the quick
+    %% one's result, and blocks in the slow one: the held result still goes
+    %% out (the worker writes frames held over 1 ms itself)
+    Parent = self(),
+    Run = fun(Tag, Event, Payload) ->
+                  spawn_link(fun() -> Parent ! {Tag, event(Event, Payload)} end)
+          end,
+    Run(first, <<"sleep_sync">>, <<"{\"ms\":300}">>),
+    timer:sleep(100),
+    Run(quick, <<"reply">>, <<"{}">>),
+    timer:sleep(20),
+    Run(slow, <<"sleep_sync">>, <<"{\"ms\":1500}">>),
+    receive {first, F} -> ?assertMatch({ok, {reply, ok, _, _}}, F) after 10000 -> ct:fail(lost_first) end,
+    receive {quick, Q} -> ?assertMatch({ok, {reply, ok, _, _}}, Q) after 10000 -> ct:fail(lost_quick) end,
+    %% the quick reply came while the slow call still runs
+    receive {slow, _} -> ct:fail(quick_reply_waited_for_the_slow_call) after 0 -> ok end,
+    receive {slow, S} -> ?assertMatch({ok, {reply, ok, _, _}}, S) after 10000 -> ct:fail(lost_slow) end.
+
+an_undecodable_result_answers_its_call_at_once(_) ->
+    %% a result frame with an atom this VM does not know: the call gets a
+    %% crash at once (not a timeout that kills the worker), and it is logged
+    capture_logs(),
+    Suffix = integer_to_binary(erlang:unique_integer([positive])),
+    Before = os_pid(),
+    {Ms, Result} = elapsed_ms(fun() ->
+                                      event(<<"unknown_atom_result">>,
+                                            <<"{\"suffix\":\"", Suffix/binary, "\"}">>)
+                              end),
+    ?assertEqual({ok, {crash, <<"the worker sent an undecodable result (see the log)">>}}, Result),
+    ?assert(Ms < 5000),
+    _ = await_log(<<"undecodable result frame for call">>),
+    ?assertEqual(Before, os_pid()),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).

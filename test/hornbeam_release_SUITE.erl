@@ -11,13 +11,16 @@
 -compile([export_all, nowarn_export_all]).
 
 -define(NODE, "hornbeam_rel_ct@127.0.0.1").
--define(COOKIE, "hornbeam_rel_ct").
+-define(COOKIE, "hornbeam_rel_ct_9f3c1e7a2b").
 
 suite() -> [{timetrap, {minutes, 4}}].
 
 all() ->
     [release_carries_the_native_parts, default_config_serves_the_bundled_chat,
-     daemon_serves_the_chat_example_and_stops, bad_serve_config_is_one_line_and_exit_1].
+     daemon_serves_the_chat_example_and_stops, bad_serve_config_is_one_line_and_exit_1,
+     module_with_channels_and_no_app_is_served_channels_only,
+     module_with_nothing_to_serve_is_one_line_and_exit_1,
+     missing_or_guessable_cookie_is_refused].
 
 root() ->
     Src = proplists:get_value(source, ?MODULE:module_info(compile)),
@@ -82,6 +85,9 @@ daemon_serves_the_chat_example_and_stops(_Config) ->
     ?assertMatch({0, _}, run(script(), ["daemon"], Env, 60000)),
     Port = wait_for_port(60),
     {ok, PidOut} = ok_output(run(script(), ["pid"], env(), 30000)),
+    %% The vm.args the start script filled in holds the cookie: owner only.
+    {ok, #{mode := VmArgsMode}} = file_info(filename:join([rel(), "releases", "0.1.0", "vm.args"])),
+    ?assertEqual(8#600, VmArgsMode band 8#777),
     OsPid = string:trim(PidOut),
 
     %% The ASGI app answers at /.
@@ -117,6 +123,47 @@ bad_serve_config_is_one_line_and_exit_1(_Config) ->
     ?assertEqual(1, Status),
     ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: cannot import Python module "
                                          "no_such_mod_xyz: ModuleNotFoundError", [multiline])).
+
+fixtures() -> filename:join([root(), "test", "python", "fixtures"]).
+
+%% HORNBEAM_SERVE of a module written as the channel docs show (no `app').
+module_with_channels_and_no_app_is_served_channels_only(_Config) ->
+    Env = env(#{"HORNBEAM_SERVE" => "e2e_chat:app --pythonpath " ++ fixtures() ++
+                                    " --bind 127.0.0.1:0 --workers 1"}),
+    ?assertMatch({0, _}, run(script(), ["daemon"], Env, 60000)),
+    Port = wait_for_port(60),
+    ?assertMatch({404, _}, http_get(Port, "/")),
+    ?assertMatch({200, _}, http_get(Port, "/hornbeam.js")),
+    {ok, C} = hornbeam_ws_client:connect(Port, "/ws?vsn=2.0.0"),
+    ok = hornbeam_ws_client:push(C, <<"1">>, <<"1">>, <<"chat:lobby">>, <<"phx_join">>,
+                                 #{<<"username">> => <<"ana">>}),
+    ?assertMatch([<<"1">>, <<"1">>, <<"chat:lobby">>, <<"phx_reply">>, #{<<"status">> := <<"ok">>}],
+                 hornbeam_ws_client:recv_json(C, 15000)),
+    ?assertMatch({0, _}, run(script(), ["stop"], env(), 60000)).
+
+module_with_nothing_to_serve_is_one_line_and_exit_1(_Config) ->
+    Env = env(#{"HORNBEAM_SERVE" => "fx_connect:app --pythonpath " ++ fixtures() ++
+                                    " --bind 127.0.0.1:0 --workers 2",
+                "HORNBEAM_NODE" => "hornbeam_rel_ct2@127.0.0.1"}),
+    {Status, Out} = run(script(), ["foreground"], Env, 60000),
+    ct:log("~ts", [Out]),
+    ?assertEqual(1, Status),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: cannot serve fx_connect:app: module "
+                                         "'fx_connect' has no attribute 'app'", [multiline])),
+    ?assertEqual(nomatch, re:run(Out, "REPORT|supervisor|Traceback")).
+
+%% No default cookie: without HORNBEAM_COOKIE, or with a guessable one,
+%% the start commands stop before the node starts, with one line.
+missing_or_guessable_cookie_is_refused(_Config) ->
+    Node = "hornbeam_rel_ct3@127.0.0.1",
+    {1, Out} = run(script(), ["foreground"], env(#{"HORNBEAM_COOKIE" => false, "HORNBEAM_NODE" => Node}), 60000),
+    ?assertMatch({match, _}, re:run(Out, "^hornbeam: error: HORNBEAM_COOKIE is not set", [multiline])),
+    {1, Out2} = run(script(), ["daemon"], env(#{"HORNBEAM_COOKIE" => "hornbeam", "HORNBEAM_NODE" => Node}), 60000),
+    ?assertMatch({match, _}, re:run(Out2, "^hornbeam: error: HORNBEAM_COOKIE is a guessable word", [multiline])),
+    {1, Out3} = run(script(), ["foreground"], env(#{"HORNBEAM_COOKIE" => "short1", "HORNBEAM_NODE" => Node}), 60000),
+    ?assertMatch({match, _}, re:run(Out3, "^hornbeam: error: HORNBEAM_COOKIE is shorter than 16", [multiline])),
+    %% Nothing started under that name.
+    ?assertMatch({1, _}, run(script(), ["ping"], env(#{"HORNBEAM_NODE" => Node}), 30000)).
 
 %% --- helpers ----------------------------------------------------------------
 

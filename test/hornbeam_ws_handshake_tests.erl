@@ -1,5 +1,5 @@
 %% @doc EUnit tests of hornbeam_ws_handshake: handshake validation and the
-%% origin policies (`default', `false', allow-lists with scheme, host-only
+%% origin policies (public hosts, `false', allow-lists with scheme, host-only
 %% and wildcard entries). Also run from hornbeam_http_SUITE.
 -module(hornbeam_ws_handshake_tests).
 
@@ -65,34 +65,41 @@ origin(Host, Origin) ->
 check(Host, Origin, Policy) ->
     hornbeam_ws_handshake:check_origin(origin(Host, Origin), Policy).
 
-default_policy_test_() ->
+public_hosts_policy_test_() ->
+    Policy = hornbeam_ws_handshake:public_hosts_policy(["example.com", <<"pinned.io:8443">>,
+                                                        "*.wild.net", "::1", "10.0.0.5"]),
     Ok = [{<<"example.com">>, none},
           {<<"example.com">>, <<"http://example.com">>},
           {<<"example.com">>, <<"https://example.com">>},
-          {<<"Example.COM">>, <<"https://example.com">>},
-          {<<"example.com:8000">>, <<"http://example.com:8000">>},
-          {<<"example.com:80">>, <<"http://example.com">>},
-          {<<"example.com">>, <<"http://example.com:80">>},
-          {<<"example.com:443">>, <<"https://example.com">>},
-          {<<"[::1]:4000">>, <<"http://[::1]:4000">>}],
+          {<<"example.com:8000">>, <<"http://Example.COM:8000">>},
+          {<<"x">>, <<"https://pinned.io:8443">>},
+          {<<"x">>, <<"https://a.wild.net">>},
+          {<<"x">>, <<"http://[::1]:4000">>},
+          {<<"x">>, <<"http://10.0.0.5:8000">>}],
     Forbidden = [{<<"example.com">>, <<"http://evil.com">>},
                  {<<"example.com">>, <<"http://example.com.evil.com">>},
-                 {<<"example.com:8000">>, <<"http://example.com:9000">>},
-                 {<<"example.com:8000">>, <<"http://example.com">>},
-                 {<<"example.com">>, <<"http://example.com:8000">>},
+                 {<<"x">>, <<"https://pinned.io">>},
+                 {<<"x">>, <<"https://wild.net">>},
+                 {<<"x">>, <<"http://10.0.0.6">>},
                  {<<"example.com">>, <<"null">>},
                  {<<"example.com">>, <<"example.com">>}],
-    [?_assertEqual(ok, check(H, O, default)) || {H, O} <- Ok] ++
-    [?_assertEqual({error, forbidden}, check(H, O, default)) || {H, O} <- Forbidden].
+    [?_assertEqual(ok, check(H, O, Policy)) || {H, O} <- Ok] ++
+    [?_assertEqual({error, forbidden}, check(H, O, Policy)) || {H, O} <- Forbidden].
 
-default_policy_needs_a_host_header_test() ->
-    Req = req([{<<"origin">>, <<"http://example.com">>}]),
-    ?assertEqual({error, forbidden}, hornbeam_ws_handshake:check_origin(Req, default)).
+%% DNS rebinding: a hostile page at http://evil.example:8000 whose name now
+%% resolves to this server sends Origin and Host with the same name. The
+%% Origin is compared with the configured public hosts, never the Host header.
+origin_equal_to_the_host_header_is_not_enough_test() ->
+    Policy = hornbeam_ws_handshake:public_hosts_policy([<<"localhost">>, <<"127.0.0.1">>]),
+    ?assertEqual({error, forbidden},
+                 check(<<"evil.example:8000">>, <<"http://evil.example:8000">>, Policy)),
+    ?assertEqual(ok, check(<<"evil.example:8000">>, <<"http://localhost:8000">>, Policy)).
 
 several_origin_headers_are_forbidden_test() ->
     Req = req([{<<"host">>, <<"a.com">>}, {<<"origin">>, <<"http://a.com">>},
                {<<"origin">>, <<"http://a.com">>}]),
-    ?assertEqual({error, forbidden}, hornbeam_ws_handshake:check_origin(Req, default)).
+    ?assertEqual({error, forbidden},
+                 hornbeam_ws_handshake:check_origin(Req, hornbeam_ws_handshake:public_hosts_policy(["a.com"]))).
 
 false_policy_allows_everything_test_() ->
     [?_assertEqual(ok, check(<<"example.com">>, O, false))
@@ -129,3 +136,32 @@ scheme_wildcard_entry_test() ->
     ?assertEqual(ok, check(<<"h">>, <<"https://x.wild.net">>, [<<"https://*.wild.net">>])),
     ?assertEqual({error, forbidden},
                  check(<<"h">>, <<"http://x.wild.net">>, [<<"https://*.wild.net">>])).
+
+%% --- subprotocols (phoenix, authToken) --------------------------------------------------
+
+subprotocol_phoenix_is_echoed_and_the_bearer_token_decoded_test() ->
+    %% phoenix.js: ["phoenix", "base64url.bearer.phx." ++ btoa(token) without "="]
+    H = [{<<"sec-websocket-protocol">>, <<"phoenix, base64url.bearer.phx.czNjcmV0LXRva2Vu">>}],
+    ?assertEqual({ok, <<"phoenix">>, <<"s3cret-token">>}, hornbeam_ws_handshake:subprotocols(req(H))).
+
+subprotocol_token_in_either_base64_alphabet_test() ->
+    %% "??>" is "Pz8+" in standard base64, "Pz8-" in base64url
+    Std = [{<<"sec-websocket-protocol">>, <<"phoenix">>},
+           {<<"sec-websocket-protocol">>, <<"base64url.bearer.phx.Pz8+">>}],
+    Url = [{<<"sec-websocket-protocol">>, <<"base64url.bearer.phx.Pz8-,phoenix">>}],
+    ?assertEqual({ok, <<"phoenix">>, <<"??>">>}, hornbeam_ws_handshake:subprotocols(req(Std))),
+    ?assertEqual({ok, <<"phoenix">>, <<"??>">>}, hornbeam_ws_handshake:subprotocols(req(Url))).
+
+no_subprotocol_offered_echoes_none_test() ->
+    ?assertEqual({ok, none, undefined}, hornbeam_ws_handshake:subprotocols(req(good_headers()))),
+    Other = [{<<"sec-websocket-protocol">>, <<"mqtt">>}],
+    ?assertEqual({ok, none, undefined}, hornbeam_ws_handshake:subprotocols(req(Other))).
+
+bad_bearer_tokens_are_refused_test_() ->
+    Bad = [<<"base64url.bearer.phx.a">>,          %% impossible length
+           <<"base64url.bearer.phx.@@@@">>,       %% not base64
+           <<"base64url.bearer.phx./w">>,         %% decodes to 0xFF: not UTF-8
+           <<"base64url.bearer.phx.YQ, base64url.bearer.phx.Yg">>],  %% two tokens
+    [?_assertEqual({error, bad_auth_token},
+                   hornbeam_ws_handshake:subprotocols(
+                     req([{<<"sec-websocket-protocol">>, <<"phoenix, ", B/binary>>}]))) || B <- Bad].

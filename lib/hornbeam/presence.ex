@@ -28,7 +28,10 @@ defmodule Hornbeam.Presence do
 
   @doc """
   Track `key` on `topic` for the process `owner`. Tracking the same
-  `{owner, topic, key}` twice is `{:error, :already_tracked}`.
+  `{owner, topic, key}` twice is `{:error, :already_tracked}`. The presence
+  limits give `{:error, :meta_too_large}` (`max_presence_meta_size`),
+  `{:error, :too_many_presences_per_socket}` and
+  `{:error, :too_many_presences_per_topic}` (see the README's presence options).
   """
   @spec track(pid(), String.t(), key(), meta()) :: :ok | {:error, term()}
   def track(owner, topic, key, meta), do: :hornbeam_presence.track(owner, topic, key, meta)

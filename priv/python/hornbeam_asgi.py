@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 #: Largest piece of a request body in one ``http.request`` message.
 BODY_CHUNK = 64 * 1024
@@ -367,7 +367,7 @@ class AsgiHandler:
         self.log = log
         self.lifespan = Lifespan(app, lifespan, log)
         self.exchanges: Dict[int, Exchange] = {}
-        self._tasks: set = set()
+        self._tasks: Set["asyncio.Task[Any]"] = set()
 
     @property
     def state(self) -> Dict[str, Any]:

@@ -2,9 +2,10 @@
 public API.
 
 A request arrives like an ASGI one (see hornbeam_asgi): one ``{call, Id,
-http, Args}`` frame with the whole body. The app runs in a thread pool of
-:data:`THREADS` threads (WSGI apps block), so requests of one worker overlap
-while they wait on I/O. The answer uses the same frames as ASGI:
+http, Args}`` frame with the whole body. The app runs on the worker's thread
+pool (hornbeam_pool, the same threads as sync channel handlers: WSGI apps
+block), so requests of one worker overlap while they wait on I/O. The
+answer uses the same frames as ASGI:
 
 * a list or tuple iterable, or an iterable whose first piece is as long as
   the ``Content-Length`` the app gave, is one complete response: the result
@@ -24,14 +25,9 @@ import collections
 import io
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 from hornbeam_asgi import WINDOW_BYTES, WINDOW_CHUNKS, Event, Headers, Log, Result, _text
-
-#: Threads running WSGI apps in one worker.
-THREADS = 8
-
 
 class _Errors:
     """``wsgi.errors``: a text stream whose lines go to the server log."""
@@ -271,10 +267,14 @@ class Exchange:
 
 
 class WsgiHandler:
-    """Serves the HTTP calls of one worker with a WSGI app."""
+    """Serves the HTTP calls of one worker with a WSGI app. The runtime runs
+    each request's :meth:`exchange` on its thread pool."""
+
+    #: the app blocks: hornbeam_runtime runs it on the pool, not the loop
+    threaded = True
 
     def __init__(self, app: Callable[..., Any], loop: Any, *, root_path: str = "",
-                 event: Event, result: Result, log: Log, threads: int = THREADS) -> None:
+                 event: Event, result: Result, log: Log) -> None:
         self.app = app
         self.loop = loop
         self.root_path = root_path.rstrip("/")
@@ -283,12 +283,16 @@ class WsgiHandler:
         self.log = log
         self.errors = _Errors(log)
         self.exchanges: Dict[int, Exchange] = {}
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wsgi")
 
-    def handle(self, call_id: int, args: Mapping[str, Any]) -> None:
+    def exchange(self, call_id: int, args: Mapping[str, Any]) -> Callable[[], None]:
+        """Register a request; returns what serves it (on a pool thread)."""
         ex = Exchange(self, call_id, args)
         self.exchanges[call_id] = ex
-        self._pool.submit(ex.run)
+        return ex.run
+
+    def forget(self, call_id: int) -> None:
+        """The request will not run (the pool refused it)."""
+        self.exchanges.pop(call_id, None)
 
     def notify(self, call_id: int, msg: Any) -> None:
         ex = self.exchanges.get(call_id)
@@ -299,4 +303,4 @@ class WsgiHandler:
         return None
 
     async def shutdown(self) -> None:
-        self._pool.shutdown(wait=False)
+        return None

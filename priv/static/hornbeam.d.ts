@@ -20,11 +20,13 @@ export class Socket {
     rejoinAfterMs: Backoff;
     transport: Transport | null;
     vsn: string;
+    /** @type {(() => string) | null} */
+    authToken: (() => string) | null;
     /** @type {Channel[]} */
     channels: Channel[];
     /** @type {TransportConnection | null} */
     conn: TransportConnection | null;
-    /** @private @type {{ owner: Channel | null, text: string }[]} */
+    /** @private @type {{ owner: Channel | null, data: string | ArrayBuffer }[]} */
     private sendBuffer;
     /** @private */
     private refCounter;
@@ -339,7 +341,11 @@ export type TransportConnection = {
      * 0 connecting, 1 open, 2 closing, 3 closed
      */
     readyState: number;
-    send: (data: string) => void;
+    send: (data: string | ArrayBuffer) => void;
+    /**
+     * set to `"arraybuffer"`, so binary messages arrive as ArrayBuffer
+     */
+    binaryType?: string | undefined;
     close: (code?: number, reason?: string) => void;
     onopen: ((event: any) => void) | null;
     onclose: ((event: any) => void) | null;
@@ -352,7 +358,7 @@ export type TransportConnection = {
  * What `transport` must construct: the browser `WebSocket` API, or what
  * `ws` (Node) builds, is enough.
  */
-export type Transport = new (url: string) => TransportConnection;
+export type Transport = new (url: string, protocols?: string[]) => TransportConnection;
 export type SocketOptions = {
     /**
      * Connect params, sent in the URL query string (a function is called at each connect).
@@ -384,6 +390,13 @@ export type SocketOptions = {
      * Protocol version sent as `vsn` (`"2.0.0"`).
      */
     vsn?: string | undefined;
+    /**
+     * A token for the server's connect
+     * handler (`connect_info["auth_token"]`), sent as phoenix.js does: in the
+     * WebSocket subprotocols `phoenix` and `base64url.bearer.phx.<base64url(token)>`,
+     * not in the URL, so it stays out of access logs.
+     */
+    authToken?: string | (() => string) | undefined;
 };
 export type PresenceMeta = {
     phx_ref: string;

@@ -34,13 +34,14 @@
  * `ws` (Node) builds, is enough.
  * @typedef {object} TransportConnection
  * @property {number} readyState 0 connecting, 1 open, 2 closing, 3 closed
- * @property {(data: string) => void} send
+ * @property {(data: string | ArrayBuffer) => void} send
+ * @property {string} [binaryType] set to `"arraybuffer"`, so binary messages arrive as ArrayBuffer
  * @property {(code?: number, reason?: string) => void} close
  * @property {((event: any) => void) | null} onopen
  * @property {((event: any) => void) | null} onclose
  * @property {((event: any) => void) | null} onerror
  * @property {((event: { data: any }) => void) | null} onmessage
- * @typedef {new (url: string) => TransportConnection} Transport
+ * @typedef {new (url: string, protocols?: string[]) => TransportConnection} Transport
  */
 
 /**
@@ -55,6 +56,10 @@
  * @property {Backoff} [rejoinAfterMs] Delay before rejoin try n of a channel.
  * @property {Transport} [transport] WebSocket constructor (default `globalThis.WebSocket`).
  * @property {string} [vsn] Protocol version sent as `vsn` (`"2.0.0"`).
+ * @property {string | (() => string)} [authToken] A token for the server's connect
+ *   handler (`connect_info["auth_token"]`), sent as phoenix.js does: in the
+ *   WebSocket subprotocols `phoenix` and `base64url.bearer.phx.<base64url(token)>`,
+ *   not in the URL, so it stays out of access logs.
  */
 
 /**
@@ -68,6 +73,9 @@
  */
 
 const DEFAULT_VSN = '2.0.0'
+const AUTH_TOKEN_PREFIX = 'base64url.bearer.phx.'
+/** Phoenix V2 binary frames: the first byte says which kind (phoenix.js's serializer). */
+const BINARY_KINDS = { push: 0, reply: 1, broadcast: 2 }
 const WS_OPEN = 1
 const WS_CLOSE_NORMAL = 1000
 const READY_STATES = ['connecting', 'open', 'closing', 'closed']
@@ -152,6 +160,68 @@ function webSocketURL(endPoint) {
   return url.href
 }
 
+/** Unpadded base64url of the UTF-8 bytes of `text`. @param {string} text */
+function base64url(text) {
+  let binary = ''
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte)
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
+/**
+ * A push with an ArrayBuffer payload as a Phoenix V2 binary frame: kind 0,
+ * the byte lengths of join_ref, ref, topic and event (at most 255 each), the
+ * four strings, then the payload.
+ * @param {string | null} joinRef @param {string | null} ref @param {string} topic
+ * @param {string} event @param {ArrayBuffer} payload
+ */
+function encodeBinaryPush(joinRef, ref, topic, event, payload) {
+  const encoder = new TextEncoder()
+  const fields = [joinRef ?? '', ref ?? '', topic, event].map((f) => encoder.encode(String(f)))
+  for (const [i, name] of ['join_ref', 'ref', 'topic', 'event'].entries()) {
+    if (fields[i].byteLength > 255) throw new Error(`Hornbeam: ${name} of a binary push is over 255 bytes`)
+  }
+  const headerLength = 5 + fields.reduce((n, f) => n + f.byteLength, 0)
+  const out = new Uint8Array(headerLength + payload.byteLength)
+  out.set([BINARY_KINDS.push, ...fields.map((f) => f.byteLength)], 0)
+  let offset = 5
+  for (const f of fields) { out.set(f, offset); offset += f.byteLength }
+  out.set(new Uint8Array(payload), offset)
+  return out.buffer
+}
+
+/**
+ * A Phoenix V2 binary frame from the server as a Message: a push (kind 0:
+ * join_ref, topic, event), a reply (kind 1: join_ref, ref, topic, status; the
+ * payload is `{ status, response: ArrayBuffer }`) or a broadcast (kind 2:
+ * topic, event). The payload is an ArrayBuffer.
+ * @param {ArrayBuffer} buffer @returns {Message}
+ */
+function decodeBinary(buffer) {
+  const bytes = new Uint8Array(buffer)
+  const decoder = new TextDecoder('utf-8', { fatal: true })
+  const kind = bytes[0]
+  const sizes = { [BINARY_KINDS.push]: 3, [BINARY_KINDS.reply]: 4, [BINARY_KINDS.broadcast]: 2 }[kind]
+  if (!sizes || bytes.length < 1 + sizes) throw new Error(`not a Phoenix binary frame (kind ${kind})`)
+  let offset = 1 + sizes
+  const strings = []
+  for (let i = 1; i <= sizes; i++) {
+    if (offset + bytes[i] > bytes.length) throw new Error('truncated Phoenix binary frame')
+    strings.push(decoder.decode(bytes.subarray(offset, offset + bytes[i])))
+    offset += bytes[i]
+  }
+  const data = buffer.slice(offset)
+  if (kind === BINARY_KINDS.push) {
+    const [joinRef, topic, event] = strings
+    return { join_ref: joinRef || null, ref: null, topic, event, payload: data }
+  }
+  if (kind === BINARY_KINDS.reply) {
+    const [joinRef, ref, topic, status] = strings
+    return { join_ref: joinRef || null, ref, topic, event: EVENTS.reply, payload: { status, response: data } }
+  }
+  const [topic, event] = strings
+  return { join_ref: null, ref: null, topic, event, payload: data }
+}
+
 /**
  * One WebSocket connection multiplexing channels. It reconnects with
  * backoff after every close that `disconnect()` did not ask for, answers
@@ -173,11 +243,13 @@ class Socket {
     this.rejoinAfterMs = opts.rejoinAfterMs || stepsThen([1000, 2000, 5000], 10000)
     this.transport = opts.transport || null
     this.vsn = opts.vsn || DEFAULT_VSN
+    /** @type {(() => string) | null} */
+    this.authToken = opts.authToken ? asFunction(opts.authToken) : null
     /** @type {Channel[]} */
     this.channels = []
     /** @type {TransportConnection | null} */
     this.conn = null
-    /** @private @type {{ owner: Channel | null, text: string }[]} */
+    /** @private @type {{ owner: Channel | null, data: string | ArrayBuffer }[]} */
     this.sendBuffer = []
     /** @private */
     this.refCounter = 0
@@ -207,7 +279,10 @@ class Socket {
     if (!Transport) throw new Error('Hornbeam: no WebSocket here; pass { transport: WebSocket } (from the ws package in Node)')
     const url = this.endPointURL()
     this.log('transport', `connecting to ${url}`)
-    const conn = /** @type {TransportConnection} */ (new Transport(url))
+    const conn = /** @type {TransportConnection} */ (this.authToken
+      ? new Transport(url, ['phoenix', `${AUTH_TOKEN_PREFIX}${base64url(this.authToken())}`])
+      : new Transport(url))
+    conn.binaryType = 'arraybuffer'
     this.conn = conn
     conn.onopen = () => conn === this.conn && this.onConnOpen()
     conn.onclose = (event) => conn === this.conn && this.onConnLost(event)
@@ -289,9 +364,11 @@ class Socket {
    */
   push({ join_ref, ref, topic, event, payload }, owner = null) {
     this.log('push', `${topic} ${event} (${join_ref}, ${ref})`, payload)
-    const text = JSON.stringify([join_ref, ref, topic, event, payload])
-    if (this.isConnected()) /** @type {TransportConnection} */ (this.conn).send(text)
-    else this.sendBuffer.push({ owner, text })
+    const data = payload instanceof ArrayBuffer
+      ? encodeBinaryPush(join_ref, ref, topic, event, payload)
+      : JSON.stringify([join_ref, ref, topic, event, payload])
+    if (this.isConnected()) /** @type {TransportConnection} */ (this.conn).send(data)
+    else this.sendBuffer.push({ owner, data })
   }
 
   /** @param {Channel} channel */
@@ -323,7 +400,7 @@ class Socket {
     this.reconnectTimer.reset()
     const buffered = this.sendBuffer
     this.sendBuffer = []
-    for (const { text } of buffered) /** @type {TransportConnection} */ (this.conn).send(text)
+    for (const { data } of buffered) /** @type {TransportConnection} */ (this.conn).send(data)
     this.pendingHeartbeatRef = null
     this.scheduleHeartbeat()
     for (const channel of [...this.channels]) channel.socketOpened()
@@ -359,10 +436,14 @@ class Socket {
   onConnMessage(event) {
     let message
     try {
-      const [join_ref, ref, topic, name, payload] = JSON.parse(event.data)
-      message = { join_ref, ref, topic, event: name, payload }
+      if (event.data instanceof ArrayBuffer) {
+        message = decodeBinary(event.data)
+      } else {
+        const [join_ref, ref, topic, name, payload] = JSON.parse(event.data)
+        message = { join_ref, ref, topic, event: name, payload }
+      }
     } catch (_) {
-      this.log('transport', 'dropping a message that is not a [join_ref, ref, topic, event, payload] array', event.data)
+      this.log('transport', 'dropping a message that is neither a [join_ref, ref, topic, event, payload] array nor a Phoenix binary frame', event.data)
       return
     }
     const { ref, topic, payload } = message

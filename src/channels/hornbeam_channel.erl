@@ -24,6 +24,11 @@
 %% optional `payload_format/0' returns `raw', in which case they arrive as
 %% `{json, Binary}' untouched. Replies and pushes take a JSON term or
 %% `{json, iodata()}'.
+%%
+%% Binary payloads (a client's ArrayBuffer push, a Phoenix V2 binary frame)
+%% arrive as `{binary, Bytes}' whatever the format, so a channel tells them
+%% from JSON by that tag. Replies, pushes and broadcasts of `{binary, Bytes}'
+%% go out as binary frames; the client gets an ArrayBuffer.
 -module(hornbeam_channel).
 
 -export([assign/3, assign/2, assigns/1, topic/1, id/1, params/1, join_ref/1,
@@ -84,6 +89,15 @@ join_ref(#{join_ref := R}) -> R.
 %% @doc Send Event to this channel's client only.
 -spec push(#{transport_pid := pid(), topic := binary(), join_ref := hornbeam_nif:msg_ref(),
              atom() => term()}, binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
+push(#{transport_pid := Transport, topic := Topic, join_ref := JoinRef}, Event, {binary, Bytes})
+  when is_binary(Bytes) ->
+    case hornbeam_binary_msg:push_frame(JoinRef, Topic, Event, Bytes) of
+        {ok, Frame} ->
+            Transport ! {'$hb_out', Frame},
+            ok;
+        Error ->
+            Error
+    end;
 push(#{transport_pid := Transport, topic := Topic, join_ref := JoinRef}, Event, Payload) ->
     case hornbeam_pubsub:encode_payload(Payload) of
         {ok, Json} ->

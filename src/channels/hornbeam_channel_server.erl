@@ -4,7 +4,10 @@
 %% Life: started by the connection with the join request; joins in
 %% `handle_continue' (so the connection never waits on a slow join) and tells
 %% the connection `{'$hb_joined', self(), ok | error, ReplyFrame}'. Events
-%% arrive as `{'$hb_in', Event, Ref, Payload}' and run in arrival order.
+%% arrive as `{'$hb_in', Event, Ref, Payload}' and run in arrival order;
+%% each one handled is acknowledged with `{'$hb_done', self()}' (after its
+%% reply), which is how the connection bounds the events waiting here
+%% (`max_pending_events', see `hornbeam_socket').
 %% Frames for the client go to the connection as `{'$hb_out', Frame}'.
 %%
 %% Endings, and what the client sees (the connection sends it):
@@ -24,7 +27,7 @@
     socket := hornbeam_channel:socket(),
     join_ref := hornbeam_nif:msg_ref(),
     ref := hornbeam_nif:msg_ref(),
-    payload := binary(),                %% raw JSON of the join payload
+    payload := binary() | {binary, binary()},  %% raw JSON of the join payload, or bytes
     max_json_depth := pos_integer(),
     hibernate_after := timeout()
 }.
@@ -106,16 +109,18 @@ handle_cast(_Msg, State) ->
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
 handle_info({'$hb_in', Event, Ref, Raw}, State = #state{socket = Socket}) ->
-    #{handler := Handler} = Socket,
-    case payload_in(Raw, State) of
-        {ok, Payload} ->
-            Result = run(fun() -> call_handle_in(Handler, Event, Payload, Socket) end),
-            handle_in_result(Result, Event, Ref, State);
-        {error, Why, Text} ->
-            logger:info("event ~s payload is not usable JSON (~s): ~s", [Event, Why, Text]),
-            reply(Ref, {error, #{<<"reason">> => <<"invalid payload">>}}, Socket),
-            {noreply, State}
-    end;
+    #{handler := Handler, transport_pid := Transport} = Socket,
+    Answer = case payload_in(Raw, State) of
+                 {ok, Payload} ->
+                     Result = run(fun() -> call_handle_in(Handler, Event, Payload, Socket) end),
+                     handle_in_result(Result, Event, Ref, State);
+                 {error, Why, Text} ->
+                     logger:info("event ~s payload is not usable JSON (~s): ~s", [Event, Why, Text]),
+                     reply(Ref, {error, #{<<"reason">> => <<"invalid payload">>}}, Socket),
+                     {noreply, State}
+             end,
+    Transport ! {'$hb_done', self()},
+    Answer;
 handle_info({'$hb_leave', Reason}, State) ->
     {stop, {shutdown, Reason}, State};
 handle_info({'DOWN', _, process, Pid, _}, State = #state{socket = #{transport_pid := Pid}}) ->
@@ -171,6 +176,9 @@ payload_format(Handler) ->
         _ -> decoded
     end.
 
+payload_in({binary, Bytes}, _State) when is_binary(Bytes) ->
+    %% A binary frame's payload: bytes, never JSON, whatever the format.
+    {ok, {binary, Bytes}};
 payload_in(Raw, #state{payload_format = raw}) ->
     {ok, {json, Raw}};
 payload_in(Raw, #state{max_json_depth = Depth}) ->
@@ -232,6 +240,15 @@ normalize_reply(error) -> {error, {json, <<"{}">>}};
 normalize_reply({Status, Payload}) when Status =:= ok; Status =:= error -> {Status, Payload};
 normalize_reply(Other) -> {ok, Other}.
 
+reply_frame(Ref, {Status, {binary, Bytes}}, Socket = #{join_ref := JoinRef, topic := Topic})
+  when is_binary(Bytes) ->
+    %% Bytes go back in a Phoenix binary reply (kind 1).
+    case hornbeam_binary_msg:reply_frame(JoinRef, Ref, Topic, Status, Bytes) of
+        {ok, Frame} -> Frame;
+        {error, Why} ->
+            logger:error("binary reply not sent: ~0p", [Why]),
+            reply_frame(Ref, {error, #{<<"reason">> => <<"reply could not be encoded">>}}, Socket)
+    end;
 reply_frame(Ref, {Status, Payload}, #{dialect := Dialect, join_ref := JoinRef, topic := Topic}) ->
     Json = case hornbeam_pubsub:encode_payload(Payload) of
                {ok, J} -> J;

@@ -11,13 +11,15 @@
 
 -type config() :: #{
     ws_path := binary(),
-    check_origin := default | false | [binary()],
+    check_origin := false | [binary()],       %% resolved: public_hosts_policy or the given list
     max_frame_size := pos_integer(),
     max_send_queue := pos_integer(),
     max_json_depth := pos_integer(),
     max_channels_per_connection := pos_integer(),
     max_topic_length := pos_integer(),
     heartbeat_timeout := pos_integer(),
+    fragment_timeout := pos_integer(),
+    max_pending_events := pos_integer(),
     hibernate_after := timeout(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
@@ -29,13 +31,16 @@
 -spec defaults() -> map().
 defaults() ->
     #{ws_path => <<"/ws">>,
-      check_origin => default,
+      check_origin => default,                 %% Origin must be a public host → else 403; a list, or false
+      public_hosts => default,                 %% [Host]: hosts browsers reach us by; default: the bind host
       max_frame_size => 1048576,               %% bytes; bigger frame/message → close 1009
       max_send_queue => 1048576,               %% bytes queued to a client that does not read → close 1008
       max_json_depth => 64,                    %% nesting of a message payload → close 1007
       max_channels_per_connection => 100,      %% → join error "too many channels joined"
       max_topic_length => 255,                 %% bytes → join error "unmatched topic"
       heartbeat_timeout => 60000,              %% ms without any message → close 1000
+      fragment_timeout => 30000,               %% ms for a partly arrived (fragmented) message → close 1008
+      max_pending_events => 100,               %% events one channel has not handled yet → socket stops reading
       hibernate_after => 5000,                 %% ms idle before a socket/channel process hibernates
       channels => [],                          %% [{Pattern, Module}] Erlang channels
       connect => undefined}.
@@ -44,7 +49,21 @@ defaults() ->
 %% keys of defaults/0; unknown keys are ignored here).
 -spec config(map()) -> {ok, config()} | {error, term()}.
 config(Opts) ->
-    Merged = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    Merged0 = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    case valid_hosts(maps:get(public_hosts, Merged0)) of
+        true ->
+            Policy = origin_policy(Merged0, maps:get(bind, Opts, "127.0.0.1:8000")),
+            config_routes(maps:remove(public_hosts, Merged0#{check_origin := Policy}));
+        false ->
+            {error, {bad_option, public_hosts, maps:get(public_hosts, Merged0)}}
+    end.
+
+valid_hosts(default) -> true;
+valid_hosts(Hosts) when is_list(Hosts) ->
+    lists:all(fun(H) -> is_binary(H) orelse io_lib:printable_unicode_list(H) end, Hosts);
+valid_hosts(_) -> false.
+
+config_routes(Merged) ->
     #{channels := Channels, max_topic_length := MaxTopic} = Merged,
     Patterns = [to_binary(P) || {P, _} <- Channels],
     case hornbeam_nif:router_new(Patterns, MaxTopic) of
@@ -55,6 +74,33 @@ config(Opts) ->
             {ok, Config};
         {error, Reason} ->
             {error, {bad_channel_pattern, Reason}}
+    end.
+
+%% The origin policy: `default' allows the public hosts (`public_hosts', or
+%% the bind host: loopback and wildcard binds allow localhost, 127.0.0.1 and
+%% [::1]), never "whatever the Host header says" (DNS rebinding).
+origin_policy(#{check_origin := default, public_hosts := default}, Bind) ->
+    Hosts = case hornbeam_http_bind:parse(Bind) of
+                {ok, {IP, _}} -> bind_hosts(IP);
+                {error, _} -> bind_hosts({127, 0, 0, 1})
+            end,
+    hornbeam_ws_handshake:public_hosts_policy(Hosts);
+origin_policy(#{check_origin := default, public_hosts := Hosts}, _Bind) ->
+    hornbeam_ws_handshake:public_hosts_policy(Hosts);
+origin_policy(#{check_origin := Policy}, _Bind) ->
+    Policy.
+
+bind_hosts(IP) ->
+    Local = [<<"localhost">>, <<"127.0.0.1">>, <<"::1">>],
+    case IP of
+        {127, _, _, _} -> Local;
+        {0, 0, 0, 0, 0, 0, 0, 1} -> Local;
+        Any when Any =:= {0, 0, 0, 0}; Any =:= {0, 0, 0, 0, 0, 0, 0, 0} ->
+            logger:warning("serving on every interface with no public_hosts (--public-host): "
+                           "browsers are refused (403) unless they reach this server as "
+                           "localhost; set the host names clients use"),
+            Local;
+        _ -> [list_to_binary(inet:ntoa(IP))]
     end.
 
 %% @doc The channel module for Topic.
@@ -95,20 +141,37 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
             refuse(403, <<"unsupported protocol version; this server speaks vsn 2.x "
                           "(Phoenix V2 JSON)\n">>);
         {true, true, {error, _}} ->
-            logger:info("WebSocket refused: origin ~0p not allowed",
-                        [hornbeam_http_req:header(<<"origin">>, Req)]),
+            logger:info("WebSocket refused: origin ~0p not allowed (allowed: ~0p; see public_hosts)",
+                        [hornbeam_http_req:header(<<"origin">>, Req), Policy]),
             refuse(403, <<"origin not allowed\n">>);
         {true, true, ok} ->
-            ConnectInfo = connect_info(Req),
-            case connect(Config, Params, ConnectInfo) of
-                {ok, Assigns} ->
-                    Conn = #{id => new_id(), params => Params, assigns => Assigns,
-                             connect_info => ConnectInfo, endpoint => Config},
-                    {ok, Conn, []};
-                {error, Reason} ->
-                    logger:info("WebSocket refused by connect: ~0p", [Reason]),
-                    refuse(403, <<"connection refused\n">>)
+            case hornbeam_ws_handshake:subprotocols(Req) of
+                {ok, Echo, AuthToken} ->
+                    connect_upgrade(Req, Params, Echo, AuthToken, Config);
+                {error, Why} ->
+                    logger:info("WebSocket refused: ~s", [hornbeam_ws_handshake:format_error(Why)]),
+                    refuse(400, <<(hornbeam_ws_handshake:format_error(Why))/binary, "\n">>)
             end
+    end.
+
+connect_upgrade(Req, Params, Echo, AuthToken, Config) ->
+    ConnectInfo = (connect_info(Req))#{auth_token => AuthToken},
+    case connect(Config, Params, ConnectInfo) of
+        {ok, Assigns} ->
+            Conn = #{id => new_id(), params => Params, assigns => Assigns,
+                     connect_info => ConnectInfo, endpoint => Config},
+            %% The client offered `phoenix' (and its token): name the one we
+            %% speak, or `ws' and browsers abort the handshake.
+            Headers = case Echo of
+                          none -> [];
+                          _ -> [{<<"sec-websocket-protocol">>, Echo}]
+                      end,
+            {ok, Conn, Headers};
+        {error, overloaded} ->
+            refuse(503, <<"server overloaded, try again later\n">>);
+        {error, Reason} ->
+            logger:info("WebSocket refused by connect: ~0p", [Reason]),
+            refuse(403, <<"connection refused\n">>)
     end.
 
 -spec websocket_enter(gen_tcp:socket(), binary(), hornbeam_socket:conn_info()) -> no_return().

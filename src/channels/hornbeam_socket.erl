@@ -12,6 +12,22 @@
 %% the port queue (`max_send_queue' bytes, the socket's high watermark) are
 %% full, the client is not reading, and it is closed with 1008 instead of
 %% letting this process's memory grow.
+%%
+%% Reads are bounded the same way, in the other direction:
+%% <ul>
+%% <li>Backpressure: each channel acknowledges every event it handled
+%%     (`{'$hb_done', Pid}'). When one channel has `max_pending_events'
+%%     events sent and not yet handled, this process stops handling frames
+%%     and stops reading the socket (no `{active, once}'), so the client's
+%%     sends wait in TCP instead of in the channel's mailbox. The frames of
+%%     the read in progress are held, in order, and handled once the channel
+%%     is below its bound again (or gone). The heartbeat and fragment timers
+%%     do not count that time against the client.</li>
+%% <li>`fragment_timeout': a message that has partly arrived (an open
+%%     fragmented message, or part of a frame) must be complete within it,
+%%     else the client is closed with 1008. The clock restarts when a message
+%%     completes, not when a ping arrives between fragments.</li>
+%% </ul>
 -module(hornbeam_socket).
 -behaviour(gen_server).
 
@@ -34,6 +50,8 @@
     join_msg_ref :: hornbeam_nif:msg_ref(),  %% ref of the phx_join, for a crash during join
     dialect :: hornbeam_protocol:dialect(),
     joined = false :: boolean(),
+    %% events sent to the channel and not yet acknowledged with '$hb_done'
+    in_flight = 0 :: non_neg_integer(),
     close_after_join = [] :: [{hornbeam_nif:msg_ref(), hornbeam_protocol:dialect()}]
 }).
 
@@ -50,7 +68,14 @@
     closing = false :: boolean(),
     %% set by a join or a heartbeat, after which a quiet spell usually
     %% follows: hibernate once the writes of the answer are acknowledged
-    hibernate_now = false :: boolean()
+    hibernate_now = false :: boolean(),
+    %% decoded frames not handled yet (held while paused), in order; a
+    %% protocol error ends the list
+    held = [] :: [hornbeam_nif:ws_message() | {protocol_error, atom(), 1002 | 1007 | 1009}],
+    %% the channel at max_pending_events: frames and reads wait for it
+    paused_on = undefined :: pid() | undefined,
+    %% runs while a message has partly arrived (fragment_timeout)
+    fragment_timer = undefined :: reference() | undefined
 }).
 
 %% @doc Become the WebSocket process for Sock (already upgraded). Never returns.
@@ -125,16 +150,37 @@ handle_info({'$hb_broadcast', Topic, Frame, Exclude}, State = #state{channels = 
     end;
 handle_info({'$hb_joined', Pid, Outcome, Frame}, State) ->
     join_answered(Pid, Outcome, Frame, State);
+handle_info({'$hb_done', Pid}, State) ->
+    event_done(Pid, State);
 handle_info({'$hb_crashed', Pid}, State) ->
-    channel_gone(Pid, crashed, State);
+    resume_if_paused_on(Pid, channel_gone(Pid, crashed, State));
 handle_info({'DOWN', _Mon, process, Pid, Reason}, State) ->
-    channel_gone(Pid, Reason, State);
+    resume_if_paused_on(Pid, channel_gone(Pid, Reason, State));
+handle_info({timeout, Timer, fragment_timeout}, State = #state{fragment_timer = Timer}) ->
+    case is_pid(State#state.paused_on) of
+        true ->
+            %% We stopped reading, not the client: give it another period.
+            {noreply, start_fragment_timer(State)};
+        false ->
+            #{fragment_timeout := Timeout} = State#state.config,
+            logger:info("a message not complete within ~b ms (fragment_timeout); closing with 1008",
+                        [Timeout]),
+            close(1008, <<"message not complete within fragment_timeout">>,
+                  State#state{fragment_timer = undefined})
+    end;
+handle_info({timeout, _Stale, fragment_timeout}, State) ->
+    {noreply, State};
 handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_recv = Last}) ->
     #{heartbeat_timeout := Timeout} = Config,
-    case now_ms() - Last >= Timeout of
+    %% While paused on a channel the client's messages wait unread: not its silence.
+    case now_ms() - Last >= Timeout andalso State#state.paused_on =:= undefined of
         true ->
-            logger:info("no message for ~b ms (heartbeat_timeout); closing", [Timeout]),
-            close(1000, <<"heartbeat timeout">>, State);
+            %% Not 1000: phoenix.js 1.6 and 1.7 treat a 1000 close as final and
+            %% never reconnect; 1008 (as fragment_timeout) makes every version
+            %% reconnect, and a background tab whose timers were throttled is
+            %% exactly the client that must.
+            logger:info("no message for ~b ms (heartbeat_timeout); closing with 1008", [Timeout]),
+            close(1008, <<"heartbeat timeout">>, State);
         false ->
             schedule_heartbeat_check(Config),
             {noreply, State}
@@ -161,24 +207,25 @@ going_away(State) ->
 
 %% --- receiving -----------------------------------------------------------------
 
-received(Data, State = #state{decoder = Decoder, sock = Sock}) ->
+received(Data, State = #state{decoder = Decoder, held = Held}) ->
     case hornbeam_nif:ws_decode(Decoder, Data) of
         {ok, Messages} ->
-            case handle_frames(Messages, State) of
-                {noreply, State1} ->
-                    ok = setopts_active(Sock),
-                    {noreply, State1};
-                Stop ->
-                    Stop
-            end;
+            handle_held(watch_fragments(Messages, State#state{held = Held ++ Messages}));
         {error, Messages, Why, Code} ->
-            case handle_frames(Messages, State) of
-                {noreply, State1} ->
-                    logger:info("WebSocket protocol error ~s; closing with ~b", [Why, Code]),
-                    close(Code, atom_to_binary(Why), State1);
-                Stop ->
-                    Stop
-            end
+            handle_held(State#state{held = Held ++ Messages ++ [{protocol_error, Why, Code}]})
+    end.
+
+%% Handle the held frames in order, until none is left (then read again) or
+%% a channel reached max_pending_events (then wait for its '$hb_done').
+handle_held(State = #state{paused_on = Pid}) when is_pid(Pid) ->
+    {noreply, State};
+handle_held(State = #state{held = [], sock = Sock}) ->
+    ok = setopts_active(Sock),
+    {noreply, State};
+handle_held(State = #state{held = [Frame | Rest]}) ->
+    case handle_frame(Frame, State#state{held = Rest}) of
+        {noreply, State1} -> handle_held(State1);
+        Stop -> Stop
     end.
 
 setopts_active(Sock) ->
@@ -187,13 +234,49 @@ setopts_active(Sock) ->
         {error, _} -> self() ! {tcp_closed, Sock}, ok
     end.
 
-handle_frames([], State) ->
-    {noreply, State};
-handle_frames([Frame | Rest], State) ->
-    case handle_frame(Frame, State) of
-        {noreply, State1} -> handle_frames(Rest, State1);
-        Stop -> Stop
+%% A channel acknowledged an event: below the bound again, reading resumes.
+event_done(Pid, State = #state{by_pid = ByPid, channels = Channels}) ->
+    case ByPid of
+        #{Pid := Topic} ->
+            #{Topic := C = #channel{in_flight = N}} = Channels,
+            State1 = State#state{channels = Channels#{Topic := C#channel{in_flight = max(0, N - 1)}}},
+            resume_if_paused_on(Pid, {noreply, State1});
+        _ ->
+            {noreply, State}
     end.
+
+%% After Pid handled an event, or went away: if the socket waits for it,
+%% handle the held frames and read again. The client's silence meanwhile was
+%% ours, so its heartbeat clock restarts.
+resume_if_paused_on(Pid, {noreply, State = #state{paused_on = Pid}}) ->
+    handle_held(State#state{paused_on = undefined, last_recv = now_ms()});
+resume_if_paused_on(_Pid, Result) ->
+    Result.
+
+%% fragment_timeout: runs while a message has partly arrived; restarts when
+%% a data message (or, for a partial frame, any frame) completed.
+watch_fragments(Messages, State = #state{decoder = Decoder, fragment_timer = Timer}) ->
+    case hornbeam_nif:ws_pending(Decoder) of
+        nothing ->
+            cancel_timer(Timer),
+            State#state{fragment_timer = undefined};
+        Pending ->
+            case Timer =:= undefined orelse lists:any(fun(M) -> progressed(Pending, M) end, Messages) of
+                true -> cancel_timer(Timer), start_fragment_timer(State);
+                false -> State
+            end
+    end.
+
+progressed(_, {text, _}) -> true;
+progressed(_, {binary, _}) -> true;
+progressed(frame, _) -> true;
+progressed(fragments, _) -> false.
+
+start_fragment_timer(State = #state{config = #{fragment_timeout := Timeout}}) ->
+    State#state{fragment_timer = erlang:start_timer(Timeout, self(), fragment_timeout)}.
+
+cancel_timer(undefined) -> ok;
+cancel_timer(Ref) -> _ = erlang:cancel_timer(Ref), ok.
 
 handle_frame({text, Text}, State = #state{config = #{max_json_depth := Depth}}) ->
     case hornbeam_nif:msg_decode(Text, Depth) of
@@ -203,13 +286,23 @@ handle_frame({text, Text}, State = #state{config = #{max_json_depth := Depth}}) 
             logger:info("invalid channel message (~s): ~s; closing with 1007", [Why, Text1]),
             close(1007, <<"invalid message: ", Text1/binary>>, State)
     end;
-handle_frame({binary, _}, State) ->
-    logger:info("binary frame received; closing with 1003"),
-    close(1003, <<"binary frames are not supported">>, State);
+handle_frame({binary, Bin}, State) ->
+    %% A Phoenix V2 binary push (phoenix.js sends one for an ArrayBuffer
+    %% payload); the channel gets the payload as {binary, Bytes}.
+    case hornbeam_binary_msg:decode_push(Bin) of
+        {ok, {JoinRef, Ref, Topic, Event, Payload}} ->
+            handle_message(JoinRef, Ref, Topic, Event, {binary, Payload}, State);
+        {error, Why} ->
+            logger:info("invalid binary message (~s); closing with 1007", [Why]),
+            close(1007, <<"invalid binary message: ", (atom_to_binary(Why))/binary>>, State)
+    end;
 handle_frame({ping, Payload}, State) ->
     write(hornbeam_nif:ws_encode(pong, Payload), State);
 handle_frame({pong, _}, State) ->
     {noreply, State};
+handle_frame({protocol_error, Why, Code}, State) ->
+    logger:info("WebSocket protocol error ~s; closing with ~b", [Why, Code]),
+    close(Code, atom_to_binary(Why), State);
 handle_frame({close, Close}, State) ->
     %% Echo the close (RFC 6455 5.5.1), then end.
     Code = case Close of {C, _} -> C; none -> 1000 end,
@@ -327,11 +420,19 @@ leave(JoinRef, Ref, Topic, Dialect, State = #state{channels = Channels}) ->
             write_reply(Dialect, JoinRef, Ref, Topic, ok, <<"{}">>, State)
     end.
 
-event(JoinRef, Ref, Topic, Event, Payload, State = #state{channels = Channels}) ->
+event(JoinRef, Ref, Topic, Event, Payload, State = #state{channels = Channels, config = Config}) ->
     case Channels of
-        #{Topic := #channel{join_ref = JoinRef, pid = Pid}} ->
+        #{Topic := C = #channel{join_ref = JoinRef, pid = Pid, in_flight = N}} ->
             Pid ! {'$hb_in', Event, Ref, Payload},
-            {noreply, State};
+            State1 = State#state{channels = Channels#{Topic := C#channel{in_flight = N + 1}}},
+            case N + 1 >= maps:get(max_pending_events, Config) of
+                true ->
+                    logger:debug("channel ~s has ~b events pending (max_pending_events); "
+                                 "reading paused", [Topic, N + 1]),
+                    {noreply, State1#state{paused_on = Pid}};
+                false ->
+                    {noreply, State1}
+            end;
         #{Topic := _Stale} ->
             logger:debug("event ~s on ~s with a stale join_ref ignored", [Event, Topic]),
             {noreply, State};

@@ -9,7 +9,15 @@
 %% end.
 %% '''
 %% Chunk extensions are ignored; trailer fields are read, checked against the
-%% line and count limits, and dropped. Errors: `too_large' (body over
+%% line and count limits, and dropped. A size line, extensions included, is
+%% at most MaxLine bytes, and so is each trailer line: what the decoder holds
+%% besides the body is one line.
+%%
+%% The body is gathered in one binary that grows by appending (the runtime
+%% doubles its capacity), never as a list of pieces: a body of one-byte
+%% chunks would otherwise cost a list cell and a sub-binary per byte (tens of
+%% bytes each) and keep every received buffer alive. So a body costs at most
+%% about twice MaxBody, however it is chunked. Errors: `too_large' (body over
 %% MaxBody), `bad_chunk' (malformed size line or missing CRLF after data),
 %% `line_too_long' (a size line over MaxLine), `trailer_too_long' and
 %% `too_many_trailers'.
@@ -19,7 +27,7 @@
 
 -record(chunked, {
     phase = size :: size | {data, non_neg_integer()} | data_end | trailers,
-    acc = [] :: [binary()],
+    acc = <<>> :: binary(),
     len = 0 :: non_neg_integer(),
     trailers = 0 :: non_neg_integer(),
     max_body :: non_neg_integer(),
@@ -52,11 +60,12 @@ decode(Bin, St = #chunked{phase = size, max_line = MaxLine}) ->
 decode(Bin, St = #chunked{phase = {data, N}, acc = Acc}) ->
     case Bin of
         <<Data:N/binary, Rest/binary>> ->
-            decode(Rest, St#chunked{phase = data_end, acc = [Data | Acc]});
+            decode(Rest, St#chunked{phase = data_end, acc = <<Acc/binary, Data/binary>>});
         <<>> ->
             {more, <<>>, St};
         _ ->
-            {more, <<>>, St#chunked{phase = {data, N - byte_size(Bin)}, acc = [Bin | Acc]}}
+            {more, <<>>, St#chunked{phase = {data, N - byte_size(Bin)},
+                                acc = <<Acc/binary, Bin/binary>>}}
     end;
 decode(Bin, St = #chunked{phase = data_end}) ->
     case Bin of
@@ -70,7 +79,7 @@ decode(Bin, St = #chunked{phase = trailers, max_line = MaxLine, trailers = T}) -
     case line(Bin, MaxLine) of
         more -> {more, Bin, St};
         too_long -> {error, trailer_too_long};
-        {<<>>, Rest} -> {done, iolist_to_binary(lists:reverse(St#chunked.acc)), Rest};
+        {<<>>, Rest} -> {done, St#chunked.acc, Rest};
         {_Trailer, _Rest} when T >= St#chunked.max_trailers -> {error, too_many_trailers};
         {_Trailer, Rest} -> decode(Rest, St#chunked{trailers = T + 1})
     end.

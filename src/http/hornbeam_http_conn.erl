@@ -16,14 +16,19 @@
 %%     percent-encoding in the path, bad or conflicting Content-Length, both
 %%     Content-Length and Transfer-Encoding, Transfer-Encoding on HTTP/1.0,
 %%     malformed chunked body, HTTP/0.9;</li>
-%% <li>408: a started request not complete within `request_timeout';</li>
+%% <li>408: a request line and headers not complete within `header_timeout'
+%%     of the request's first byte (however steadily they trickle in), or a
+%%     body not complete within `request_timeout' of the end of the headers;</li>
 %% <li>413: body over `max_body_length' (checked on Content-Length before
 %%     reading, and while de-chunking);</li>
 %% <li>414: request line over `max_request_line_length';</li>
 %% <li>417: an `Expect' other than `100-continue';</li>
 %% <li>431: a header (or trailer) line over `max_header_line_length', or more
 %%     than `max_headers' of them;</li>
-%% <li>500: the handler crashed or returned something else than documented;</li>
+%% <li>500: the handler crashed or returned something else than documented,
+%%     or gave a header whose name is not a token or whose value holds CR,
+%%     LF or NUL (`hornbeam_http_response:check_headers/1'; an error log
+%%     line names the header);</li>
 %% <li>501: a transfer coding other than chunked;</li>
 %% <li>505: HTTP major version other than 1.</li>
 %% </ul>
@@ -53,6 +58,7 @@
     buf = <<>> :: binary(),
     deadline = infinity :: integer() | infinity,
     timeout :: pos_integer() | infinity,
+    header_timeout :: pos_integer() | infinity,
     max_line :: pos_integer(),
     max_header_line :: pos_integer(),
     max_headers :: pos_integer(),
@@ -94,7 +100,8 @@ init(Config, Sock) ->
 
 start(Config, Sock) ->
     #{ref := Ref, handler := Handler, handler_opts := HandlerOpts,
-      request_timeout := Timeout, max_request_line_length := MaxLine,
+      request_timeout := Timeout, header_timeout := HeaderTimeout,
+      max_request_line_length := MaxLine,
       max_header_line_length := MaxHeaderLine, max_headers := MaxHeaders,
       max_body_length := MaxBody} = Config,
     case {inet:peername(Sock), inet:sockname(Sock)} of
@@ -102,6 +109,7 @@ start(Config, Sock) ->
             logger:set_process_metadata(#{ref => Ref, peer => Peer}),
             wait_request(#s{ref = Ref, handler = Handler, handler_opts = HandlerOpts,
                             sock = Sock, peer = Peer, local = Local, timeout = Timeout,
+                            header_timeout = HeaderTimeout,
                             max_line = MaxLine, max_header_line = MaxHeaderLine,
                             max_headers = MaxHeaders, max_body = MaxBody});
         _ ->
@@ -127,16 +135,20 @@ wait_request(S = #s{buf = <<>>, sock = Sock, timeout = Timeout}) ->
 wait_request(S) ->
     next_request(S).
 
-next_request(S = #s{timeout = Timeout}) ->
-    case read_request(S#s{deadline = deadline(Timeout)}) of
+next_request(S) ->
+    case read_request(S) of
         {ok, Req, S1} ->
             dispatch(Req, S1);
         {reject, Status, Why} ->
             logger:info("rejected request: ~b ~s", [Status, Why]),
             reject(Status, Why, S);
-        timeout ->
-            logger:info("request not complete within ~p ms (request_timeout)", [Timeout]),
-            reject(408, <<"request not complete within request_timeout">>, S);
+        {timeout, header_timeout} ->
+            logger:info("request line and headers not complete within ~p ms (header_timeout)",
+                        [S#s.header_timeout]),
+            reject(408, <<"request headers not complete within header_timeout">>, S);
+        {timeout, request_timeout} ->
+            logger:info("request body not complete within ~p ms (request_timeout)", [S#s.timeout]),
+            reject(408, <<"request body not complete within request_timeout">>, S);
         closed ->
             _ = gen_tcp:close(S#s.sock),
             ok
@@ -201,9 +213,15 @@ upgrade(Req, S = #s{handler = Handler, handler_opts = Opts}) ->
                          error
                      end,
             case Answer of
-                {switch, WsState1, Extra1} -> switch(Accept, WsState1, Extra1, S);
+                {switch, WsState1, Extra1} -> switch(Accept, WsState1, Extra1, Req, S);
                 Response -> respond(Response, Req, S)
             end
+    end.
+
+switch(Accept, WsState, Extra, Req, S) ->
+    case checked_headers(Extra, Req) of
+        ok -> switch(Accept, WsState, Extra, S);
+        error -> respond(error, Req, S)
     end.
 
 switch(Accept, WsState, Extra, S = #s{sock = Sock, handler = Handler, buf = Buffered}) ->
@@ -262,7 +280,10 @@ loop_answer({stream, Status, Headers, State}, L = #loop{framing = head}, S)
                 {error, _} -> client_gone(L#loop{state = State}, S)
             end;
         error ->
-            loop_answer({error, bad_headers}, L, S)
+            %% Nothing was written: tell the module the exchange is over (a
+            %% Python stream is cancelled) and answer 500.
+            _ = (catch (L#loop.module):info({?MODULE, closed}, State)),
+            respond(error, L#loop.req, passive(S))
     end;
 loop_answer({chunk, Data, State}, L = #loop{framing = Framing}, S) when Framing =/= head ->
     {Framing1, Out} = frame_body(Framing, Data),
@@ -273,9 +294,7 @@ loop_answer({chunk, Data, State}, L = #loop{framing = Framing}, S) when Framing 
 loop_answer({done, Data}, L = #loop{framing = Framing, close = Close0}, S) when Framing =/= head ->
     {Framing1, Out} = frame_body(Framing, Data),
     {Last, Close} = case Framing1 of
-                        chunked -> {<<"0
-
-">>, Close0};
+                        chunked -> {<<"0\r\n\r\n">>, Close0};
                         {length, 0} -> {<<>>, Close0};
                         {length, Short} ->
                             logger:error("~s ~s: the response ended ~b bytes short of its "
@@ -329,6 +348,12 @@ passive_flush(S = #s{sock = Sock, buf = Buf}) ->
 %% The head of a streamed response and how its body is framed: as the
 %% handler's content-length says, else chunked (HTTP/1.1) or until close.
 stream_head(Status, Headers0, Req) ->
+    case checked_headers(Headers0, Req) of
+        ok -> stream_head_checked(Status, Headers0, Req);
+        error -> error
+    end.
+
+stream_head_checked(Status, Headers0, Req) ->
     try
         IsHead = maps:get(method, Req) =:= <<"HEAD">>,
         NoBody = Status =:= 204 orelse Status =:= 304 orelse IsHead,
@@ -390,6 +415,25 @@ respond({Status, Headers, Body}, Req, S) ->
 
 %% Write one response and go on with the next request, or close.
 write(Status, Headers0, Body, Req, Close0, S) ->
+    case checked_headers(Headers0, Req) of
+        ok -> write_checked(Status, Headers0, Body, Req, Close0, S);
+        error -> respond(error, Req, S)
+    end.
+
+%% A handler's headers, checked before anything is written; the log line
+%% says which one was refused.
+checked_headers(Headers, Req) ->
+    case hornbeam_http_response:check_headers(Headers) of
+        ok ->
+            ok;
+        {error, {Why, Name}} ->
+            logger:error("refusing the response to ~s ~s: ~s ~s (a header name must be a "
+                         "token, a value must not hold CR, LF or NUL); answering 500",
+                         [method(Req), path(Req), Why, Name]),
+            error
+    end.
+
+write_checked(Status, Headers0, Body, Req, Close0, S) ->
     Encoded = try
                   {Headers, HandlerClose} = drop_framing(Headers0, Req),
                   Close1 = Close0 orelse HandlerClose,
@@ -474,19 +518,27 @@ drain(Sock, Deadline) ->
 
 %% --- reading one request -----------------------------------------------------------
 
+%% Two clocks: the request line and headers must be complete within
+%% header_timeout of the request's first byte (a slowloris client trickling
+%% bytes just inside any idle timeout is cut off there), the body within
+%% request_timeout of the end of the headers.
 -spec read_request(#s{}) -> {ok, hornbeam_http_req:req(), #s{}}
-                          | {reject, 400..599, binary()} | timeout | closed.
-read_request(S0) ->
+                          | {reject, 400..599, binary()}
+                          | {timeout, header_timeout | request_timeout} | closed.
+read_request(S0 = #s{header_timeout = HeaderTimeout, timeout = Timeout}) ->
     try
-        {Method, Target, Version, S1} = request_line(S0, 0),
+        {Method, Target, Version, S1} = request_line(S0#s{deadline = deadline(HeaderTimeout)}, 0),
         ok = check_version(Version),
         {Headers, S2} = header_lines(S1, [], 0),
         Req = request(Method, Target, Version, Headers, S2),
-        {Body, S3} = body(Req, S2),
-        {ok, Req#{body := Body}, S3}
+        try body(Req, S2#s{deadline = deadline(Timeout)}) of
+            {Body, S3} -> {ok, Req#{body := Body}, S3}
+        catch
+            throw:timeout -> {timeout, request_timeout}
+        end
     catch
         throw:{reject, Status, Why} -> {reject, Status, Why};
-        throw:timeout -> timeout;
+        throw:timeout -> {timeout, header_timeout};
         throw:closed -> closed
     end.
 

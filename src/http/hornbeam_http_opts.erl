@@ -21,6 +21,7 @@
     max_headers => pos_integer(),
     max_body_length => non_neg_integer(),
     request_timeout => pos_integer() | infinity,
+    header_timeout => pos_integer() | infinity,
     handler := module(),
     handler_opts => term()
 }.
@@ -37,6 +38,7 @@
     max_headers := pos_integer(),
     max_body_length := non_neg_integer(),
     request_timeout := pos_integer() | infinity,
+    header_timeout := pos_integer() | infinity,
     handler := module(),
     handler_opts := term()
 }.
@@ -57,7 +59,8 @@ defaults() ->
       max_header_line_length => 8192,           %% bytes per header line, without CRLF → 431
       max_headers => 100,                       %% header lines per request → 431
       max_body_length => 8 * 1024 * 1024,       %% bytes, Content-Length or chunked → 413
-      request_timeout => 60000,                 %% ms idle keep-alive / to read one request → close
+      request_timeout => 60000,                 %% ms idle keep-alive / to read a body → close / 408
+      header_timeout => 10000,                  %% ms from a request's first byte to its blank line → 408
       handler_opts => undefined}.
 
 %% @doc Merge Opts over the defaults and check every value.
@@ -96,6 +99,7 @@ valid(ip, V) -> is_ip(V);
 valid(port, V) -> is_integer(V) andalso V >= 0 andalso V =< 65535;
 valid(max_connections, infinity) -> true;
 valid(request_timeout, infinity) -> true;
+valid(header_timeout, infinity) -> true;
 valid(max_body_length, V) -> is_integer(V) andalso V >= 0;
 valid(handler, V) -> is_atom(V);
 valid(handler_opts, _) -> true;

@@ -1,13 +1,57 @@
 %% @doc Pure response serialisation: status line, reason phrases, header
-%% block, the `date' header value (RFC 9110 IMF-fixdate).
+%% block, the `date' header value (RFC 9110 IMF-fixdate), and the check of
+%% a handler's headers before any of them is written.
 -module(hornbeam_http_response).
 
--export([build/3, status_line/1, reason/1, date/0, date/1]).
+-export([build/3, status_line/1, reason/1, date/0, date/1, check_headers/1]).
+
+-type header_error() :: {bad_header_name | bad_header_value | not_iodata, binary()}.
+-export_type([header_error/0]).
 
 %% @doc `HTTP/1.1 Status Reason\r\n', the headers, the blank line, the body.
 -spec build(100..599, [{binary(), iodata()}], iodata()) -> iodata().
 build(Status, Headers, Body) ->
     [status_line(Status), [[N, <<": ">>, V, <<"\r\n">>] || {N, V} <- Headers], <<"\r\n">>, Body].
+
+%% @doc Headers an app may send: each name an RFC 9110 token, no value with
+%% CR, LF or NUL. Written as they are, such bytes would let the app's input
+%% (a redirect target, a cookie) split the response or inject headers; so the
+%% connection answers 500 instead (as uvicorn does through h11). The error
+%% names the offending header (its name, shortened).
+-spec check_headers([{iodata(), iodata()}]) -> ok | {error, header_error()}.
+check_headers([]) ->
+    ok;
+check_headers([{Name0, Value0} | Rest]) ->
+    case {to_binary(Name0), to_binary(Value0)} of
+        {error, _} -> {error, {not_iodata, <<"(name)">>}};
+        {Name, error} -> {error, {not_iodata, shorten(Name)}};
+        {Name, Value} ->
+            case {is_token(Name), binary:match(Value, [<<"\r">>, <<"\n">>, <<0>>])} of
+                {false, _} -> {error, {bad_header_name, shorten(Name)}};
+                {true, nomatch} -> check_headers(Rest);
+                {true, _} -> {error, {bad_header_value, shorten(Name)}}
+            end
+    end;
+check_headers([_ | _]) ->
+    {error, {not_iodata, <<"(not a {Name, Value} pair)">>}}.
+
+to_binary(IoData) ->
+    try iolist_to_binary(IoData)
+    catch error:badarg -> error
+    end.
+
+%% tchar (RFC 9110 §5.6.2), at least one.
+is_token(<<>>) -> false;
+is_token(Name) -> lists:all(fun is_tchar/1, binary_to_list(Name)).
+
+is_tchar(C) when C >= $a, C =< $z; C >= $A, C =< $Z; C >= $0, C =< $9 -> true;
+is_tchar(C) -> lists:member(C, "!#$%&'*+-.^_`|~").
+
+%% For the log: at most 64 bytes, CR/LF/NUL shown escaped.
+shorten(Name) ->
+    Part = binary:part(Name, 0, min(byte_size(Name), 64)),
+    << <<(case C of $\r -> <<"\\r">>; $\n -> <<"\\n">>; 0 -> <<"\\0">>; _ -> <<C>> end)/binary>>
+       || <<C>> <= Part >>.
 
 -spec status_line(100..599) -> binary().
 status_line(Status) ->

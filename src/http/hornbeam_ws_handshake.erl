@@ -4,10 +4,6 @@
 %% `check_origin/2' decides whether the request's `Origin' is allowed:
 %% <ul>
 %% <li>`false': every origin is allowed.</li>
-%% <li>`default': allowed when `Origin' is absent, or when its host[:port]
-%%     equals the `Host' header's (case-insensitive; a default port, 80 for
-%%     http/ws and 443 for https/wss, is the same as no port; a `Host' port of
-%%     80 or 443 is the same as no port, since a TLS proxy may sit in front).</li>
 %% <li>a list of allowed origins, each one of:
 %%     <ul>
 %%     <li>`<<"https://example.com">>' — that scheme and host, and that port
@@ -20,19 +16,33 @@
 %%         (list both to allow both).</li>
 %%     </ul></li>
 %% </ul>
+%% The endpoint's default policy is the list `public_hosts_policy/1' makes of
+%% its configured public hosts (`public_hosts'; by default the bind host). It
+%% never compares the `Origin' with the request's own `Host' header: with DNS
+%% rebinding a hostile page's origin and the Host header it sends are the
+%% same name, so that comparison lets any site in.
+%%
 %% As in Phoenix, a request without `Origin' is allowed under every policy:
 %% browsers always send it on WebSocket handshakes, so its absence means a
 %% non-browser client, which an origin check cannot stop anyway. An `Origin'
 %% of `null' (opaque origin) never matches.
+%%
+%% `subprotocols/1' reads what a Phoenix client offers in
+%% `Sec-WebSocket-Protocol': `phoenix' (echoed, or `ws' and browsers abort
+%% the handshake) and phoenix.js's `authToken' as
+%% `base64url.bearer.phx.<token>', decoded.
 -module(hornbeam_ws_handshake).
 
--export([validate/1, accept_key/1, check_origin/2, format_error/1]).
+-export([validate/1, accept_key/1, check_origin/2, public_hosts_policy/1, format_error/1,
+         subprotocols/1]).
 
 -define(GUID, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").
+-define(AUTH_TOKEN_PREFIX, "base64url.bearer.phx.").
 
 -type error() :: method_not_get | http_version | no_upgrade_websocket
-               | no_connection_upgrade | missing_key | bad_key | unsupported_version.
--type policy() :: default | false | [binary()].
+               | no_connection_upgrade | missing_key | bad_key | unsupported_version
+               | bad_auth_token.
+-type policy() :: false | [binary()].
 -export_type([error/0, policy/0]).
 
 %% @doc Check the handshake; give the `Sec-WebSocket-Accept' value.
@@ -57,6 +67,23 @@ check_origin(Req, Policy) ->
         _Several -> {error, forbidden}
     end.
 
+%% @doc The allow-list policy of public hosts: each of `"example.com"',
+%% `"example.com:8443"' (that port only), `"*.example.com"' (subdomains) or an
+%% IP address (`"10.0.0.5"', `"::1"' or `"[::1]"') allows that host with any
+%% scheme (and any port unless one is given).
+-spec public_hosts_policy([binary() | string()]) -> [binary()].
+public_hosts_policy(Hosts) ->
+    [<<"//", (bracket_ipv6(hornbeam_http_req:lowercase(to_binary(H))))/binary>> || H <- Hosts].
+
+bracket_ipv6(Host) ->
+    case inet:parse_ipv6strict_address(binary_to_list(Host)) of
+        {ok, _} -> <<"[", Host/binary, "]">>;
+        {error, _} -> Host
+    end.
+
+to_binary(B) when is_binary(B) -> B;
+to_binary(L) when is_list(L) -> unicode:characters_to_binary(L).
+
 %% @doc Human-readable text for an error of `validate/1' (used in the 400 body).
 -spec format_error(error()) -> binary().
 format_error(method_not_get) -> <<"the WebSocket handshake must be a GET request">>;
@@ -65,7 +92,50 @@ format_error(no_upgrade_websocket) -> <<"missing or bad Upgrade header (expected
 format_error(no_connection_upgrade) -> <<"the Connection header must contain \"Upgrade\"">>;
 format_error(missing_key) -> <<"missing Sec-WebSocket-Key header">>;
 format_error(bad_key) -> <<"Sec-WebSocket-Key must be the base64 encoding of 16 bytes">>;
-format_error(unsupported_version) -> <<"unsupported Sec-WebSocket-Version (this server speaks 13)">>.
+format_error(unsupported_version) -> <<"unsupported Sec-WebSocket-Version (this server speaks 13)">>;
+format_error(bad_auth_token) -> <<"the base64url.bearer.phx. subprotocol must carry unpadded base64 of UTF-8 text">>.
+
+%% @doc The subprotocol to echo (`<<"phoenix">>' when offered, else `none')
+%% and the decoded `authToken' (`undefined' when none is offered). The token
+%% is unpadded base64 in either alphabet (phoenix.js uses `btoa', our client
+%% base64url) and must decode to UTF-8 text; else `{error, bad_auth_token}'.
+-spec subprotocols(hornbeam_http_req:req() | map()) ->
+    {ok, binary() | none, binary() | undefined} | {error, bad_auth_token}.
+subprotocols(Req) ->
+    Offered = [T || V <- hornbeam_http_req:headers(<<"sec-websocket-protocol">>, Req),
+                    T0 <- binary:split(V, <<",">>, [global]),
+                    T <- [hornbeam_http_req:trim(T0)], T =/= <<>>],
+    Echo = case lists:member(<<"phoenix">>, Offered) of
+               true -> <<"phoenix">>;
+               false -> none
+           end,
+    case [Enc || <<?AUTH_TOKEN_PREFIX, Enc/binary>> <- Offered] of
+        [] -> {ok, Echo, undefined};
+        [Encoded] ->
+            case decode_auth_token(Encoded) of
+                {ok, Token} -> {ok, Echo, Token};
+                error -> {error, bad_auth_token}
+            end;
+        _Several -> {error, bad_auth_token}
+    end.
+
+decode_auth_token(Encoded) when byte_size(Encoded) rem 4 =:= 1 ->
+    error;
+decode_auth_token(Encoded) ->
+    Standard = << <<(from_url_alphabet(C))>> || <<C>> <= Encoded >>,
+    Padding = binary:copy(<<"=">>, (4 - byte_size(Standard) rem 4) rem 4),
+    try base64:decode(<<Standard/binary, Padding/binary>>) of
+        Token ->
+            case unicode:characters_to_binary(Token) =:= Token of
+                true -> {ok, Token};
+                false -> error
+            end
+    catch _:_ -> error
+    end.
+
+from_url_alphabet($-) -> $+;
+from_url_alphabet($_) -> $/;
+from_url_alphabet(C) -> C.
 
 %% --- validate ---------------------------------------------------------------------
 
@@ -171,31 +241,8 @@ default_port(_) -> undefined.
 
 origin_allowed(error, _Req, _Policy) ->
     false;
-origin_allowed({Scheme, Host, Port}, Req, default) ->
-    case hornbeam_http_req:headers(<<"host">>, Req) of
-        [HostHeader] ->
-            case host_port(hornbeam_http_req:lowercase(hornbeam_http_req:trim(HostHeader))) of
-                {ok, Host, HostPort} ->
-                    same_port(effective_port(Scheme, Port), HostPort);
-                _ ->
-                    false
-            end;
-        _ ->
-            false
-    end;
 origin_allowed(Origin, _Req, Allowed) when is_list(Allowed) ->
     lists:any(fun(Entry) -> entry_matches(parse_origin(Entry), Origin) end, Allowed).
-
-%% An origin's port with its scheme's default port dropped.
-effective_port(Scheme, Port) ->
-    case default_port(Scheme) of
-        Port -> undefined;
-        _ -> Port
-    end.
-
-same_port(Port, Port) -> true;
-same_port(undefined, HostPort) -> HostPort =:= 80 orelse HostPort =:= 443;
-same_port(_, _) -> false.
 
 entry_matches(error, _Origin) ->
     false;

@@ -18,7 +18,10 @@ defaults() ->
       broadcast_period => 1500,          %% ms between gossip rounds (deltas, heartbeats)
       down_period => 30000,              %% ms without heartbeat: the replica's presences leave
       permdown_period => 1200000,        %% ms without heartbeat: the replica is forgotten
-      presence_diff_interval => 100}.    %% ms: at most one diff per topic per interval (0: one per change)
+      presence_diff_interval => 100,     %% ms: at most one diff per topic per interval (0: one per change)
+      max_presence_meta_size => 8192,    %% bytes of a meta's JSON → {error, meta_too_large}
+      max_presences_per_socket => 100,   %% presences one owner (channel) tracks → {error, too_many_presences_per_socket}
+      max_presences_per_topic => 100000}. %% this node's presences on one topic → {error, too_many_presences_per_topic}
 
 %% The shards' keep table (hornbeam_presence_shard:keep_table/0) is created
 %% here, in the calling process (the endpoint supervisor), so that it

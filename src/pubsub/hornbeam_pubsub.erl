@@ -9,7 +9,10 @@
 %%
 %% Arguments are checked in the caller, before any message leaves it: a bad
 %% one is `{error, Reason}' (`{bad_topic, _}', `{bad_event, _}',
-%% `{bad_from, _}', `{not_json, _}') and reaches no relay. Topics and
+%% `{bad_from, _}', `{not_json, _}', `{field_too_long, topic | event}' for
+%% a binary payload whose topic or event is over 255 bytes) and reaches no
+%% relay. A `{binary, Bytes}' payload goes out as a Phoenix V2 binary
+%% broadcast (kind 2). Topics and
 %% events are UTF-8 binaries. The relay itself checks what other nodes send
 %% and logs and drops a malformed message, so no node can crash it.
 -module(hornbeam_pubsub).
@@ -26,7 +29,9 @@
 
 %% A JSON payload: a term `hornbeam_nif:json_encode/1' accepts, or raw JSON
 %% text as `{json, iodata()}' (forwarded without decoding).
--type payload() :: {json, iodata()} | hornbeam_nif:json() | map().
+-type payload() :: {json, iodata()} | {binary, binary()} | hornbeam_nif:json() | map().
+%% What travels between nodes: JSON text, or the bytes of a binary payload.
+-type wire() :: iodata() | {binary, binary()}.
 %% `none', or the channel process whose own connection must not get it.
 -type exclude() :: none | pid().
 -export_type([payload/0, exclude/0]).
@@ -99,7 +104,16 @@ cluster_broadcast(Topic, Event, Payload, Exclude) ->
 
 %% --- argument checks (in the caller) ------------------------------------------
 
-%% The payload as JSON text, once Topic, Event and Exclude are known good.
+%% The payload as JSON text (or its bytes), once Topic, Event and Exclude
+%% are known good.
+-spec checked(term(), term(), payload(), term()) -> {ok, wire()} | {error, term()}.
+checked(Topic, Event, {binary, Bytes}, Exclude) when is_binary(Bytes) ->
+    case check_args(Topic, Event, Exclude) of
+        ok when byte_size(Topic) > 255 -> {error, {field_too_long, topic}};
+        ok when byte_size(Event) > 255 -> {error, {field_too_long, event}};
+        ok -> {ok, {binary, Bytes}};
+        Error -> Error
+    end;
 checked(Topic, Event, Payload, Exclude) ->
     case check_args(Topic, Event, Exclude) of
         ok -> encode_payload(Payload);
@@ -118,6 +132,11 @@ check_args(Topic, Event, _Exclude) ->
 
 is_utf8(Bin) -> unicode:characters_to_binary(Bin) =:= Bin.
 
+is_wire(Topic, Event, {binary, Bytes}) ->
+    is_binary(Bytes) andalso byte_size(Topic) =< 255 andalso byte_size(Event) =< 255;
+is_wire(_Topic, _Event, Json) ->
+    is_iodata(Json).
+
 is_iodata(Bin) when is_binary(Bin) -> true;
 is_iodata(List) when is_list(List) ->
     try iolist_size(List) of _ -> true
@@ -130,10 +149,17 @@ deliver_local(Topic, Event, Json, Exclude) ->
         [] ->
             ok;
         Subscribers ->
-            Frame = hornbeam_nif:msg_encode_frame(null, null, Topic, Event, Json),
+            Frame = broadcast_frame(Topic, Event, Json),
             Msg = {'$hb_broadcast', Topic, Frame, Exclude},
             lists:foreach(fun(Pid) -> Pid ! Msg end, Subscribers)
     end.
+
+broadcast_frame(Topic, Event, {binary, Bytes}) ->
+    %% sizes were checked by checked/4 or is_wire/3
+    {ok, Frame} = hornbeam_binary_msg:broadcast_frame(Topic, Event, Bytes),
+    Frame;
+broadcast_frame(Topic, Event, Json) ->
+    hornbeam_nif:msg_encode_frame(null, null, Topic, Event, Json).
 
 %% --- relay -----------------------------------------------------------------
 
@@ -154,7 +180,7 @@ handle_cast(_Msg, State) ->
 handle_info({'$hb_remote_broadcast', Topic, Event, Json, Exclude} = Msg, State) ->
     %% From another node, which may run other code: check like a caller
     %% would, and never let its message crash this relay.
-    try check_args(Topic, Event, Exclude) =:= ok andalso is_iodata(Json) of
+    try check_args(Topic, Event, Exclude) =:= ok andalso is_wire(Topic, Event, Json) of
         true -> _ = deliver_local(Topic, Event, Json, Exclude);
         false -> logger:warning("hornbeam_pubsub: malformed broadcast dropped: ~0P", [Msg, 20])
     catch Class:Reason ->

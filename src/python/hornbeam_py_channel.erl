@@ -4,7 +4,9 @@
 %% The channel process (`hornbeam_channel_server') owns the socket; the
 %% assigns live here as JSON text (`py_assigns'), so any worker can run any
 %% event and a worker crash loses nothing. Payloads stay raw JSON end to end:
-%% the worker turns them into Python objects in Rust.
+%% the worker turns them into Python objects in Rust. A binary frame's
+%% payload travels as `{binary, Bytes}' (the handler gets `bytes'), and a
+%% handler's `bytes' response comes back the same way (a binary reply).
 -module(hornbeam_py_channel).
 -behaviour(hornbeam_channel).
 
@@ -15,18 +17,18 @@
 -spec payload_format() -> raw.
 payload_format() -> raw.
 
--spec join(binary(), {json, binary()}, hornbeam_channel:socket()) ->
+-spec join(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
     {ok, hornbeam_pubsub:payload(), hornbeam_channel:socket()} | {error, hornbeam_pubsub:payload()}.
-join(Topic, {json, Payload}, Socket0) ->
+join(Topic, {_, _} = Payload, Socket0) ->
     Socket = Socket0#{py_assigns => assigns_json(Socket0)},
     #{pattern := Pattern, topic_params := TopicParams} = Socket,
     Args = #{pattern => Pattern, topic => Topic, topic_params => TopicParams,
-             payload => Payload, socket => py_socket(Socket)},
+             payload => wire_payload(Payload), socket => py_socket(Socket)},
     case hornbeam_python:call(join, Args) of
         {ok, {ok, Resp, Assigns}} ->
-            {ok, {json, Resp}, Socket#{py_assigns := Assigns}};
+            {ok, response(Resp), Socket#{py_assigns := Assigns}};
         {ok, {error, Reason}} ->
-            {error, {json, Reason}};
+            {error, response(Reason)};
         {ok, {invalid, Message}} ->
             logger:error("~ts", [Message]),
             {error, ?INVALID};
@@ -37,20 +39,23 @@ join(Topic, {json, Payload}, Socket0) ->
             %% the traceback was logged by the worker
             logger:info("Python join of ~ts crashed: ~ts", [Topic, Message]),
             {error, #{<<"reason">> => <<"join crashed">>}};
+        {error, overloaded} ->
+            logger:warning("Python join of ~ts refused: its worker is overloaded", [Topic]),
+            {error, #{<<"reason">> => <<"overloaded">>}};
         {error, Why} ->
             logger:error("Python join of ~ts failed: ~0p", [Topic, Why]),
             {error, #{<<"reason">> => <<"join crashed">>}}
     end.
 
--spec handle_in(binary(), {json, binary()}, hornbeam_channel:socket()) ->
+-spec handle_in(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
     {noreply, hornbeam_channel:socket()}
     | {reply, hornbeam_channel:reply(), hornbeam_channel:socket()}
     | {stop, term(), hornbeam_channel:socket()}.
-handle_in(Event, {json, Payload}, Socket = #{pattern := Pattern}) ->
-    Args = #{pattern => Pattern, event => Event, payload => Payload, socket => py_socket(Socket)},
+handle_in(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
+    Args = #{pattern => Pattern, event => Event, payload => wire_payload(Payload), socket => py_socket(Socket)},
     case hornbeam_python:call(event, Args) of
         {ok, {reply, Status, Resp, Assigns}} ->
-            {reply, {Status, {json, Resp}}, Socket#{py_assigns := Assigns}};
+            {reply, {Status, response(Resp)}, Socket#{py_assigns := Assigns}};
         {ok, {noreply, Assigns}} ->
             {noreply, Socket#{py_assigns := Assigns}};
         {ok, {stop, Reason, Assigns}} ->
@@ -67,6 +72,9 @@ handle_in(Event, {json, Payload}, Socket = #{pattern := Pattern}) ->
         {error, timeout} ->
             logger:error("Python handler for ~ts timed out; its worker was replaced", [Event]),
             {reply, {error, #{<<"reason">> => <<"timeout">>}}, Socket};
+        {error, overloaded} ->
+            %% already logged by the worker; the client may retry
+            {reply, {error, #{<<"reason">> => <<"overloaded">>}}, Socket};
         {error, Why} ->
             logger:error("Python handler for ~ts failed: ~0p", [Event, Why]),
             {reply, {error, #{<<"reason">> => atom_to_binary(Why)}}, Socket}
@@ -86,6 +94,15 @@ terminate(Reason, Socket = #{pattern := Pattern, topic := Topic}) ->
 %% @doc The opaque token a Python socket carries so that `push' and
 %% `broadcast_from' find their way back: the connection, the channel, the
 %% topic and the join_ref.
+%% The payload as the worker takes it: JSON text (a binary; the runtime
+%% decodes it) or `{binary, Bytes}' (the handler gets `bytes').
+wire_payload({json, Json}) -> Json;
+wire_payload({binary, _} = Bytes) -> Bytes.
+
+%% A handler's response: JSON text, or `{binary, Bytes}' for `bytes'.
+response({binary, Bytes}) when is_binary(Bytes) -> {binary, Bytes};
+response(Json) -> {json, Json}.
+
 -spec channel_token(hornbeam_channel:socket()) -> binary().
 channel_token(#{transport_pid := T, channel_pid := C, topic := Topic, join_ref := JoinRef}) ->
     term_to_binary(#{transport_pid => T, channel_pid => C, topic => Topic, join_ref => JoinRef}).

@@ -22,7 +22,8 @@ connect(Params, Info) ->
         {error, Why} -> {error, Why}
     end.
 
-%% Peer address, origin and request headers, as JSON.
+%% Peer address, origin, request headers and the decoded authToken (or
+%% null), as JSON.
 connect_info(Info) ->
     Peer = case maps:get(peer, Info, undefined) of
                {IP, Port} -> #{<<"address">> => list_to_binary(inet:ntoa(IP)), <<"port">> => Port};
@@ -35,7 +36,12 @@ connect_info(Info) ->
     Headers = lists:foldl(fun({K, V}, Acc) ->
                                   maps:update_with(K, fun(Old) -> <<Old/binary, ", ", V/binary>> end, V, Acc)
                           end, #{}, maps:get(headers, Info, [])),
-    #{<<"peer">> => Peer, <<"origin">> => Origin, <<"headers">> => Headers}.
+    AuthToken = case maps:get(auth_token, Info, undefined) of
+                    undefined -> null;
+                    T -> T
+                end,
+    #{<<"peer">> => Peer, <<"origin">> => Origin, <<"headers">> => Headers,
+      <<"auth_token">> => AuthToken}.
 
 json(Term) ->
     case hornbeam_nif:json_encode(Term) of

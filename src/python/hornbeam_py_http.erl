@@ -12,7 +12,9 @@
 %%     streamed response (chunked unless the app gave a content-length);</li>
 %% <li>the app raised or broke the protocol → 500 (traceback in the log);
 %%     the call timed out → 504 (the worker is replaced); the worker died →
-%%     502; once the head is out, any of these closes the connection.</li>
+%%     502; `max_queued_calls' requests already wait for a thread of the
+%%     worker → 503; once the head is out, any of these closes the
+%%     connection.</li>
 %% </ul>
 %% Every ?ACK_CHUNKS body pieces or ?ACK_BYTES bytes taken, the worker is
 %% told `{ack, N}' (flow control: the app's send() waits when it is more
@@ -141,6 +143,7 @@ failed(Why, St = #st{phase = Phase, req = Req}) ->
     end.
 
 status({error, timeout}) -> 504;
+status({error, overloaded}) -> 503;
 status({error, worker_crashed}) -> 502;
 status(_) -> 500.
 

@@ -1,7 +1,8 @@
 %% @doc One Python worker: a gen_server owning one `hornbeam_worker' port.
 %%
-%% Many calls are in flight on the port at once (the worker runs async
-%% handlers concurrently). Each call has its own timer: when it fires the
+%% Many calls are in flight on the port at once (the worker runs sync
+%% handlers on a pool of `threads' threads and async ones on its event
+%% loop). Each running call has its own timer: when it fires the
 %% caller gets `{error, timeout}', the port is killed (a running CPython
 %% cannot be interrupted), every other call in flight on it gets
 %% `{error, worker_crashed}', and a fresh port is started. A port that exits
@@ -10,9 +11,23 @@
 %% re-run init. Calls that arrive while the port is (re)starting wait in a
 %% queue, under their own timers.
 %%
-%% Frames from the port are applied in order: emits (broadcast,
-%% broadcast_from, push) go through the `emit_handler' before the result of
-%% the same call is replied, so their effects come first.
+%% The timer measures execution, not waiting: a call the worker has to
+%% queue because every handler thread is busy is reported `{queued, Id}'
+%% (its timer stops) and `{started, Id}' when a thread takes it (a fresh
+%% timer starts), so a burst cannot get a healthy worker killed. The worker
+%% queues at most `max_queued_calls' calls and answers the excess at once
+%% with the result `overloaded', which the caller gets as
+%% `{error, overloaded}'; so do calls beyond `max_queued_calls' waiting
+%% here for a restart.
+%%
+%% Frames from the port are handled in order. Emits (broadcast,
+%% broadcast_from, push) of a plain call go to its caller as
+%% `{hornbeam_py_emit, Emit}' messages before the reply, and the caller
+%% (`hornbeam_python:call/3', in the channel process) applies them through
+%% the `emit_handler' before it returns the result: a handler's pushes
+%% reach the client before its reply by construction, and the fan-out runs
+%% in the channel process, not here. Emits of HTTP calls and of code
+%% running outside any call (a background task) are applied here.
 %%
 %% Stream calls (`hornbeam_python:stream/3', used for HTTP) answer with
 %% messages instead of a reply: the `{http, Id, Event}' frames of the call
@@ -29,7 +44,7 @@
 -module(hornbeam_py_worker).
 -behaviour(gen_server).
 
--export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0]).
+-export([start_link/3, name/1, await_ready/2, info/1, frame_atoms/0, apply_emit/3]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -37,9 +52,14 @@
 -define(BACKOFF_MIN, 100).
 -define(BACKOFF_MAX, 5000).
 -define(STABLE_AFTER, 10000).
+%% Calls waiting here for a (re)start have reached max_queued_calls.
+-define(RESTART_QUEUE_FULL(St),
+        (St#st.status =/= ready andalso
+         length(St#st.queued) >= map_get(max_queued_calls, St#st.opts))).
 
 -record(call, {from :: gen_server:from() | {stream, pid(), reference()},
-               timer :: reference(),
+               %% undefined while the worker has it queued for a thread
+               timer :: reference() | undefined,
                timeout :: timeout(),
                kind :: atom(),
                sent :: boolean(),
@@ -109,7 +129,7 @@ frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
      emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
-     http, start, body, response, startup_failed].
+     http, start, body, response, startup_failed, app_error, queued, started, overloaded, binary].
 
 %% ---------------------------------------------------------------------------
 %% gen_server
@@ -135,6 +155,9 @@ handle_call(Request, From, St) ->
 call1({call, _Kind, _Args, _Timeout}, _From, #st{status = failed} = St) ->
     done(St),
     {reply, {error, worker_crashed}, St};
+call1({call, _Kind, _Args, _Timeout}, _From, St) when ?RESTART_QUEUE_FULL(St) ->
+    done(St),
+    {reply, {error, overloaded}, St};
 call1({call, Kind, Args, Timeout}, From, St) ->
     {noreply, new_call(From, undefined, Kind, Args, Timeout, St)};
 call1(await_ready, From, #st{status = Status} = St) ->
@@ -145,8 +168,12 @@ call1(await_ready, From, #st{status = Status} = St) ->
         {_, true} -> {noreply, St#st{waiters = [From | St#st.waiters]}}
     end;
 call1(info, _From, St) ->
+    Waiting = maps:fold(fun(_, #call{sent = true, timer = undefined}, N) -> N + 1;
+                           (_, _, N) -> N
+                        end, 0, St#st.calls),
     {reply, #{ix => St#st.ix, pid => self(), os_pid => St#st.os_pid,
               status => St#st.status, in_flight => maps:size(St#st.calls),
+              waiting_for_thread => Waiting,
               queued => length(St#st.queued), restarts => St#st.restarts,
               backoff => St#st.backoff}, St};
 call1(_Other, _From, St) ->
@@ -159,6 +186,10 @@ handle_cast(Msg, St) ->
 cast1({stream, Pid, Ref, _Kind, _Args, _Timeout}, #st{status = failed} = St) ->
     done(St),
     Pid ! {hornbeam_py, Ref, {error, worker_crashed}},
+    {noreply, St};
+cast1({stream, Pid, Ref, _Kind, _Args, _Timeout}, St) when ?RESTART_QUEUE_FULL(St) ->
+    done(St),
+    Pid ! {hornbeam_py, Ref, {error, overloaded}},
     {noreply, St};
 cast1({stream, Pid, Ref, Kind, Args, Timeout}, #st{next_id = Id} = St) ->
     Mon = monitor(process, Pid),
@@ -189,10 +220,7 @@ info1({Port, {data, Bin}}, #st{port = Port} = St) ->
     try binary_to_term(Bin, [safe]) of
         Frame -> {noreply, frame(Frame, St)}
     catch
-        error:badarg ->
-            ?LOG_ERROR("undecodable frame from python worker ~b (~b bytes)",
-                       [St#st.ix, byte_size(Bin)]),
-            {noreply, St}
+        error:badarg -> {noreply, undecodable(Bin, St)}
     end;
 info1({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     ?LOG_WARNING("python worker ~b (os pid ~p) exited with status ~b",
@@ -272,6 +300,29 @@ await_exit(#st{port = Port} = St, Deadline) ->
 %% Frames from the worker
 %% ---------------------------------------------------------------------------
 
+frame({result, Id, overloaded}, St) ->
+    %% the worker's queue for handler threads was full
+    case maps:find(Id, St#st.calls) of
+        {ok, Call} -> end_call(Id, Call, {error, overloaded}, St);
+        error -> St
+    end;
+frame({queued, Id}, St) ->
+    %% every handler thread is busy: waiting does not count as running
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{timer = Timer} = Call} when Timer =/= undefined ->
+            cancel(Timer),
+            St#st{calls = maps:put(Id, Call#call{timer = undefined}, St#st.calls)};
+        _ ->
+            St
+    end;
+frame({started, Id}, St) ->
+    case maps:find(Id, St#st.calls) of
+        {ok, #call{timer = undefined, timeout = Timeout} = Call} ->
+            Call1 = Call#call{timer = start_timer(Timeout, Id)},
+            St#st{calls = maps:put(Id, Call1, St#st.calls)};
+        _ ->
+            St
+    end;
 frame({result, Id, Result}, St) ->
     case maps:find(Id, St#st.calls) of
         {ok, #call{from = {stream, _, _}} = Call} ->
@@ -301,8 +352,13 @@ frame({http, Id, Event}, St) ->
         _ ->
             St
     end;
-frame({emit, _Id, Emit}, St) ->
-    apply_emit(Emit, St),
+frame({emit, Id, Emit}, St) ->
+    _ = case maps:find(Id, St#st.calls) of
+            {ok, #call{from = {Caller, _Tag}}} when is_pid(Caller) ->
+                Caller ! {hornbeam_py_emit, Emit};
+            _ ->
+                apply_emit(maps:get(emit_handler, St#st.opts), Emit, St#st.ix)
+        end,
     St;
 frame({erl_call, CallId, Name, ArgsJson}, #st{port = Port} = St) ->
     Self = self(),
@@ -330,22 +386,74 @@ frame({init_ok, Info}, #st{status = starting} = St) ->
                                  info = Info1, waiters = [],
                                  started_at = erlang:monotonic_time(millisecond)}));
 frame({init_error, Module, Message, Trace}, #st{status = starting} = St) ->
-    ?LOG_ERROR("python worker ~b cannot import ~ts: ~ts~n~ts",
-               [St#st.ix, Module, Message, Trace]),
-    port_down(kill_port(St), {python_import, Module, Message});
+    %% A first start reports the error to the pool, which logs it once for
+    %% all workers; a restart has nobody waiting, so it logs here.
+    _ = St#st.first orelse ?LOG_ERROR("python worker ~b cannot import ~ts: ~ts~n~ts",
+                                      [St#st.ix, Module, Message, Trace]),
+    port_down(kill_port(St), {python_import, Module, Message, Trace});
+frame({app_error, Spec, Message}, #st{status = starting} = St) ->
+    _ = St#st.first orelse ?LOG_ERROR("python worker ~b cannot serve ~ts: ~ts",
+                                      [St#st.ix, Spec, Message]),
+    port_down(kill_port(St), {bad_app, Spec, Message});
 frame({startup_failed, Message}, #st{status = starting} = St) ->
-    ?LOG_ERROR("python worker ~b: the app's lifespan startup failed: ~ts", [St#st.ix, Message]),
+    _ = St#st.first orelse ?LOG_ERROR("python worker ~b: the app's lifespan startup failed: ~ts",
+                                      [St#st.ix, Message]),
     port_down(kill_port(St), {lifespan_startup_failed, Message});
 frame(Other, St) ->
     ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
     St.
 
+%% A frame `binary_to_term(_, [safe])' refused: an atom missing from
+%% frame_atoms/0, or garbage. Never dropped silently: it is logged, and if
+%% it is the result (or an HTTP event) of a call, that call is answered at
+%% once as a crash instead of waiting for its timeout.
+undecodable(Bin, St) ->
+    case frame_head(Bin) of
+        {Tag, Id} when Tag =:= <<"result">>; Tag =:= <<"http">> ->
+            ?LOG_ERROR("python worker ~b sent an undecodable ~ts frame for call ~b (an atom "
+                       "missing from hornbeam_py_worker:frame_atoms/0?): ~0P",
+                       [St#st.ix, Tag, Id, Bin, 30]),
+            frame({result, Id, {crash, <<"the worker sent an undecodable result (see the log)">>}},
+                  St);
+        _ ->
+            ?LOG_ERROR("python worker ~b sent an undecodable frame (an atom missing from "
+                       "hornbeam_py_worker:frame_atoms/0?): ~0P", [St#st.ix, Bin, 30]),
+            St
+    end.
+
+%% `{Tag, Id, ...}' read from the first bytes of an encoded frame (the
+%% encodings hornbeam_core's etf writes), without creating atoms.
+frame_head(<<131, 104, Arity, Rest/binary>>) when Arity >= 2 ->
+    case atom_text(Rest) of
+        {ok, Tag, AfterTag} ->
+            case int(AfterTag) of
+                {ok, Id} -> {Tag, Id};
+                error -> error
+            end;
+        error ->
+            error
+    end;
+frame_head(_) ->
+    error.
+
+atom_text(<<119, Len, Name:Len/binary, Rest/binary>>) -> {ok, Name, Rest};
+atom_text(<<118, Len:16, Name:Len/binary, Rest/binary>>) -> {ok, Name, Rest};
+atom_text(_) -> error.
+
+int(<<97, I, _/binary>>) -> {ok, I};
+int(<<98, I:32/signed, _/binary>>) -> {ok, I};
+int(<<110, N, Sign, Digits:N/binary, _/binary>>) ->
+    Abs = binary:decode_unsigned(Digits, little),
+    {ok, case Sign of 0 -> Abs; _ -> -Abs end};
+int(_) -> error.
+
 normalize_info(Info) when is_map(Info) ->
     Channels = [#{pattern => P, events => Es}
                 || #{pattern := P, events := Es} <- maps:get(channels, Info, [])],
-    #{channels => Channels, on_connect => maps:get(on_connect, Info, false) =:= true};
+    #{channels => Channels, on_connect => maps:get(on_connect, Info, false) =:= true,
+      http => maps:get(http, Info, false) =:= true};
 normalize_info(_) ->
-    #{channels => [], on_connect => false}.
+    #{channels => [], on_connect => false, http => false}.
 
 %% A reply that is not `{ok, Json}' / `{error, Message}' reaches Python as
 %% ErlangError("malformed erl_reply").
@@ -358,7 +466,10 @@ run_erl_call(Name, ArgsJson) ->
             {error, <<"erl_call ", Name/binary, " crashed">>}
     end.
 
-apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
+%% @doc Apply one emit frame of worker `Ix' through `Handler' (in the
+%% worker process, or in the caller of the call that made it).
+-spec apply_emit(module(), term(), pos_integer()) -> ok.
+apply_emit(Handler, Emit, Ix) ->
     case decode_emit(Emit) of
         {ok, E} ->
             try Handler:handle_emit(E)
@@ -367,19 +478,25 @@ apply_emit(Emit, #st{opts = #{emit_handler := Handler}} = St) ->
                                [Handler, E, 10, Class, Reason, 20, Stack, 30])
             end;
         error ->
-            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [St#st.ix, Emit, 10])
-    end.
+            ?LOG_WARNING("python worker ~b sent a malformed emit: ~0P", [Ix, Emit, 10])
+    end,
+    ok.
+
+%% A payload is JSON text, or {binary, Bytes} for a Python `bytes' payload.
+-define(IS_PAYLOAD(P), (is_binary(P) orelse (is_tuple(P) andalso tuple_size(P) =:= 2
+                                            andalso element(1, P) =:= binary
+                                            andalso is_binary(element(2, P))))).
 
 decode_emit({broadcast, Topic, Event, Json} = E)
-  when is_binary(Topic), is_binary(Event), is_binary(Json) ->
+  when is_binary(Topic), is_binary(Event), ?IS_PAYLOAD(Json) ->
     {ok, E};
 decode_emit({broadcast_from, Token, Topic, Event, Json})
-  when is_binary(Topic), is_binary(Event), is_binary(Json) ->
+  when is_binary(Topic), is_binary(Event), ?IS_PAYLOAD(Json) ->
     case token(Token) of
         {ok, From} -> {ok, {broadcast_from, From, Topic, Event, Json}};
         error -> error
     end;
-decode_emit({push, Token, Event, Json}) when is_binary(Event), is_binary(Json) ->
+decode_emit({push, Token, Event, Json}) when is_binary(Event), ?IS_PAYLOAD(Json) ->
     case token(Token) of
         {ok, Channel} -> {ok, {push, Channel, Event, Json}};
         error -> error
@@ -415,6 +532,8 @@ start_port(#st{opts = Opts, ix = Ix} = St) ->
                                 worker_class => maps:get(worker_class, Opts, asgi),
                                 lifespan => maps:get(lifespan, Opts, auto),
                                 root_path => maps:get(root_path, Opts, <<>>),
+                                threads => maps:get(threads, Opts),
+                                max_queued_calls => maps:get(max_queued_calls, Opts),
                                 worker_id => Ix}}),
             InitTimer = case maps:get(init_timeout, Opts) of
                             infinity -> undefined;
@@ -469,7 +588,8 @@ port_down(St0, Reason) ->
                    restarts = St1#st.restarts + 1}
     end.
 
-first_start_error({python_import, Module, Message}) -> {python_import, Module, Message};
+first_start_error({python_import, _, _, _} = Error) -> Error;
+first_start_error({bad_app, _, _} = Error) -> Error;
 first_start_error({lifespan_startup_failed, Message}) -> {lifespan_startup_failed, Message};
 first_start_error(init_timeout) -> init_timeout;
 first_start_error(Other) -> {worker_start_failed, Other}.

@@ -17,18 +17,16 @@
 %% Added to a worker's counter while it cannot take calls (starting,
 %% restarting), so the picker only chooses it when every worker is down.
 -define(UNAVAILABLE, (1 bsl 40)).
-%% Extra time the caller waits beyond the call's own timeout (the worker
-%% enforces the timeout; this only guards against a stuck worker process).
--define(MARGIN, 5000).
 
 -type kind() :: join | event | leave | connect | http.
 -type result() :: term().
--type error() :: timeout | worker_crashed | not_started.
+-type error() :: timeout | worker_crashed | not_started | overloaded.
 -type pool() :: #{size := pos_integer(),
                   names := tuple(),
                   load := atomics:atomics_ref(),
                   timeout := timeout(),
-                  http := boolean()}.
+                  http := boolean(),
+                  emit_handler := module()}.
 -type channel_info() :: #{pattern := binary(), events := [binary()]}.
 %% A running stream call: its messages are `{hornbeam_py, Ref, Event}'
 %% (see stream/3), and `Ref' is also the monitor of the worker process.
@@ -42,30 +40,50 @@ call(Kind, Args) ->
 
 %% @doc Run one call on the least-busy worker. On `{error, timeout}' that
 %% worker was killed and is being replaced; every other call in flight on it
-%% got `{error, worker_crashed}'.
+%% got `{error, worker_crashed}'. `Timeout' bounds the call's execution, not
+%% the time it waits for a free handler thread; `{error, overloaded}' means
+%% that `max_queued_calls' calls were already waiting on that worker. The
+%% call's emits (broadcast, broadcast_from, push) are applied here, in the
+%% calling process, before the result is returned.
 -spec call(kind(), map(), timeout() | default) -> {ok, result()} | {error, error()}.
 call(Kind, Args, Timeout0) ->
     case pool() of
         undefined ->
             {error, not_started};
-        #{size := N, names := Names, load := Load, timeout := Default} ->
+        #{size := N, names := Names, load := Load, timeout := Default, emit_handler := Emits} ->
             Timeout = case Timeout0 of default -> Default; _ -> Timeout0 end,
             Ix = pick(Load, N),
             atomics:add(Load, Ix, 1),
             Name = element(Ix, Names),
-            CallTimeout = case Timeout of infinity -> infinity; _ -> Timeout + ?MARGIN end,
-            try
-                gen_server:call(Name, {call, Kind, Args, Timeout}, CallTimeout)
-            catch
-                exit:{timeout, _} ->
-                    {error, timeout};
-                exit:{noproc, _} ->
-                    %% never reached the worker: it did not count it
-                    atomics:sub(Load, Ix, 1),
-                    {error, worker_crashed};
-                exit:_ ->
-                    {error, worker_crashed}
-            end
+            Result = call_worker(Name, Ix, Load, {call, Kind, Args, Timeout}),
+            %% the worker sent this call's emits before its reply
+            apply_emits(Emits, Ix),
+            Result
+    end.
+
+call_worker(Name, Ix, Load, Request) ->
+    %% No deadline here: the worker answers every call it took (a result,
+    %% its execution timer, overloaded, or the port's death), and a call may
+    %% first wait for a handler thread for a while. gen_server:call still
+    %% returns if the worker process dies.
+    try
+        gen_server:call(Name, Request, infinity)
+    catch
+        exit:{noproc, _} ->
+            %% never reached the worker: it did not count it
+            atomics:sub(Load, Ix, 1),
+            {error, worker_crashed};
+        exit:_ ->
+            {error, worker_crashed}
+    end.
+
+apply_emits(Handler, Ix) ->
+    receive
+        {hornbeam_py_emit, Emit} ->
+            hornbeam_py_worker:apply_emit(Handler, Emit, Ix),
+            apply_emits(Handler, Ix)
+    after 0 ->
+        ok
     end.
 
 %% @doc `stream(Kind, Args, Timeout)' with the pool's default timeout.
@@ -128,11 +146,14 @@ flush_stream(Ref) ->
     after 0 -> ok
     end.
 
-%% @doc Whether the pool serves an HTTP app (`hornbeam:start/2' was given one).
+%% @doc Whether the pool serves an HTTP app: `hornbeam:start/2' was given
+%% one and the module has it (a module without it serves channels only).
 -spec has_http_app() -> boolean().
 has_http_app() ->
     case pool() of
-        #{http := Http} -> Http andalso whereis(hornbeam_python_sup) =/= undefined;
+        #{http := true} ->
+            maps:get(http, persistent_term:get(?INFO_KEY, #{}), false) =:= true
+                andalso whereis(hornbeam_python_sup) =/= undefined;
         _ -> false
     end.
 

@@ -54,6 +54,13 @@ presence_write(Op, Pid, Topic, Key, Args) ->
                                       " by this channel (use update to change its meta)"])};
         {error, not_tracked} ->
             {error, iolist_to_binary(["key ", Key, " is not tracked on ", Topic, " by this channel"])};
+        {error, meta_too_large} ->
+            {error, <<"presence meta is too large (over max_presence_meta_size bytes of JSON)">>};
+        {error, too_many_presences_per_socket} ->
+            {error, <<"this channel tracks too many presences (max_presences_per_socket)">>};
+        {error, too_many_presences_per_topic} ->
+            {error, iolist_to_binary(["topic ", Topic, " has too many presences on this node "
+                                      "(max_presences_per_topic)"])};
         {error, Why} ->
             {error, iolist_to_binary(io_lib:format("presence_~s failed: ~0p", [Op, Why]))}
     end.

@@ -5,9 +5,11 @@
 %% `{broadcast_from, Channel, Topic, Event, Json}' and
 %% `{push, Channel, Event, Json}', where Channel is the decoded token of
 %% `hornbeam_py_channel:channel_token/1' and Json the payload's JSON text
-%% (forwarded without decoding). They run in the worker's process before the
-%% handler's result is delivered, so a client sees a handler's pushes before
-%% its reply.
+%% (forwarded without decoding). The emits of a channel call run in the
+%% calling process (`hornbeam_python:call/3', i.e. the channel process)
+%% before it gets the handler's result, so a client sees a handler's pushes
+%% before its reply; emits of HTTP calls and of background code run in the
+%% worker's process.
 -module(hornbeam_python_emit).
 
 -export([handle_emit/1]).
@@ -16,23 +18,28 @@
 
 -type channel() :: #{transport_pid := pid(), channel_pid := pid(), topic := binary(),
                      join_ref := hornbeam_nif:msg_ref()}.
--type emit() :: {broadcast, binary(), binary(), binary()}
-              | {broadcast_from, channel() | term(), binary(), binary(), binary()}
-              | {push, channel() | term(), binary(), binary()}.
+-type payload() :: binary() | {binary, binary()}.   %% JSON text, or bytes
+-type emit() :: {broadcast, binary(), binary(), payload()}
+              | {broadcast_from, channel() | term(), binary(), binary(), payload()}
+              | {push, channel() | term(), binary(), payload()}.
 -export_type([emit/0]).
 
 -spec handle_emit(emit()) -> ok.
-handle_emit({broadcast, Topic, Event, Json}) ->
-    logged(hornbeam_pubsub:broadcast(Topic, Event, {json, Json}));
-handle_emit({broadcast_from, #{channel_pid := From}, Topic, Event, Json}) when is_pid(From) ->
-    logged(hornbeam_pubsub:broadcast_from(From, Topic, Event, {json, Json}));
-handle_emit({push, Channel = #{transport_pid := T, topic := _, join_ref := _}, Event, Json})
+handle_emit({broadcast, Topic, Event, Payload}) ->
+    logged(hornbeam_pubsub:broadcast(Topic, Event, payload(Payload)));
+handle_emit({broadcast_from, #{channel_pid := From}, Topic, Event, Payload}) when is_pid(From) ->
+    logged(hornbeam_pubsub:broadcast_from(From, Topic, Event, payload(Payload)));
+handle_emit({push, Channel = #{transport_pid := T, topic := _, join_ref := _}, Event, Payload})
   when is_pid(T) ->
-    logged(hornbeam_channel:push(Channel, Event, {json, Json}));
+    logged(hornbeam_channel:push(Channel, Event, payload(Payload)));
 handle_emit(Other) ->
     ?LOG_WARNING("dropping a Python emit with an unknown shape: ~0P", [Other, 10],
                  #{domain => [hornbeam, python]}),
     ok.
+
+%% JSON text, or the bytes of a Python `bytes' payload (a binary frame).
+payload({binary, Bytes}) -> {binary, Bytes};
+payload(Json) -> {json, Json}.
 
 logged(ok) -> ok;
 logged({error, Reason}) ->

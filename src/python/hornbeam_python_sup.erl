@@ -9,11 +9,18 @@
 %% <li>`channel_modules' — Python modules that register channels;</li>
 %% <li>`pythonpath' — extra `sys.path' entries (`priv/python' always comes first);</li>
 %% <li>`workers' — default `erlang:system_info(schedulers_online)';</li>
+%% <li>`threads' — threads per worker that run `def' handlers and WSGI
+%%     apps, default 16 (see README: measured);</li>
+%% <li>`max_queued_calls' — calls a worker lets wait for a free thread
+%%     before it answers `{error, overloaded}', default 1024;</li>
 %% <li>`timeout' — default call timeout in ms, 30000;</li>
 %% <li>`init_timeout' — how long a worker may take to import, 60000;</li>
 %% <li>`worker_path' — default `priv/hornbeam_worker';</li>
 %% <li>`emit_handler' — module with `handle_emit/1', default `hornbeam_python_emit';</li>
 %% <li>`env' — extra OS environment for the worker, `[{Name, Value}]';</li>
+%% <li>`python' — the interpreter or virtualenv the workers import from
+%%     (default: the activated one, `VIRTUAL_ENV'); it must be of the
+%%     Python version the worker was built for (`hornbeam_python_env');</li>
 %% <li>`worker_class' — how `app' serves HTTP: `asgi' (default) or `wsgi';</li>
 %% <li>`lifespan' — the ASGI lifespan protocol: `auto' (default; an app that
 %%     raises on it does not support it), `on' (required) or `off';</li>
@@ -23,7 +30,10 @@
 %% </ul>
 %%
 %% Errors: `{error, {worker_binary_missing, Path, Hint}}',
-%% `{error, {python_import, Module, Message}}' (traceback logged),
+%% `{error, {python_import, Module, Message, Traceback}}' (logged once),
+%% `{error, {bad_app, Spec, Message}}' (`module:attr' is not callable, or
+%% is missing and no channels are registered),
+%% `{error, hornbeam_python_env:error()}' (the `python' option),
 %% `{error, {lifespan_startup_failed, Message}}',
 %% `{error, {bad_option, Name, Value}}',
 %% `{error, {worker_start_failed, Reason}}'.
@@ -37,16 +47,23 @@
 
 -define(POOL_KEY, {hornbeam_python, pool}).
 -define(INFO_KEY, {hornbeam_python, info}).
+%% Handler threads per worker: see "Choosing `threads'" in README.md.
+-define(DEFAULT_THREADS, 16).
+-define(MAX_THREADS, 1024).
+-define(DEFAULT_MAX_QUEUED_CALLS, 1024).
 
 -type opts() :: #{app => binary() | string() | undefined,
                   channel_modules => [binary() | string() | atom()],
                   pythonpath => [binary() | string()],
                   workers => pos_integer(),
+                  threads => pos_integer(),
+                  max_queued_calls => non_neg_integer(),
                   timeout => timeout(),
                   init_timeout => timeout(),
                   worker_path => file:filename_all(),
                   emit_handler => module(),
                   env => [{string(), string() | false}],
+                  python => string() | binary() | undefined,
                   worker_class => asgi | wsgi,
                   lifespan => auto | on | off,
                   root_path => binary() | string(),
@@ -70,16 +87,27 @@ start_link(Opts0) ->
                        #{domain => [hornbeam, python]}),
             {error, {worker_binary_missing, Path, "run `make build`"}};
         {ok, true} ->
-            %% After a kill of the supervisor above, the old pool may still
-            %% be stopping its workers (each within shutdown_timeout).
-            ok = hornbeam_names:await_free(
-                   [?MODULE | [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, maps:get(workers, Opts))]],
-                   await_timeout(Opts)),
-            case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
-                {ok, Sup} -> await_workers(Sup, Opts);
-                {error, Reason} -> {error, {worker_start_failed, Reason}}
+            case hornbeam_python_env:resolve(maps:get(python, Opts), Path) of
+                {ok, Python} -> start_pool(Opts#{env := python_env(Python, maps:get(env, Opts))});
+                {error, _} = Error -> Error
             end
     end.
+
+start_pool(Opts) ->
+    %% After a kill of the supervisor above, the old pool may still
+    %% be stopping its workers (each within shutdown_timeout).
+    ok = hornbeam_names:await_free(
+           [?MODULE | [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, maps:get(workers, Opts))]],
+           await_timeout(Opts)),
+    case supervisor:start_link({local, ?MODULE}, ?MODULE, Opts) of
+        {ok, Sup} -> await_workers(Sup, Opts);
+        {error, Reason} -> {error, {worker_start_failed, Reason}}
+    end.
+
+%% The checked interpreter goes to the workers as HORNBEAM_PYTHON; without
+%% one, an inherited HORNBEAM_PYTHON is removed (it was not checked).
+python_env(undefined, Env) -> [{"HORNBEAM_PYTHON", false} | Env];
+python_env(Exe, Env) -> [{"HORNBEAM_PYTHON", Exe} | Env].
 
 %% @doc Stop a pool started with start_link/1 (tests, shutdown).
 -spec stop() -> ok.
@@ -111,11 +139,25 @@ await_workers(Sup, #{workers := N, init_timeout := InitTimeout}) ->
             {ok, Sup};
         [Error | _] ->
             stop_sup(Sup),
-            case Error of
-                {error, Reason} -> {error, Reason};
-                Other -> {error, {worker_start_failed, Other}}
-            end
+            Reason = case Error of
+                         {error, R} -> R;
+                         Other -> {worker_start_failed, Other}
+                     end,
+            log_start_error(Reason),
+            {error, Reason}
     end.
+
+%% Every worker fails the same way: the pool logs the first error once.
+log_start_error({python_import, Module, Message, Trace}) ->
+    ?LOG_ERROR("cannot import Python module ~ts: ~ts~n~ts", [Module, Message, Trace],
+               #{domain => [hornbeam, python]});
+log_start_error({bad_app, Spec, Message}) ->
+    ?LOG_ERROR("cannot serve ~ts: ~ts", [Spec, Message], #{domain => [hornbeam, python]});
+log_start_error({lifespan_startup_failed, Message}) ->
+    ?LOG_ERROR("the app's lifespan startup failed: ~ts", [Message], #{domain => [hornbeam, python]});
+log_start_error(Reason) ->
+    ?LOG_ERROR("the python worker pool did not start: ~0p", [Reason],
+               #{domain => [hornbeam, python]}).
 
 %% OTP's default handler only lets through events without a domain or in
 %% [otp|_]: let the pool's log lines and Python tracebacks (domain
@@ -131,6 +173,9 @@ await_timeout(_) -> 10000.
 is_ok({ok, _}) -> true;
 is_ok(_) -> false.
 
+bad_option(#{workers := W}) when not is_integer(W); W < 1 -> {workers, W};
+bad_option(#{threads := T}) when not is_integer(T); T < 1; T > ?MAX_THREADS -> {threads, T};
+bad_option(#{max_queued_calls := Q}) when not is_integer(Q); Q < 0 -> {max_queued_calls, Q};
 bad_option(#{worker_class := WC}) when WC =/= asgi, WC =/= wsgi -> {worker_class, WC};
 bad_option(#{lifespan := L}) when L =/= auto, L =/= on, L =/= off -> {lifespan, L};
 bad_option(#{root_path := R}) when R =/= <<>>, binary_part(R, 0, 1) =/= <<"/">> -> {root_path, R};
@@ -149,11 +194,14 @@ normalize_opts(Opts) ->
       channel_modules => [bin(M) || M <- maps:get(channel_modules, Opts, [])],
       pythonpath => [bin(filename:join(Priv, "python")) | Paths],
       workers => maps:get(workers, Opts, erlang:system_info(schedulers_online)),
+      threads => maps:get(threads, Opts, ?DEFAULT_THREADS),
+      max_queued_calls => maps:get(max_queued_calls, Opts, ?DEFAULT_MAX_QUEUED_CALLS),
       timeout => maps:get(timeout, Opts, 30000),
       init_timeout => maps:get(init_timeout, Opts, 60000),
       worker_path => maps:get(worker_path, Opts, filename:join(Priv, "hornbeam_worker")),
       emit_handler => maps:get(emit_handler, Opts, hornbeam_python_emit),
       env => maps:get(env, Opts, []),
+      python => maps:get(python, Opts, undefined),
       worker_class => maps:get(worker_class, Opts, asgi),
       lifespan => maps:get(lifespan, Opts, auto),
       root_path => bin(maps:get(root_path, Opts, <<>>)),
@@ -176,14 +224,16 @@ priv_dir() ->
     end.
 
 -spec init(map()) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
-init(#{workers := N, timeout := Timeout, app := App, shutdown_timeout := Stop} = Opts) ->
+init(#{workers := N, timeout := Timeout, app := App, shutdown_timeout := Stop,
+       emit_handler := EmitHandler} = Opts) ->
     Names = [hornbeam_py_worker:name(Ix) || Ix <- lists:seq(1, N)],
     %% N in-flight counters + the round-robin cursor
     Load = atomics:new(N + 1, [{signed, true}]),
     [atomics:put(Load, Ix, hornbeam_python:unavailable()) || Ix <- lists:seq(1, N)],
     persistent_term:put(?POOL_KEY, #{size => N, names => list_to_tuple(Names),
                                       load => Load, timeout => Timeout,
-                                      http => App =/= undefined}),
+                                      http => App =/= undefined,
+                                      emit_handler => EmitHandler}),
     Children = [#{id => {hornbeam_py_worker, Ix},
                   start => {hornbeam_py_worker, start_link, [Ix, Load, Opts]},
                   restart => permanent,

@@ -11,8 +11,8 @@ defmodule Mix.Tasks.Hornbeam.RunTest do
     assert {:ok, "app:app", opts, node} =
              Run.parse(~w(app:app --bind 127.0.0.1:0 --workers 2 --worker-class wsgi
                           --channel-module a --channel-module b --pythonpath x --pythonpath y
-                          --ws-path /socket --name n@127.0.0.1 --cookie c --join m@127.0.0.1
-                          --join o@127.0.0.1 --log-level info))
+                          --ws-path /socket --name n@127.0.0.1 --cookie-file /run/c --join m@127.0.0.1
+                          --join o@127.0.0.1,p@127.0.0.1 --join-dns peers --log-level info))
 
     assert opts == %{
              bind: ~c"127.0.0.1:0",
@@ -20,18 +20,18 @@ defmodule Mix.Tasks.Hornbeam.RunTest do
              worker_class: :wsgi,
              channel_modules: [~c"a", ~c"b"],
              pythonpath: [~c"x", ~c"y"],
-             ws_path: ~c"/socket"
+             ws_path: ~c"/socket",
+             join: [~c"m@127.0.0.1", ~c"o@127.0.0.1", ~c"p@127.0.0.1"],
+             join_dns: [~c"peers"]
            }
 
-    assert node == %{
-             name: ~c"n@127.0.0.1",
-             cookie: ~c"c",
-             join: [~c"m@127.0.0.1", ~c"o@127.0.0.1"],
-             log_level: :info
-           }
+    assert node == %{name: ~c"n@127.0.0.1", cookie_file: ~c"/run/c", log_level: :info}
 
-    assert {:ok, "chat:app", %{pythonpath: [~c"."], channel_modules: []}, %{join: []}} =
+    assert {:ok, "chat:app", %{pythonpath: [~c"."], channel_modules: []}, %{}} =
              Run.parse(["chat:app"])
+
+    assert {:error, "--cookie would show the cookie in `ps`" <> _} =
+             Run.parse(~w(app:app --name n@127.0.0.1 --cookie secret))
   end
 
   test "--help prints the usage" do
@@ -100,6 +100,60 @@ defmodule Mix.Tasks.Hornbeam.RunTest do
     assert error.message =~
              ~r/^hornbeam.run: cannot import Python module no_such_mod_xyz: ModuleNotFoundError/
 
+    # a module that is not there has no traceback worth showing
     refute error.message =~ "\n"
+  end
+
+  test "a module with channels and no app is served channels-only" do
+    # (not @tag :tmp_dir: that writes under the checkout's tmp/)
+    dir = Path.join(System.tmp_dir!(), "hornbeam_mix_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+
+    File.write!(Path.join(dir, "docs_chat.py"), """
+    from hornbeam_channels import channel
+
+    room = channel("room:*")
+
+    @room.on_join
+    def join(topic, topic_params, params, socket):
+        return ("ok", {"shape": "channels only"}, socket)
+    """)
+
+    args = ~w(docs_chat:app --workers 1 --pythonpath #{dir} --bind 127.0.0.1:0)
+
+    assert {:ok, "http://127.0.0.1:" <> port} =
+             (
+               capture_io(fn -> send(self(), Run.serve(args)) end)
+               receive do: (result -> result)
+             )
+
+    port = String.to_integer(port)
+
+    try do
+      {:ok, c} = Hornbeam.Test.WsClient.connect(port)
+
+      assert %{"status" => "ok", "response" => %{"shape" => "channels only"}} =
+               Hornbeam.Test.WsClient.join(c, "room:lobby", %{})
+
+      Hornbeam.Test.WsClient.close(c)
+      {:ok, s} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false])
+      :ok = :gen_tcp.send(s, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+      assert {:ok, "HTTP/1.1 404" <> _} = :gen_tcp.recv(s, 0, 30_000)
+      :gen_tcp.close(s)
+    after
+      Hornbeam.stop()
+    end
+
+    File.write!(Path.join(dir, "nothing_here.py"), "X = 1\n")
+
+    error =
+      assert_raise Mix.Error, fn ->
+        Run.serve(~w(nothing_here:app --workers 1 --pythonpath #{dir} --bind 127.0.0.1:0))
+      end
+
+    assert error.message ==
+             "hornbeam.run: cannot serve nothing_here:app: module 'nothing_here' has no " <>
+               "attribute 'app' and no channels are registered: nothing to serve"
   end
 end

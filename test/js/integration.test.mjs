@@ -329,7 +329,7 @@ describe('a server that closes idle connections (heartbeat_timeout 300 ms)', { t
   before(async () => { idle = await startServer('heartbeat_timeout => 300') })
   after(async () => { await idle?.stop() })
 
-  it('our client reconnects after the server\'s close 1000 "heartbeat timeout", and rejoins', async () => {
+  it('our client reconnects after the server\'s close 1008 "heartbeat timeout", and rejoins', async () => {
     const socket = new Socket(idle.url, { transport: WebSocket, heartbeatIntervalMs: 60000 })
     sockets.push(socket)
     const closes = []
@@ -340,7 +340,7 @@ describe('a server that closes idle connections (heartbeat_timeout 300 ms)', { t
     let joins = 0
     channel.joinPush.receive('ok', () => joins++) // runs at once for the first join
     await waitFor(() => joins === 2, 5000, 'rejoin after the server closed')
-    assert.deepEqual(closes[0], [1000, 'heartbeat timeout'])
+    assert.deepEqual(closes[0], [1008, 'heartbeat timeout'])
     assert.notEqual(channel.joinRef(), firstRef)
     socket.disconnect()
   })

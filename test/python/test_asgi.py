@@ -75,6 +75,9 @@ class Http:
 def http(monkeypatch):
     h = Http(monkeypatch)
     yield h
+    if rt.pool is not None:
+        rt.pool.shutdown()
+        rt.pool = None
     if rt.loop is not None and not rt.loop.is_closed():
         if rt.http is not None:
             rt.loop.run_until_complete(rt.http.shutdown())
@@ -293,7 +296,8 @@ def test_init_rejects_bad_options_and_non_callables(http):
     assert init(worker_class="uwsgi")[0] == "init_error"
     assert b"worker_class" in init(worker_class="uwsgi")[2]
     assert init(lifespan="sometimes")[0] == "init_error"
-    assert init(app=b"asgi_echo:ROUTES")[2].startswith(b"TypeError: the app asgi_echo:ROUTES is a dict")
+    assert init(app=b"asgi_echo:ROUTES") == (
+        "app_error", b"asgi_echo:ROUTES", b"asgi_echo:ROUTES is a dict, not a callable ASGI/WSGI app")
 
 
 def test_a_wsgi_looking_app_under_asgi_is_warned_about(http):

@@ -3,6 +3,7 @@ sync and async handlers, error paths."""
 
 import asyncio
 import json
+import threading
 
 import pytest
 
@@ -46,8 +47,54 @@ def test_init_missing_module(runtime):
 def test_init_loads_app_attr(runtime):
     assert runtime.init("fx_room", app="fx_room:room")[0] == "init_ok"
     assert rt.app is hc.channels()["room:*"]
-    _, module, message, _ = runtime.init(app="fx_connect:nope")
-    assert module == b"fx_connect" and message.startswith(b"AttributeError")
+
+
+def served(app, *modules):
+    """init as the worker sends it (with a worker_class)."""
+    return rt.init({"app": app.encode(), "channel_modules": [m.encode() for m in modules],
+                    "pythonpath": [], "worker_id": 1, "worker_class": "asgi",
+                    "lifespan": "auto", "root_path": b""})
+
+
+def test_module_with_channels_and_no_app_is_served_channels_only(runtime):
+    tag, info = served("fx_room:app")
+    assert tag == "init_ok"
+    assert info["http"] is False
+    assert {c["pattern"] for c in info["channels"]} == {b"room:*", b"async:*"}
+    assert rt.http is None
+
+
+def test_channels_of_another_module_make_a_missing_app_channels_only(runtime):
+    tag, info = served("fx_connect:app", "fx_room")
+    assert tag == "init_ok" and info["http"] is False
+
+
+def test_module_with_neither_app_nor_channels_is_an_app_error(runtime):
+    assert served("fx_connect:nope") == (
+        "app_error", b"fx_connect:nope",
+        b"module 'fx_connect' has no attribute 'nope' and no channels are registered: "
+        b"nothing to serve")
+
+
+def test_app_that_is_not_callable_is_an_app_error(runtime):
+    assert served("asgi_echo:ROUTES", "fx_room") == (
+        "app_error", b"asgi_echo:ROUTES", b"asgi_echo:ROUTES is a dict, not a callable ASGI/WSGI app")
+
+
+def test_a_callable_app_serves_http(runtime):
+    tag, info = served("asgi_echo:app")
+    assert tag == "init_ok" and info["http"] is True
+
+
+def test_import_traceback_leaves_out_importlib_and_runtime_frames(runtime):
+    _, _, _, trace = runtime.init("fx_broken")
+    assert b"fx_broken.py" in trace
+    assert b"importlib" not in trace and b"hornbeam_runtime" not in trace
+    assert trace.count(b"ModuleNotFoundError") == 1
+
+
+def test_a_module_that_is_not_there_has_no_traceback(runtime):
+    assert runtime.init("no_such_module_here")[3] == b""
 
 
 # ---------------------------------------------------------------------------
@@ -258,13 +305,26 @@ def test_base_exceptions_do_not_escape(runtime):
     assert runtime.call("event", dict(args, event=b"async_exit"))[0] == "crash"
 
 
-def test_resolve_completes_futures(runtime):
+def test_resolve_completes_futures_on_their_loop_from_another_thread(runtime):
     runtime.init()
     ok, err, done = rt.loop.create_future(), rt.loop.create_future(), rt.loop.create_future()
     done.cancel()
-    rt.resolve(ok, True, {"a": 1})
-    rt.resolve(err, False, "nope")
-    rt.resolve(done, True, 1)  # already done: ignored
+    # the worker's reader thread calls resolve
+    resolver = threading.Thread(target=lambda: (rt.resolve(ok, True, {"a": 1}),
+                                                rt.resolve(err, False, "nope"),
+                                                rt.resolve(done, True, 1)))  # already done: ignored
+    resolver.start()
+    resolver.join()
+    rt.loop.run_until_complete(asyncio.wait([ok, err], timeout=5))
     assert ok.result() == {"a": 1}
     with pytest.raises(hc.ErlangError, match="nope"):
         err.result()
+
+
+def test_binary_payload_arrives_as_bytes_and_bytes_reply_goes_back_tagged(room):
+    # Erlang sends a binary frame's payload as {binary, Bytes}: ('binary', b) here
+    assert room.call("event", event_args("bytes_reply", ("binary", b"ab\x00"))) == \
+        ("reply", "ok", ("binary", b"\x00ba"), b"{}")
+    # JSON text is still decoded to a dict
+    assert room.call("event", event_args("bytes_reply", b'{"a":1}')) == \
+        ("reply", "error", b'{"reason":"dict"}', b"{}")

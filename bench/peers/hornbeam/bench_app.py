@@ -5,7 +5,9 @@ The same logic as every peer in bench/peers:
 * join ``room:*``: ok; the reply says whether presence is available;
   a join payload ``{"presence_key": K}`` tracks K on the topic when it is;
 * ``ping`` / ``new_msg``: reply with the payload;
-* ``publish``: broadcast ``msg`` with the payload to the topic, reply ``{}``.
+* ``publish``: broadcast ``msg`` with the payload to the topic, reply ``{}``;
+* ``block``: the "blocking" scenario's handler: sleep 5 ms (a stand-in for
+  a DB query or an HTTP call), then reply with the payload.
 
 Served by bench/run.py as::
 
@@ -15,6 +17,7 @@ Served by bench/run.py as::
 
 from __future__ import annotations
 
+import time
 from typing import Any, Awaitable, Callable, Dict
 
 from hornbeam_channels import broadcast, channel
@@ -50,6 +53,16 @@ def ping(payload, socket):
 
 @room.on("new_msg")
 def new_msg(payload, socket):
+    return ("reply", payload, socket)
+
+
+#: How long the ``block`` handler blocks (the same in every peer).
+BLOCK_SECONDS = 0.005
+
+
+@room.on("block")
+def block(payload, socket):
+    time.sleep(BLOCK_SECONDS)
     return ("reply", payload, socket)
 
 

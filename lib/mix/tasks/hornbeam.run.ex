@@ -14,13 +14,25 @@ defmodule Mix.Tasks.Hornbeam.Run do
 
     * `--bind HOST:PORT` - address to serve (default `127.0.0.1:8000`; `[::]:8000` for IPv6)
     * `--workers N` - Python worker processes (default: number of schedulers)
+    * `--threads N` - threads per worker running `def` handlers and WSGI apps (default 16)
+    * `--max-queued-calls N` - calls a worker lets wait for a thread before answering
+      `overloaded` (default 1024)
     * `--worker-class CLASS` - `asgi` or `wsgi` (default `asgi`)
     * `--channel-module M` - Python module with channel handlers (repeatable)
     * `--pythonpath DIR` - added to `sys.path` (repeatable; default the current directory)
+    * `--python PATH` - interpreter or virtualenv to import from (default: the activated
+      virtualenv); must be the Python version the worker was built for
     * `--ws-path PATH` - WebSocket endpoint (default `/ws`)
+    * `--public-host HOST` - host browsers reach the server by, for the WebSocket
+      Origin check (repeatable; default: the `--bind` host)
     * `--name NODE` - Erlang node name, e.g. `a@127.0.0.1` (enables clustering)
-    * `--cookie C` - Erlang distribution cookie
-    * `--join NODE` - connect to this node and form a cluster (repeatable)
+    * `--cookie-file PATH` - file holding the distribution cookie (mode 600); default:
+      `$HORNBEAM_COOKIE`, else `~/.erlang.cookie`
+    * `--dist-interface IP` - address distribution listens on (default: the `--name`
+      host if it is an IP address, else loopback)
+    * `--join NODE[,NODE]` - cluster with these nodes, reconnecting for ever (repeatable)
+    * `--join-dns NAME` - cluster with `BASE@IP` for each address of DNS `NAME` (repeatable)
+    * `--join-retry-interval MS` - reconnection period (default 2000)
     * `--log-level LEVEL` - `debug | info | notice | warning | error` (default `notice`)
 
   The task serves until the VM stops (Ctrl-C). Under `iex -S mix hornbeam.run ...`
@@ -84,7 +96,8 @@ defmodule Mix.Tasks.Hornbeam.Run do
     distribution(node)
     bind = Map.get(opts, :bind, ~c"127.0.0.1:8000")
 
-    case :hornbeam.start(String.to_charlist(app_spec), opts) do
+    # held-back logs: a failure is the one block of explain/2 (:hornbeam_startup)
+    case :hornbeam_startup.start(String.to_charlist(app_spec), opts) do
       :ok ->
         url = url(bind)
         ws_path = Map.get(opts, :ws_path, ~c"/ws")
@@ -100,40 +113,22 @@ defmodule Mix.Tasks.Hornbeam.Run do
     end
   end
 
-  defp distribution(%{name: name} = node) do
-    name = List.to_atom(name)
-    mode = if String.contains?(Atom.to_string(name), "."), do: :longnames, else: :shortnames
-
-    case Node.start(name, mode) do
-      {:ok, _} ->
-        :ok
-
-      {:error, {:already_started, _}} ->
-        :ok
-
-      {:error, reason} ->
-        Mix.raise(
-          "hornbeam.run: cannot start distribution as #{name}: #{inspect(reason)} (is epmd running?)"
-        )
+  # Cookie from --cookie-file or $HORNBEAM_COOKIE (never argv), loopback
+  # unless told: :hornbeam_distribution. Joining is :hornbeam.start/2's
+  # join options (:hornbeam_cluster).
+  defp distribution(%{name: _} = node) do
+    case :hornbeam_distribution.start(node) do
+      :ok -> :ok
+      {:error, message} -> Mix.raise("hornbeam.run: " <> IO.iodata_to_binary(message))
     end
+  end
 
-    if cookie = node[:cookie], do: Node.set_cookie(List.to_atom(cookie))
-
-    for peer <- Map.get(node, :join, []) do
-      if Node.connect(List.to_atom(peer)) == true do
-        :logger.notice(~c"joined cluster node ~s", [peer])
-      else
-        :logger.warning(~c"could not reach cluster node ~s", [peer])
-      end
-    end
+  defp distribution(node) do
+    if Map.has_key?(node, :cookie_file) or Map.has_key?(node, :dist_interface),
+      do: Mix.raise("hornbeam.run: --cookie-file and --dist-interface need --name")
 
     :ok
   end
-
-  defp distribution(%{join: [_ | _]}),
-    do: Mix.raise("hornbeam.run: --join needs --name (a distributed node)")
-
-  defp distribution(_node), do: :ok
 
   # The URL actually served (the port may have been 0).
   defp url(bind) do

@@ -322,6 +322,18 @@ enum State {
     },
 }
 
+/// What the decoder holds of a message that has not fully arrived (the
+/// connection runs its `fragment_timeout` while it is not `Nothing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Every byte fed so far ended a frame (or the decoder is poisoned).
+    Nothing,
+    /// Part of one frame (its header or payload), no fragmented message open.
+    Frame,
+    /// A fragmented data message is open: a fragment without FIN arrived.
+    Fragments,
+}
+
 /// Incremental decoder of client frames for one connection.
 #[derive(Debug)]
 pub struct Decoder {
@@ -377,6 +389,20 @@ impl Decoder {
     /// (possibly fragmented) data message. Zero once poisoned.
     pub fn buffered_len(&self) -> usize {
         self.hdr_len + self.ctrl.len() + self.msg.len()
+    }
+
+    /// Whether a message is partly here: an open fragmented message, or part
+    /// of a frame.
+    pub fn pending(&self) -> Pending {
+        if self.error.is_some() {
+            Pending::Nothing
+        } else if self.fragmented.is_some() {
+            Pending::Fragments
+        } else if self.hdr_len > 0 || matches!(self.state, State::Payload { .. }) {
+            Pending::Frame
+        } else {
+            Pending::Nothing
+        }
     }
 
     fn poison(&mut self, e: FrameError) {
@@ -1147,6 +1173,33 @@ mod tests {
             d.decode(&bytes[cut + 1..]),
             (vec![Message::Text(b"par".to_vec())], None)
         );
+    }
+
+    #[test]
+    fn pending_tells_a_partial_frame_from_open_fragments() {
+        let mut d = Decoder::new(100);
+        assert_eq!(d.pending(), Pending::Nothing);
+        let whole = frame(0x81, b"hello");
+        d.decode(whole.get(..1).unwrap_or_default());
+        assert_eq!(d.pending(), Pending::Frame);
+        d.decode(whole.get(1..4).unwrap_or_default());
+        assert_eq!(d.pending(), Pending::Frame);
+        d.decode(whole.get(4..).unwrap_or_default());
+        assert_eq!(d.pending(), Pending::Nothing);
+        // A first fragment (no FIN), a ping in between, the last fragment.
+        d.decode(&frame(0x01, b"hel"));
+        assert_eq!(d.pending(), Pending::Fragments);
+        d.decode(&frame(0x89, b"p"));
+        assert_eq!(d.pending(), Pending::Fragments);
+        let (out, err) = d.decode(&frame(0x80, b"lo"));
+        assert_eq!((out, err), (vec![Message::Text(b"hello".to_vec())], None));
+        assert_eq!(d.pending(), Pending::Nothing);
+        // Empty first fragment: still an open message.
+        d.decode(&frame(0x01, b""));
+        assert_eq!(d.pending(), Pending::Fragments);
+        // Poisoned: nothing pending any more.
+        d.decode(&frame(0x81, b"x"));
+        assert_eq!(d.pending(), Pending::Nothing);
     }
 
     #[test]

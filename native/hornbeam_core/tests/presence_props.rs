@@ -2,7 +2,7 @@
 //!
 //! The main property simulates 3–5 replicas under random local operations,
 //! gossip with lost / duplicated / reordered deltas, partitions, restarts
-//! (new incarnations), down / permdown / expiry and stale full-state
+//! (new incarnations), down / permdown / expiry, heartbeats and stale full-state
 //! transfers. After every step the diff a replica reports must equal the
 //! change of its `list` views; after healing and anti-entropy all replicas
 //! must hold the same view, equal to the plain model (the live tracks of
@@ -106,6 +106,8 @@ enum Op {
     Down(usize, usize),
     Permdown(usize, usize),
     AntiEntropy(usize, usize),
+    /// b's heartbeat (its clock) reaches a.
+    Heartbeat(usize, usize),
     Expire(usize),
     Tick(u64),
 }
@@ -127,6 +129,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Down(a, b)),
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Permdown(a, b)),
         3 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::AntiEntropy(a, b)),
+        2 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Heartbeat(a, b)),
         1 => n.clone().prop_map(Op::Expire),
         2 => (100u64..4_000).prop_map(Op::Tick),
     ]
@@ -496,6 +499,16 @@ impl Sim {
                             payload: Payload::State(fs.encode()),
                         });
                     }
+                }
+            }
+            Op::Heartbeat(a, b) => {
+                let (a, b) = (a % n, b % n);
+                if a != b && self.connected(a, b) {
+                    let clock = Clock::decode(&self.nodes[b].state.clock().encode())
+                        .expect("clock decodes");
+                    let now = self.now;
+                    checked(&mut self.nodes[a].state, |s| s.heartbeat(&clock, now));
+                    self.check_local(a);
                 }
             }
             Op::Expire(i) => {
@@ -1297,4 +1310,216 @@ fn presence_measure() {
         merge_t * 1e3,
         diff.join_count()
     );
+}
+
+// ---------------------------------------------------------------------
+// Node down (distribution reports the node gone): the tracker marks the
+// replica down at once instead of waiting for down_period. It must come
+// back without duplicate joins and without losing what its owner removed
+// meanwhile, or be removed for good by permdown or a restart.
+// ---------------------------------------------------------------------
+
+/// What happens on the owner while the observer has it marked down.
+#[derive(Debug, Clone)]
+enum AwayOp {
+    Track(u64, usize, usize),
+    Update(u64, usize, usize),
+    Untrack(u64, usize, usize),
+    OwnerExit(u64),
+    /// A delta is extracted; while connected it reaches the observer only
+    /// if true (lost otherwise); while the node is down it is always lost
+    /// (what was in flight arrived before the nodedown: Erlang's ordering).
+    Gossip(bool),
+}
+
+fn arb_away_op() -> impl Strategy<Value = AwayOp> {
+    prop_oneof![
+        4 => (0u64..3, 0usize..2, 0usize..3).prop_map(|(o, t, k)| AwayOp::Track(o, t, k)),
+        2 => (0u64..3, 0usize..2, 0usize..3).prop_map(|(o, t, k)| AwayOp::Update(o, t, k)),
+        3 => (0u64..3, 0usize..2, 0usize..3).prop_map(|(o, t, k)| AwayOp::Untrack(o, t, k)),
+        1 => (0u64..3).prop_map(AwayOp::OwnerExit),
+        3 => any::<bool>().prop_map(AwayOp::Gossip),
+    ]
+}
+
+/// How the down replica's story ends.
+#[derive(Debug, Clone, Copy)]
+enum Return {
+    /// Its node reconnects within down_period: heartbeat, delta, transfer.
+    Reconnect,
+    /// It never comes back: permdown_period passes.
+    Permdown,
+    /// Its node restarts: a new incarnation is heard from.
+    Restart,
+}
+
+/// The owner's own entries as (topic, key, meta).
+fn own(s: &State) -> BTreeSet<(String, String, String)> {
+    shown(s)
+}
+
+fn apply_away(a: &mut State, b: &mut State, op: &AwayOp, seq: &mut u64, now: u64, connected: bool) {
+    let meta = |seq: &mut u64| {
+        *seq += 1;
+        format!(r#"{{"s":{seq}}}"#)
+    };
+    match *op {
+        AwayOp::Track(o, t, k) => {
+            let _ = a.track(TOPICS[t], o, KEYS[k], &meta(seq));
+        }
+        AwayOp::Update(o, t, k) => {
+            let _ = a.update(TOPICS[t], o, KEYS[k], &meta(seq));
+        }
+        AwayOp::Untrack(o, t, k) => {
+            let _ = a.untrack(TOPICS[t], o, KEYS[k]);
+        }
+        AwayOp::OwnerExit(o) => {
+            let _ = a.untrack_owner(o);
+        }
+        AwayOp::Gossip(delivered) => {
+            let d = a.extract_delta();
+            if delivered && connected {
+                merge(b, &d, now);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// nodedown → the replica's presences leave at once (exactly those
+    /// shown); then, whatever its owner did meanwhile and whichever
+    /// messages were lost: a return restores exactly the owner's live
+    /// entries (no duplicate join, no lost removal, every diff matching the
+    /// views); a permdown removes it without a second leave; a restart
+    /// replaces it.
+    #[test]
+    fn presence_nodedown_then_return_permdown_or_restart(
+        before in prop::collection::vec(arb_away_op(), 0..12),
+        away in prop::collection::vec(arb_away_op(), 0..20),
+        ending in prop_oneof![Just(Return::Reconnect), Just(Return::Permdown), Just(Return::Restart)],
+    ) {
+        const DOWN: u64 = 30_000;
+        const PERMDOWN: u64 = 1_200_000;
+        let mut a = replica("a", 1);
+        let mut b = replica("b", 1);
+        b.track("room:a", 7, "bob", r#"{"b":1}"#).unwrap();
+        let mut seq = 0;
+        // Connected: b follows a exactly.
+        for op in &before {
+            apply_away(&mut a, &mut b, op, &mut seq, 1, true);
+        }
+        merge(&mut b, &a.extract_delta(), 1);
+        if !b.dominates(&a.clock()) {
+            transfer(&a, &mut b, 1);
+        }
+        // (a never hears from b here, so a's view is its own entries.)
+        let b_own = set(&[("room:a", "bob", r#"{"b":1}"#)]);
+        let mut expect = own(&a);
+        expect.extend(b_own.iter().cloned());
+        prop_assert_eq!(shown(&b), expect);
+
+        // nodedown at t = 1000: a's presences leave at once, only them.
+        let shown_of_a = own(&a).len();
+        let diff = checked(&mut b, |s| s.replica_down(a.replica()));
+        prop_assert_eq!(diff.leave_count(), shown_of_a);
+        prop_assert_eq!(diff.join_count(), 0);
+        prop_assert_eq!(shown(&b), b_own.clone());
+
+        for op in &away {
+            apply_away(&mut a, &mut b, op, &mut seq, 1_000, false);
+        }
+        // Still down and hidden.
+        prop_assert_eq!(shown(&b), b_own.clone());
+        let now = 1_000 + DOWN - 1;
+        // The down period passing changes nothing more (already down).
+        prop_assert!(checked(&mut b, |s| s.expire(now, DOWN, PERMDOWN).diff).is_empty());
+
+        match ending {
+            Return::Reconnect => {
+                // Heartbeat (clock), then the next delta, then a transfer
+                // if the clock shows a gap: the tracker's order. At every
+                // step b shows either none of a's entries or exactly a's
+                // live ones: never a stale one removed while away.
+                let mut current = own(&a);
+                current.extend(b_own.iter().cloned());
+                let clock = Clock::decode(&a.clock().encode()).unwrap();
+                checked(&mut b, |s| s.heartbeat(&clock, now));
+                prop_assert!(shown(&b) == b_own || shown(&b) == current, "stale after heartbeat");
+                merge(&mut b, &a.extract_delta(), now);
+                prop_assert!(shown(&b) == b_own || shown(&b) == current, "stale after delta");
+                if !b.dominates(&a.clock()) {
+                    transfer(&a, &mut b, now);
+                }
+                prop_assert!(b.dominates(&a.clock()));
+                prop_assert_eq!(shown(&b), current);
+                prop_assert_eq!(b.replicas()[0].status, ReplicaStatus::Up);
+            }
+            Return::Permdown => {
+                let e = checked(&mut b, |s| s.expire(1_000 + PERMDOWN, DOWN, PERMDOWN).diff);
+                prop_assert!(e.is_empty(), "a second leave at permdown: {:?}", e);
+                prop_assert!(b.replicas().is_empty());
+                prop_assert_eq!(b.entry_count(), 1);
+                prop_assert_eq!(shown(&b), b_own.clone());
+            }
+            Return::Restart => {
+                let mut a2 = replica("a", 2);
+                a2.track("room:a", 1, "alice", r#"{"new":1}"#).unwrap();
+                let diff = merge(&mut b, &a2.extract_delta(), now);
+                // Only the new incarnation's join: the old one was already gone.
+                prop_assert_eq!(diff.leave_count(), 0);
+                prop_assert_eq!(diff.join_count(), 1);
+                prop_assert_eq!(b.replicas().len(), 1);
+                let mut expect = b_own.clone();
+                expect.insert(("room:a".into(), "alice".into(), r#"{"new":1}"#.into()));
+                prop_assert_eq!(shown(&b), expect);
+            }
+        }
+    }
+}
+
+/// Nodedown then back within down_period with nothing changed: the same
+/// presences come back (same phx_refs), each joined once.
+#[test]
+fn presence_nodedown_then_quick_return_restores_the_same_presences() {
+    let mut a = replica("a", 1);
+    let mut b = replica("b", 1);
+    a.track("t", 1, "k", r#"{"x":1}"#).unwrap();
+    a.track("t", 2, "j", r#"{"x":2}"#).unwrap();
+    merge(&mut b, &a.extract_delta(), 0);
+    let before = view(&b);
+    let left = checked(&mut b, |s| s.replica_down(a.replica()));
+    assert_eq!(left.leave_count(), 2);
+    // A second nodedown report (pg and the monitor both) changes nothing.
+    assert!(checked(&mut b, |s| s.replica_down(a.replica())).is_empty());
+    let back = checked(&mut b, |s| s.heartbeat(&a.clock(), 500));
+    assert_eq!(back.join_count(), 2);
+    assert_eq!(view(&b), before);
+    // Its next (empty) heartbeat delta joins nothing twice.
+    assert!(merge(&mut b, &a.extract_delta(), 600).is_empty());
+}
+
+/// Nodedown, the owner untracks while away and the delta carrying it is
+/// lost: on return the removal still happens (the clock shows the gap and
+/// the transfer carries it); the removed presence is never shown for good.
+#[test]
+fn presence_nodedown_keeps_removals_made_while_away() {
+    let mut a = replica("a", 1);
+    let mut b = replica("b", 1);
+    a.track("t", 1, "gone", r#"{"x":1}"#).unwrap();
+    a.track("t", 2, "stays", r#"{"x":2}"#).unwrap();
+    merge(&mut b, &a.extract_delta(), 0);
+    checked(&mut b, |s| s.replica_down(a.replica()));
+    a.untrack("t", 1, "gone").unwrap();
+    let _lost = a.extract_delta();
+    // Back: its heartbeat's clock is ahead, so it stays down (no flash of
+    // "gone"), and the gap asks for a transfer.
+    assert!(checked(&mut b, |s| s.heartbeat(&a.clock(), 100)).is_empty());
+    assert!(merge(&mut b, &a.extract_delta(), 100).is_empty());
+    assert!(!b.dominates(&a.clock()));
+    let back = transfer(&a, &mut b, 100);
+    assert_eq!(back.join_count(), 1);
+    assert_eq!(back.leave_count(), 0);
+    assert_eq!(shown(&b), set(&[("t", "stays", r#"{"x":2}"#)]));
 }

@@ -11,14 +11,14 @@ use std::sync::Mutex;
 
 use hornbeam_core::message::{self, Ref};
 use hornbeam_core::router::{Match, Router};
-use hornbeam_core::ws_frame::{self, Decoder, Message, OpCode};
+use hornbeam_core::ws_frame::{self, Decoder, Message, OpCode, Pending};
 use rustler::{Atom, Binary, Encoder, Env, NewBinary, NifResult, Resource, ResourceArc, Term};
 
 mod atoms {
     rustler::atoms! {
         ok, error, nomatch, null, text, binary, ping, pong, close, none,
         topic_too_long, not_json, duplicate_capture, empty_pattern, empty_segment, bad_segment,
-        up, down,
+        up, down, nothing, frame, fragments,
     }
 }
 
@@ -97,6 +97,18 @@ fn ws_decode<'a>(
 fn ws_buffered(decoder: ResourceArc<WsDecoder>) -> NifResult<usize> {
     let guard = decoder.0.lock().map_err(|_| rustler::Error::BadArg)?;
     Ok(guard.buffered_len())
+}
+
+/// `nothing | frame | fragments': what the decoder holds of a message that
+/// has not fully arrived.
+#[rustler::nif]
+fn ws_pending(decoder: ResourceArc<WsDecoder>) -> NifResult<Atom> {
+    let guard = decoder.0.lock().map_err(|_| rustler::Error::BadArg)?;
+    Ok(match guard.pending() {
+        Pending::Nothing => atoms::nothing(),
+        Pending::Frame => atoms::frame(),
+        Pending::Fragments => atoms::fragments(),
+    })
 }
 
 fn opcode(atom: Atom) -> NifResult<OpCode> {

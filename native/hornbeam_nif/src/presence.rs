@@ -152,8 +152,9 @@ fn presence_clock<'a>(env: Env<'a>, t: ResourceArc<Tracker>) -> NifResult<Term<'
     Ok(bin(env, &s.clock().encode()))
 }
 
-/// A peer's heartbeat: marks its replica up (introducing it if new) and says
-/// whether its clock shows state we miss (then the shard asks a transfer).
+/// A peer's heartbeat: introduces its replica or marks it heard from (a down
+/// one comes back up once nothing it did is missing here) and says whether
+/// its clock shows state we miss (then the shard asks a transfer).
 #[rustler::nif]
 fn presence_heartbeat<'a>(
     env: Env<'a>,
@@ -167,11 +168,46 @@ fn presence_heartbeat<'a>(
     };
     let mut s = lock(&t)?;
     if clock.replica() == s.replica() {
-        return Ok((atoms::ok(), Vec::<Term>::new(), false).encode(env));
+        let me = replica_term(env, clock.replica());
+        return Ok((atoms::ok(), Vec::<Term>::new(), false, me).encode(env));
     }
-    let diff = s.replica_up(clock.replica(), now_ms);
+    let diff = s.heartbeat(&clock, now_ms);
     let behind = !s.dominates(&clock);
-    Ok((atoms::ok(), diff_term(env, &diff), behind).encode(env))
+    Ok((
+        atoms::ok(),
+        diff_term(env, &diff),
+        behind,
+        replica_term(env, clock.replica()),
+    )
+        .encode(env))
+}
+
+/// Distribution lost the replica's node (or its shard process): its
+/// presences leave now, kept for its return (until permdown).
+#[rustler::nif]
+fn presence_replica_down<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    node: String,
+    incarnation: u64,
+) -> NifResult<Term<'a>> {
+    let mut s = lock(&t)?;
+    let diff = s.replica_down(&ReplicaId::new(node, incarnation));
+    Ok(diff_term(env, &diff))
+}
+
+/// The replica said goodbye (graceful stop) or its shard is gone for good:
+/// its presences leave (if still shown) and it is forgotten.
+#[rustler::nif]
+fn presence_permdown<'a>(
+    env: Env<'a>,
+    t: ResourceArc<Tracker>,
+    node: String,
+    incarnation: u64,
+) -> NifResult<Term<'a>> {
+    let mut s = lock(&t)?;
+    let diff = s.permdown(&ReplicaId::new(node, incarnation));
+    Ok(diff_term(env, &diff))
 }
 
 #[rustler::nif]

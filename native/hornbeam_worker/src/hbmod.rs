@@ -56,8 +56,14 @@ pub mod hornbeam_native {
         }
     }
 
+    /// JSON text of a dict, or `{binary, Bytes}` for `bytes` (sent to the
+    /// client as a Phoenix binary frame).
     fn payload(args: &Bound<'_, PyTuple>, i: usize) -> PyResult<Term> {
-        Ok(Term::Binary(py_to_json_vec(&args.get_item(i)?)?))
+        let item = args.get_item(i)?;
+        match item.cast::<PyBytes>() {
+            Ok(b) => Ok(Term::tuple(vec![Term::atom("binary"), Term::binary(b.as_bytes())])),
+            Err(_) => Ok(Term::Binary(py_to_json_vec(&item)?)),
+        }
     }
 
     /// `emit(kind, *args, call_id=0)`: a side effect applied by Erlang before
@@ -151,6 +157,23 @@ pub mod hornbeam_native {
         Ok(())
     }
 
+    /// `progress(call_id, state)`: sends `{queued, CallId}` (the call waits
+    /// for a handler thread: Erlang stops its timer) or `{started, CallId}`
+    /// (a waiting call started running: its timer starts).
+    #[pyfunction]
+    fn progress(call_id: i64, what: &str) -> PyResult<()> {
+        let tag = match what {
+            "queued" | "started" => what,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown call state {other:?} (queued, started)"
+                )))
+            }
+        };
+        state()?.send(&Term::tuple(vec![Term::atom(tag), Term::Int(call_id)]));
+        Ok(())
+    }
+
     fn erl_call_frame(id: u64, name: &str, args: Vec<u8>) -> Term {
         Term::tuple(vec![
             Term::atom("erl_call"),
@@ -214,7 +237,9 @@ pub mod hornbeam_native {
     }
 
     /// `hold(on)`: keep this thread's frames back (`True`) until `hold(False)`,
-    /// which sends them in order as one write (used around a batch of calls).
+    /// which has them written in order in one go (a handler thread does it
+    /// while it runs a burst of calls). Frames held longer than
+    /// `HOLD_LIMIT` (1 ms) are written anyway.
     #[pyfunction]
     fn hold(on: bool) -> PyResult<()> {
         state()?.hold(on);

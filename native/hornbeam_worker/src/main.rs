@@ -3,23 +3,31 @@
 //! Erlang opens this binary with `{packet, 4}`; every frame is one
 //! `term_to_binary/1` term (see `src/python/README.md` for the protocol).
 //!
-//! Threads (plain std threads; the loop is the only concurrency Python sees):
+//! Threads (plain std threads, and the Python threads of the handler pool):
 //! * main: the reader. Blocks on stdin for a frame, decodes it, and for a
-//!   call takes the GIL to convert it to Python objects and schedule
-//!   `hornbeam_runtime.dispatch` on the loop with `call_soon_threadsafe`
-//!   (all frames already buffered go under one GIL acquisition, and the
-//!   calls among them are scheduled together as one
-//!   `hornbeam_runtime.dispatch_batch`: one loop wakeup per burst, whose
-//!   results are held back and handed to the writer at once). Erlang may
-//!   send a burst as one `{calls, [{Id, Kind, Args}, ...]}` frame.
+//!   call takes the GIL to convert it to Python objects and hand it to
+//!   `hornbeam_runtime.dispatch`, which routes it without blocking: a `def`
+//!   handler (or a WSGI request) to the runtime's thread pool, an
+//!   `async def` one (or an ASGI request) to the loop with
+//!   `call_soon_threadsafe`. All frames already buffered go under one GIL
+//!   acquisition, and the calls among them go together to
+//!   `hornbeam_runtime.dispatch_batch` (one loop wakeup per burst). Erlang
+//!   may send a burst as one `{calls, [{Id, Kind, Args}, ...]}` frame.
 //!   `erl_reply` frames wake the waiting `_hornbeam.call` without the GIL.
 //! * `python`: owns the asyncio event loop. Runs `hornbeam_runtime.init`,
-//!   then `loop.run_forever()`; sync handlers run inline on the loop,
-//!   `async def` handlers as tasks, so several async calls overlap.
+//!   then `loop.run_forever()`; `async def` handlers run as tasks, so
+//!   several async calls overlap. No handler ever blocks it.
+//! * the runtime's handler threads (`hornbeam_pool`, `threads` of them):
+//!   run `def` handlers and WSGI apps; they may block (a database query,
+//!   a synchronous `erl_call`) without stalling the loop or each other.
 //! * `writer`: the single writer of stdout. Everything (results, emits,
 //!   logs, erl_calls) is queued on one channel and written length-prefixed,
-//!   flushing when the queue is empty; an emit queued before a result is
-//!   written before it.
+//!   flushing when the queue is empty; an emit queued before a result (by
+//!   the same thread: a handler runs on one thread) is written before it.
+//!   A handler thread running a burst of calls holds its frames back
+//!   (`_hornbeam.hold`) so the burst costs one writer wakeup; the writer
+//!   writes held frames itself once they are `HOLD_LIMIT` old, so a handler
+//!   that blocks after a quick one never delays the quick one's reply.
 //!
 //! (An earlier version read and wrote through tokio tasks; the extra
 //! thread hops of `tokio::fs` and a separate submitter thread doubled the
@@ -34,12 +42,13 @@
 
 mod convert;
 mod hbmod;
+mod interpreter;
 mod state;
 
 use std::fs::File;
 use std::io;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use hornbeam_core::etf::{self, Term};
 use pyo3::prelude::*;
@@ -47,7 +56,7 @@ use pyo3::types::{PyList, PyString};
 use std::io::{Read, Write};
 
 use crate::convert::{json_to_py, py_to_term, term_to_py};
-use crate::state::{event_loop, shared, Job, LoopRef, Out, Pending, Reply, Shared};
+use crate::state::{event_loop, shared, Held, Job, LoopRef, Out, Pending, Reply, Shared, HOLD_LIMIT};
 
 /// Frames larger than this are a protocol error (the VM never sends them).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -62,6 +71,10 @@ fn main() {
 }
 
 fn run() -> i32 {
+    if std::env::args().nth(1).as_deref() == Some("--python-version") {
+        print!("{}", interpreter::describe());
+        return 0;
+    }
     let (proto_in, proto_out) = match protocol_files() {
         Ok(files) => files,
         Err(e) => {
@@ -74,6 +87,10 @@ fn run() -> i32 {
 
     use crate::hbmod::hornbeam_native;
     pyo3::append_to_inittab!(hornbeam_native);
+    if let Err(e) = interpreter::initialize_from_env() {
+        eprintln!("hornbeam_worker: {e}");
+        return 2;
+    }
     Python::initialize();
     if let Err(e) = Python::attach(isolate_std_fds) {
         eprintln!("hornbeam_worker: cannot redirect fds 0/1: {e}");
@@ -203,8 +220,10 @@ fn run_jobs(jobs: &mut Vec<Job>) {
     }
 }
 
-/// Schedules every call of `calls` on the loop with one
-/// `call_soon_threadsafe` (one loop wakeup for the whole burst).
+/// Hands every call of `calls` to `hornbeam_runtime.dispatch_batch` (or
+/// `dispatch` for one), here on the reader thread: the runtime routes sync
+/// handlers to its thread pool and async ones to the loop (one wakeup for
+/// the burst), and never blocks.
 fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
     if calls.is_empty() {
         return;
@@ -229,10 +248,9 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
             send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
         }
     }
-    let scheduled = lr
-        .call_soon_threadsafe
-        .call1(py, (lr.dispatch_batch.clone_ref(py), batch.clone()));
-    if let Err(e) = scheduled {
+    if let Err(e) = lr.dispatch_batch.call1(py, (batch.clone(),)) {
+        // dispatch_batch answers every call itself; this is a bug in it
+        st.log("error", &format!("hornbeam_runtime.dispatch_batch failed: {e}"));
         for item in batch.iter() {
             if let Ok((id, _, _)) = item.extract::<(i64, Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
@@ -370,21 +388,46 @@ fn send_result(st: &Shared, id: i64, result: Term) {
 
 fn writer(file: File, rx: mpsc::Receiver<Out>) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, file);
-    while let Ok(first) = rx.recv() {
+    // buffers of threads that hold their frames back (see Shared::hold)
+    let mut holders: Vec<Arc<Held>> = Vec::new();
+    loop {
+        let first = if holders.is_empty() {
+            match rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return,
+            }
+        } else {
+            // wake up in time to write frames held too long
+            match rx.recv_timeout(HOLD_LIMIT) {
+                Ok(msg) => Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
         let mut acks = Vec::new();
-        let mut next = Some(first);
+        let mut next = first;
         // write everything queued, then flush once
         while let Some(msg) = next.take() {
             match msg {
                 Out::Frame(bytes) => write_frame(&mut out, &bytes),
-                Out::Frames(frames) => {
-                    for bytes in &frames {
-                        write_frame(&mut out, bytes);
+                Out::Hold(held) => holders.push(held),
+                Out::Release(held, done) => {
+                    for bytes in held.take(None) {
+                        write_frame(&mut out, &bytes);
+                    }
+                    if done {
+                        holders.retain(|h| !Arc::ptr_eq(h, &held));
                     }
                 }
                 Out::Flush(ack) => acks.push(ack),
             }
             next = rx.try_recv().ok();
+        }
+        let now = Instant::now();
+        for held in &holders {
+            for bytes in held.take(Some(now)) {
+                write_frame(&mut out, &bytes);
+            }
         }
         if let Err(e) = out.flush() {
             stdout_gone(e);
@@ -425,10 +468,8 @@ fn run_job(py: Python<'_>, job: Job) {
     };
     match job {
         Job::Call { id, kind, args } => {
-            let scheduled = term_to_py(py, &args).and_then(|args| {
-                lr.call_soon_threadsafe
-                    .call1(py, (lr.dispatch.clone_ref(py), id, kind, args))
-            });
+            let scheduled =
+                term_to_py(py, &args).and_then(|args| lr.dispatch.call1(py, (id, kind, args)));
             if let Err(e) = scheduled {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
             }
@@ -453,9 +494,8 @@ fn run_job(py: Python<'_>, job: Job) {
                 },
                 Reply::Error(msg) => (false, PyString::new(py, &msg).into_any()),
             };
-            let resolved = lr
-                .call_soon_threadsafe
-                .call1(py, (lr.resolve.clone_ref(py), future, ok, value));
+            // `resolve` completes the future on its own loop, thread-safely
+            let resolved = lr.resolve.call1(py, (future, ok, value));
             if let Err(e) = resolved {
                 st.log("error", &format!("cannot complete an erl_call future: {e}"));
             }

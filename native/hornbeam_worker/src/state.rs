@@ -1,9 +1,10 @@
 //! State shared by the reader, the writer, the Python thread and
 //! the `_hornbeam` module functions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use hornbeam_core::etf::{self, Term};
 use once_cell::sync::OnceCell;
@@ -13,10 +14,40 @@ use pyo3::prelude::*;
 pub enum Out {
     /// One encoded term (version byte included, no length prefix).
     Frame(Vec<u8>),
-    /// Several frames in order (a batch of calls' results and emits).
-    Frames(Vec<Vec<u8>>),
+    /// A thread starts holding its frames back in this buffer (see
+    /// `Shared::hold`); from now on the writer also writes the ones held
+    /// longer than `HOLD_LIMIT`.
+    Hold(Arc<Held>),
+    /// Write what the buffer holds; `true`: its thread stopped holding.
+    Release(Arc<Held>, bool),
     /// Flush stdout, then acknowledge.
     Flush(mpsc::Sender<()>),
+}
+
+/// How long a held frame may wait before the writer writes it anyway: the
+/// thread holding it may have gone on to a handler that blocks.
+pub const HOLD_LIMIT: Duration = Duration::from_millis(1);
+
+/// Frames a thread holds back, in order, with the time each was sent.
+#[derive(Default)]
+pub struct Held {
+    frames: Mutex<VecDeque<(Instant, Vec<u8>)>>,
+}
+
+impl Held {
+    /// Takes the frames held since before `now - HOLD_LIMIT` (all of them
+    /// without `now`), oldest first.
+    pub fn take(&self, now: Option<Instant>) -> Vec<Vec<u8>> {
+        let mut q = lock(&self.frames);
+        let n = match now {
+            None => q.len(),
+            Some(now) => q
+                .iter()
+                .take_while(|(t, _)| now.saturating_duration_since(*t) >= HOLD_LIMIT)
+                .count(),
+        };
+        q.drain(..n).map(|(_, f)| f).collect()
+    }
 }
 
 /// Erlang's answer to an `erl_call`.
@@ -53,17 +84,22 @@ pub enum Job {
     },
 }
 
-/// The running asyncio loop and the runtime functions scheduled onto it.
+/// The running asyncio loop and the runtime functions the reader calls.
 pub struct LoopRef {
+    /// The loop's `call_soon_threadsafe` (for notify and shutdown).
     pub call_soon_threadsafe: Py<PyAny>,
     /// `hornbeam_runtime.shutdown`: runs the ASGI lifespan shutdown (if
     /// any), then stops the loop.
     pub shutdown: Py<PyAny>,
+    /// `hornbeam_runtime.dispatch(id, kind, args)`: routes one call to the
+    /// thread pool or the loop; called on the reader thread, never blocks.
     pub dispatch: Py<PyAny>,
-    /// `hornbeam_runtime.dispatch_batch`: runs a list of `(id, kind, args)`
-    /// calls, one loop wakeup for all the calls of a read burst.
+    /// `hornbeam_runtime.dispatch_batch`: routes a list of `(id, kind,
+    /// args)` calls, one loop wakeup for all the calls of a read burst.
     pub dispatch_batch: Py<PyAny>,
     pub notify: Py<PyAny>,
+    /// `hornbeam_runtime.resolve(future, ok, value)`: completes a
+    /// `call_async` future on its own loop; callable from any thread.
     pub resolve: Py<PyAny>,
 }
 
@@ -78,10 +114,10 @@ pub struct Shared {
 static SHARED: OnceCell<Shared> = OnceCell::new();
 
 thread_local! {
-    /// Frames held back while this thread runs a batch of calls (see
-    /// `Shared::hold`): written as one writer message at the end, so a burst
-    /// of results costs one writer wakeup instead of one each.
-    static HELD: std::cell::RefCell<Option<Vec<Vec<u8>>>> = const { std::cell::RefCell::new(None) };
+    /// Frames held back while this thread runs a burst of calls (see
+    /// `Shared::hold`): written together, so a burst of results costs one
+    /// writer wakeup instead of one each.
+    static HELD: std::cell::RefCell<Option<Arc<Held>>> = const { std::cell::RefCell::new(None) };
 }
 static LOOP: OnceCell<LoopRef> = OnceCell::new();
 
@@ -106,9 +142,9 @@ impl Shared {
     pub fn send(&self, term: &Term) {
         match etf::encode(term) {
             Ok(bytes) => {
-                let bytes = HELD.with(|h| match h.borrow_mut().as_mut() {
+                let bytes = HELD.with(|h| match h.borrow().as_ref() {
                     Some(held) => {
-                        held.push(bytes);
+                        lock(&held.frames).push_back((Instant::now(), bytes));
                         None
                     }
                     None => Some(bytes),
@@ -122,31 +158,36 @@ impl Shared {
         }
     }
 
-    /// `hold(true)`: from now on, frames sent by this thread are kept back;
-    /// `hold(false)`: send what was kept (in order) and stop holding.
+    /// `hold(true)`: from now on, frames sent by this thread are kept back
+    /// (no writer wakeup each); `hold(false)`: write what was kept, in
+    /// order, and stop holding. The writer learns of the buffer through the
+    /// channel, after every frame this thread sent before, and writes held
+    /// frames older than `HOLD_LIMIT` itself: a thread that holds and then
+    /// blocks delays its frames by at most that much, and a thread's frames
+    /// are always written in the order it sent them.
     pub fn hold(&self, on: bool) {
-        let held = HELD.with(|h| {
+        HELD.with(|h| {
             let mut h = h.borrow_mut();
             if on {
-                h.get_or_insert_with(Vec::new);
-                None
-            } else {
-                h.take()
+                if h.is_none() {
+                    let held = Arc::new(Held::default());
+                    let _ = self.out.send(Out::Hold(held.clone()));
+                    *h = Some(held);
+                }
+            } else if let Some(held) = h.take() {
+                let _ = self.out.send(Out::Release(held, true));
             }
         });
-        self.send_held(held);
     }
 
-    /// Sends what this thread holds back, and goes on holding (before it
+    /// Writes what this thread holds back, and goes on holding (before it
     /// blocks waiting for Erlang).
     pub fn release_held(&self) {
-        self.send_held(HELD.with(|h| h.borrow_mut().as_mut().map(std::mem::take)));
-    }
-
-    fn send_held(&self, held: Option<Vec<Vec<u8>>>) {
-        if let Some(frames) = held.filter(|f| !f.is_empty()) {
-            let _ = self.out.send(Out::Frames(frames));
-        }
+        HELD.with(|h| {
+            if let Some(held) = h.borrow().as_ref() {
+                let _ = self.out.send(Out::Release(held.clone(), false));
+            }
+        });
     }
 
     pub fn flush(&self, ack: mpsc::Sender<()>) {
@@ -208,4 +249,26 @@ pub fn set_loop(l: LoopRef) -> bool {
 
 pub fn event_loop() -> Option<&'static LoopRef> {
     LOOP.get()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_frames_leave_in_order_and_only_stale_ones_without_a_release() {
+        let held = Held::default();
+        let t0 = Instant::now();
+        {
+            let mut q = lock(&held.frames);
+            q.push_back((t0, b"old".to_vec()));
+            q.push_back((t0 + HOLD_LIMIT, b"new".to_vec()));
+        }
+        // the writer's check at t0 + HOLD_LIMIT: only the first is stale
+        assert_eq!(held.take(Some(t0 + HOLD_LIMIT)), vec![b"old".to_vec()]);
+        assert!(held.take(Some(t0 + HOLD_LIMIT)).is_empty());
+        lock(&held.frames).push_back((t0 + HOLD_LIMIT, b"newer".to_vec()));
+        // a release takes everything, oldest first
+        assert_eq!(held.take(None), vec![b"new".to_vec(), b"newer".to_vec()]);
+    }
 }

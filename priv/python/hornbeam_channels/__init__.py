@@ -23,22 +23,28 @@ Return values
 * on_connect: ``('ok', assigns)`` | ``('error', reason)``
 
 Responses and reasons are dicts (a ``str`` reason becomes ``{"reason": ...}``;
-``None`` becomes ``{}``). Handlers may be ``def`` or ``async def``. Anything
+``None`` becomes ``{}``). Handlers may be ``def`` or ``async def``: a ``def``
+handler runs on the worker's thread pool (blocking code is fine there), an
+``async def`` one on the worker's event loop (it must not block: use
+``await call_async(...)`` and the ``*_async`` forms of Presence). Anything
 else is logged as an invalid return value, and exceptions are logged with
 their traceback; the client only sees Phoenix's generic error.
 
 This module imports without the worker (for tests and IDEs); then
-``broadcast``, ``broadcast_from``, ``push`` and ``call`` raise RuntimeError.
+``broadcast``, ``broadcast_from``, ``push`` and ``call`` raise RuntimeError,
+unless a :class:`hornbeam_channels.testing.ChannelKit` is open: the test kit
+runs handlers in-process and receives them.
 """
 
 from __future__ import annotations
 
+import asyncio as _asyncio
 import contextvars
 import inspect
 import json as _json
 import math
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, TypeVar, Union
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Mapping, Optional, Tuple, TypeVar, Union
 
 try:  # the native module exists only inside hornbeam_worker
     import _hornbeam  # type: ignore[import-not-found]
@@ -47,7 +53,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "Channel",
+    "ConnectResult",
     "ErlangError",
+    "EventResult",
+    "JoinResult",
+    "Response",
     "Socket",
     "broadcast",
     "broadcast_from",
@@ -57,11 +67,23 @@ __all__ = [
     "channels",
     "on_connect",
     "push",
+    "refuse_on_event_loop",
 ]
 
 JSON = Any
 F = TypeVar("F", bound=Callable[..., Any])
 MaybeAwaitable = Union[Any, Awaitable[Any]]
+
+# Return forms of handlers, for annotating them (``-> JoinResult``); the
+# runtime checks the same forms (hornbeam_runtime).
+#: A response or reason: a dict, a str (``{"reason": str}``) or None (``{}``).
+Response = Union[Mapping[str, Any], str, None]
+JoinResult = Union[Tuple[Literal["ok"], Response, "Socket"], Tuple[Literal["ok"], Response],
+                   Tuple[Literal["error"], Response]]
+#: ``('reply', resp, socket)`` where resp may be ``('ok' | 'error', resp)``; None is noreply.
+EventResult = Optional[Union[Tuple[Literal["reply"], Any, "Socket"], Tuple[Literal["reply"], Any],
+                             Tuple[Literal["noreply"], "Socket"], Tuple[Literal["stop"], Any, "Socket"]]]
+ConnectResult = Union[Tuple[Literal["ok"], Optional[Mapping[str, Any]]], Tuple[Literal["error"], Response]]
 
 NOT_IN_WORKER = "not running inside a hornbeam worker"
 
@@ -116,7 +138,8 @@ def check_json(value: Any, where: str = "value") -> None:
 
 def json_encode(value: Any) -> bytes:
     if _hornbeam is not None:
-        return _hornbeam.json_encode(value)
+        encoded: bytes = _hornbeam.json_encode(value)
+        return encoded
     if isinstance(value, Mapping) and not isinstance(value, dict):
         value = dict(value)
     check_json(_lists(value))
@@ -160,6 +183,16 @@ class Socket:
 
     __slots__ = ("_id", "_topic", "_channel", "_assigns", "_assigns_json", "_params", "_params_json",
                  "_join_ref", "_join_ref_json")
+    # (set through object.__setattr__: the class refuses attribute writes)
+    _id: Optional[str]
+    _topic: str
+    _channel: Optional[bytes]  # the channel process's token; None outside a handler
+    _assigns: Any  # a dict, or _UNSET until decoded from _assigns_json
+    _assigns_json: Optional[bytes]
+    _params: Any  # like _assigns
+    _params_json: Optional[bytes]
+    _join_ref: Any  # the JSON value, or _UNSET until decoded
+    _join_ref_json: Optional[bytes]
 
     def __init__(
         self,
@@ -214,9 +247,10 @@ class Socket:
 
     def _assigns_dict(self) -> Dict[str, Any]:
         if self._assigns is _UNSET:
-            decoded = json_decode(self._assigns_json)
+            decoded = json_decode(self._assigns_json or b"{}")
             object.__setattr__(self, "_assigns", decoded if isinstance(decoded, dict) else {})
-        return self._assigns
+        assigns: Dict[str, Any] = self._assigns
+        return assigns
 
     @property
     def assigns(self) -> Mapping[str, Any]:
@@ -235,14 +269,14 @@ class Socket:
     @property
     def join_ref(self) -> Any:
         if self._join_ref is _UNSET:
-            object.__setattr__(self, "_join_ref", json_decode(self._join_ref_json))
+            object.__setattr__(self, "_join_ref", json_decode(self._join_ref_json or b"null"))
         return self._join_ref
 
     @property
     def params(self) -> Mapping[str, Any]:
         """The connect params of the WebSocket."""
         if self._params is _UNSET:
-            decoded = json_decode(self._params_json)
+            decoded = json_decode(self._params_json or b"{}")
             object.__setattr__(self, "_params", decoded if isinstance(decoded, dict) else {})
         return MappingProxyType(self._params)
 
@@ -365,7 +399,7 @@ class Channel:
         return fn
 
     @property
-    def events(self) -> list:
+    def events(self) -> List[str]:
         return list(self.event_handlers)
 
     def __repr__(self) -> str:
@@ -420,15 +454,31 @@ def _reset() -> None:
 # ---------------------------------------------------------------------------
 
 
+# What stands in for the worker outside it: the in-memory server of
+# hornbeam_channels.testing while a ChannelKit is open, else nothing.
+_test_backend: Any = None
+
+
+def _set_test_backend(backend: Any) -> Any:
+    """Install ``backend`` (or None) as the target of emits and Erlang calls
+    made outside the worker; returns the one it replaces (the test kit)."""
+    global _test_backend
+    previous, _test_backend = _test_backend, backend
+    return previous
+
+
 def _native() -> Any:
-    if _hornbeam is None:
-        raise RuntimeError(NOT_IN_WORKER)
-    return _hornbeam
+    if _hornbeam is not None:
+        return _hornbeam
+    if _test_backend is not None:
+        return _test_backend
+    raise RuntimeError(NOT_IN_WORKER)
 
 
 def _check_payload(payload: Any) -> None:
-    if not isinstance(payload, Mapping):
-        raise TypeError(f"payload must be a dict, not {type(payload).__name__}")
+    # bytes go to the client as a Phoenix binary frame (an ArrayBuffer in JS)
+    if not isinstance(payload, (Mapping, bytes)):
+        raise TypeError(f"payload must be a dict or bytes, not {type(payload).__name__}")
 
 
 def _channel_of(socket: Socket) -> bytes:
@@ -439,34 +489,53 @@ def _channel_of(socket: Socket) -> bytes:
     return socket._channel
 
 
-def broadcast(topic: str, event: str, payload: Mapping[str, Any]) -> None:
-    """Send ``event`` to every subscriber of ``topic`` on every node."""
+def broadcast(topic: str, event: str, payload: Union[Mapping[str, Any], bytes]) -> None:
+    """Send ``event`` to every subscriber of ``topic`` on every node.
+
+    Never blocks (the message is queued for Erlang, which delivers it before
+    the reply of the calling handler), so it is safe in ``def`` and
+    ``async def`` handlers alike."""
     _check_payload(payload)
     _native().emit("broadcast", topic, event, payload, call_id=current_call.get())
 
 
-def broadcast_from(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
-    """Like :func:`broadcast` on ``socket.topic``, except to ``socket`` itself."""
+def broadcast_from(socket: Socket, event: str, payload: Union[Mapping[str, Any], bytes]) -> None:
+    """Like :func:`broadcast` on ``socket.topic``, except to ``socket`` itself.
+    Never blocks."""
     _check_payload(payload)
     native = _native()
     native.emit("broadcast_from", _channel_of(socket), socket.topic, event, payload,
                 call_id=current_call.get())
 
 
-def push(socket: Socket, event: str, payload: Mapping[str, Any]) -> None:
-    """Send ``event`` to this socket's client only."""
+def push(socket: Socket, event: str, payload: Union[Mapping[str, Any], bytes]) -> None:
+    """Send ``event`` to this socket's client only (before the handler's
+    reply). Never blocks."""
     _check_payload(payload)
     native = _native()
     native.emit("push", _channel_of(socket), event, payload, call_id=current_call.get())
 
 
+def refuse_on_event_loop(what: str, instead: str) -> None:
+    """Raise RuntimeError if the calling thread runs an asyncio event loop:
+    ``what`` waits for Erlang and would stall every ``async def`` handler of
+    the worker; ``instead`` names the awaitable form to use."""
+    if _asyncio._get_running_loop() is not None:
+        raise RuntimeError(f"{what} waits for Erlang and would block the event loop that runs "
+                           f"async handlers; in an async def handler use {instead}")
+
+
 def call(name: str, args: Any = None) -> Any:
     """Call the Erlang function registered as ``name`` and wait for its
-    answer (blocks the worker's event loop; prefer :func:`call_async` in
-    ``async def`` handlers). Raises ErlangError on an error answer."""
+    answer. Blocks the calling thread: use it in ``def`` handlers (they run
+    on the worker's thread pool); in an ``async def`` handler it raises
+    RuntimeError, use :func:`call_async` there. Raises ErlangError on an
+    error answer."""
+    refuse_on_event_loop(f"call({name!r})", f"await call_async({name!r}, ...)")
     return _native().call(name, args)
 
 
 async def call_async(name: str, args: Any = None) -> Any:
-    """Like :func:`call` without blocking other handlers."""
+    """Like :func:`call`, awaitable: waits without blocking the event loop
+    (for ``async def`` handlers). Raises ErlangError on an error answer."""
     return await _native().call_async(name, args)

@@ -45,6 +45,17 @@ handle_in(<<"broadcast">>, #{<<"event">> := Event, <<"payload">> := Payload}, So
 handle_in(<<"broadcast_from">>, #{<<"event">> := Event, <<"payload">> := Payload}, Socket) ->
     ok = hornbeam_channel:broadcast_from(Socket, Event, Payload),
     {reply, ok, Socket};
+%% Binary payloads ({binary, Bytes}, from an ArrayBuffer push): back to this
+%% client as a push, or to every subscriber as a broadcast, as bytes.
+handle_in(<<"push_binary">>, {binary, _} = Bytes, Socket) ->
+    ok = hornbeam_channel:push(Socket, <<"bin">>, Bytes),
+    {reply, ok, Socket};
+handle_in(<<"broadcast_binary">>, {binary, _} = Bytes, Socket) ->
+    ok = hornbeam_channel:broadcast(Socket, <<"bin">>, Bytes),
+    {reply, ok, Socket};
+%% What the endpoint's connect function put in the assigns (authToken tests).
+handle_in(<<"assigns">>, _Payload, Socket) ->
+    {reply, {ok, hornbeam_channel:assigns(Socket)}, Socket};
 %% Endings: a deliberate stop (phx_close), a crash (phx_error), and the
 %% whole connection killed (the client sees the WebSocket close).
 handle_in(<<"stop">>, _Payload, Socket) ->

@@ -1,4 +1,5 @@
-"""ASGI entry point of the Django Channels peer: ``daphne djpeer.asgi:application``."""
+"""ASGI entry point of the Django Channels peers: ``daphne djpeer.asgi:application``.
+``DJPEER_CONSUMER=sync`` serves the sync consumer (the django-channels-sync peer)."""
 
 import os
 
@@ -11,8 +12,9 @@ django.setup()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from djpeer.consumers import RoomConsumer  # noqa: E402
+from djpeer.consumers import RoomConsumer, SyncRoomConsumer  # noqa: E402
 
+consumer = SyncRoomConsumer if os.environ.get("DJPEER_CONSUMER") == "sync" else RoomConsumer
 application = ProtocolTypeRouter({
-    "websocket": URLRouter([path("ws", RoomConsumer.as_asgi())]),
+    "websocket": URLRouter([path("ws", consumer.as_asgi())]),
 })

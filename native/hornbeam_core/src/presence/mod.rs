@@ -44,10 +44,15 @@
 //! `{node, incarnation}`. The incarnation must be fresh and *increasing* at
 //! every start of the node (e.g. system time in µs at boot). A replica is
 //! introduced (context 0, up) the first time it is heard of directly: a
-//! delta or full state it sends, or [`State::replica_up`]. Entries of
-//! replicas not (yet) introduced are ignored. [`State::replica_down`]
+//! delta, full state or heartbeat ([`State::heartbeat`]) it sends, or
+//! [`State::replica_up`]. Entries of replicas not (yet) introduced are
+//! ignored. [`State::replica_down`] (its node is gone, or it fell silent)
 //! hides its entries (leaves) but keeps them; hearing from it again shows
-//! them (joins); [`State::permdown`] deletes and forgets it. A replica heard
+//! them (joins) once nothing it did meanwhile is missing — a heartbeat
+//! whose clock is ahead, or an early delta, leave it down until the
+//! transfer or the missing deltas arrive, so a replica back from a
+//! partition never shows, even briefly, entries removed while it was away;
+//! [`State::permdown`] deletes and forgets it. A replica heard
 //! of with the same node and a newer incarnation permdowns the old one at
 //! once; anything from an older incarnation than the newest seen of that
 //! node is ignored. [`State::expire`] applies `down_period` /
@@ -187,6 +192,9 @@ struct Rep {
     entries: BTreeMap<u64, Entry>,
     /// Early deltas by `start`, each with `start > ctx`.
     pending: BTreeMap<u64, Delta>,
+    /// Down, and since heard from: it comes back up once the context
+    /// reaches this counter (whoever brings it there).
+    awaiting: Option<u64>,
 }
 
 impl Rep {
@@ -198,6 +206,7 @@ impl Rep {
             ctx: 0,
             entries: BTreeMap::new(),
             pending: BTreeMap::new(),
+            awaiting: None,
         }
     }
 }
@@ -528,7 +537,8 @@ impl State {
             return diff;
         };
         if delta.start > rep.ctx {
-            // Early. A heartbeat (empty range) has nothing to wait with.
+            // Early (a down replica stays down: it is not current). A
+            // heartbeat (empty range) has nothing to wait with.
             let keep = delta.start < delta.end
                 && rep
                     .pending
@@ -540,10 +550,12 @@ impl State {
                     rep.pending.pop_last();
                 }
             }
+            self.revive_if_current(slot, delta.end, &mut diff);
             return diff;
         }
         apply_delta(rep, slot, delta, &mut self.topics, &mut diff);
         drain_pending(rep, slot, &mut self.topics, &mut diff);
+        self.revive_if_current(slot, delta.end, &mut diff);
         diff
     }
 
@@ -624,9 +636,9 @@ impl State {
     /// node, or of another incarnation than the known one are ignored.
     pub fn merge_state(&mut self, state: &FullState, now_ms: u64) -> Diff {
         let mut diff = Diff::default();
-        if self.observe(&state.sender, now_ms, &mut diff).is_none() {
+        let Some(sender) = self.observe(&state.sender, now_ms, &mut diff) else {
             return diff;
-        }
+        };
         for section in &state.sections {
             let Some(slot) = self.known(&section.id) else {
                 continue;
@@ -636,7 +648,18 @@ impl State {
             };
             merge_section(rep, slot, section, &mut self.topics, &mut diff);
             drain_pending(rep, slot, &mut self.topics, &mut diff);
+            // A down replica heard from meanwhile may be current now.
+            if rep.awaiting.is_some() {
+                self.revive_if_current(slot, 0, &mut diff);
+            }
         }
+        // The sender's own section, if any, was its whole state: current.
+        let theirs = state
+            .sections
+            .iter()
+            .find(|s| s.id == state.sender)
+            .map_or(0, |s| s.ctx);
+        self.revive_if_current(sender, theirs, &mut diff);
         diff
     }
 
@@ -651,8 +674,10 @@ impl State {
         (rep.id.incarnation == id.incarnation).then_some(slot)
     }
 
-    /// Heard from `id` at `now_ms`: introduce it or mark it up; a newer
-    /// incarnation permdowns the older one. `None` when it must be ignored.
+    /// Heard from `id` at `now_ms`: introduce it or refresh its last-seen
+    /// time (a down replica stays down: see [`State::revive_if_current`]);
+    /// a newer incarnation permdowns the older one. `None` when it must be
+    /// ignored.
     fn observe(&mut self, id: &ReplicaId, now_ms: u64, diff: &mut Diff) -> Option<u32> {
         if id.node == self.me.id.node {
             return None;
@@ -669,12 +694,6 @@ impl State {
             match self.others.get_mut(&slot) {
                 Some(rep) if rep.id.incarnation == id.incarnation => {
                     rep.last_seen_ms = rep.last_seen_ms.max(now_ms);
-                    if rep.status == ReplicaStatus::Down {
-                        rep.status = ReplicaStatus::Up;
-                        for e in rep.entries.values() {
-                            diff.join(&e.topic, &e.key, &e.meta);
-                        }
-                    }
                     return Some(slot);
                 }
                 _ => self.permdown_slot(slot, diff),
@@ -685,6 +704,30 @@ impl State {
         self.others.insert(slot, Rep::new(id.clone(), now_ms));
         self.by_node.insert(id.node.clone(), slot);
         Some(slot)
+    }
+
+    /// A down replica heard from comes back up — its entries join — only
+    /// once nothing it did up to its counter `theirs` is missing here, so
+    /// that a replica returning from a partition never shows entries its
+    /// owner removed meanwhile. Until then its clock shows the gap and the
+    /// tracker asks for a transfer, whose merge (or the contiguous deltas)
+    /// brings it up.
+    fn revive_if_current(&mut self, slot: u32, theirs: u64, diff: &mut Diff) {
+        if let Some(rep) = self.others.get_mut(&slot) {
+            if rep.status != ReplicaStatus::Down {
+                return;
+            }
+            let want = rep.awaiting.map_or(theirs, |w| w.max(theirs));
+            if rep.ctx >= want && rep.pending.is_empty() {
+                rep.status = ReplicaStatus::Up;
+                rep.awaiting = None;
+                for e in rep.entries.values() {
+                    diff.join(&e.topic, &e.key, &e.meta);
+                }
+            } else {
+                rep.awaiting = Some(want);
+            }
+        }
     }
 
     fn permdown_slot(&mut self, slot: u32, diff: &mut Diff) {
@@ -708,7 +751,22 @@ impl State {
     /// the old one (its entries leave).
     pub fn replica_up(&mut self, id: &ReplicaId, now_ms: u64) -> Diff {
         let mut diff = Diff::default();
-        self.observe(id, now_ms, &mut diff);
+        if let Some(slot) = self.observe(id, now_ms, &mut diff) {
+            self.revive_if_current(slot, 0, &mut diff);
+        }
+        diff
+    }
+
+    /// A heartbeat carrying `clock`, from `clock.replica()`: introduces it,
+    /// or marks it heard from; a down one comes back up only if this
+    /// replica has seen everything the clock says it did (otherwise
+    /// [`State::dominates`] is false: ask it for a transfer).
+    pub fn heartbeat(&mut self, clock: &Clock, now_ms: u64) -> Diff {
+        let mut diff = Diff::default();
+        if let Some(slot) = self.observe(&clock.replica, now_ms, &mut diff) {
+            let theirs = clock.get(&clock.replica).unwrap_or(0);
+            self.revive_if_current(slot, theirs, &mut diff);
+        }
         diff
     }
 
@@ -723,6 +781,7 @@ impl State {
 
     fn down_slot(&mut self, slot: u32, diff: &mut Diff) {
         if let Some(rep) = self.others.get_mut(&slot) {
+            rep.awaiting = None;
             if rep.status == ReplicaStatus::Up {
                 rep.status = ReplicaStatus::Down;
                 for e in rep.entries.values() {
