@@ -96,3 +96,19 @@ bench-smoke: build bench-loadgen
 # the rest (bench/scale.py; on 2 cores only N = 1). Results: bench/results/<date>-scale.{json,md}.
 bench-scale: build bench-loadgen
 	python3 bench/scale.py $(SCALE_ARGS)
+
+# --- Soak (bench/README.md "Soak") ---------------------------------------------------
+# Users chatting with presence on a 2-node cluster while faults are injected (a Python
+# worker killed, the pub/sub relay killed, the seed node restarted). Exit status 1 when a
+# verdict is not met. `make soak` writes bench/results/<date>-soak.{json,md}; `soak-ci`
+# (60 s of load, about 2 minutes in all) writes _build/soak/.
+.PHONY: soak soak-ci
+SOAK_MINUTES ?= 10
+SOAK_USERS ?= 2000
+SOAK_CI_USERS ?= 1000
+
+soak: build bench-loadgen
+	python3 bench/soak.py --minutes $(SOAK_MINUTES) --users $(SOAK_USERS) --out-dir bench/results
+
+soak-ci: build bench-loadgen
+	python3 bench/soak.py --minutes 1 --users $(SOAK_CI_USERS) --out-dir _build/soak --tag=-ci

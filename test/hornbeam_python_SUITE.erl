@@ -19,7 +19,7 @@
          channels_info/1, emits_before_result/1, erl_call_echo/1, erl_call_async/1,
          erl_call_unknown/1, python_logging/1, crash_traceback_logged/1,
          async_calls_overlap/1, sync_calls_overlap_on_two_workers/1,
-         os_exit_then_restart/1, all_in_flight_fail_together/1, timeout_replaces_worker/1,
+         os_exit_then_restart/1, a_port_closed_without_exit_status_is_a_worker_exit/1, all_in_flight_fail_together/1, timeout_replaces_worker/1,
          import_error/1, missing_binary/1, throughput/1,
          sync_handlers_run_on_a_pool_thread_off_the_loop/1,
          sync_handlers_overlap_on_one_worker/1,
@@ -45,7 +45,8 @@ all() ->
      channels_info, emits_before_result, erl_call_echo, erl_call_async, erl_call_unknown,
      python_logging, crash_traceback_logged,
      async_calls_overlap, sync_calls_overlap_on_two_workers,
-     os_exit_then_restart, all_in_flight_fail_together, timeout_replaces_worker,
+     os_exit_then_restart, a_port_closed_without_exit_status_is_a_worker_exit,
+     all_in_flight_fail_together, timeout_replaces_worker,
      import_error, missing_binary, throughput,
      sync_handlers_run_on_a_pool_thread_off_the_loop, sync_handlers_overlap_on_one_worker,
      a_sleeping_sync_handler_does_not_delay_another_call_with_one_worker,
@@ -395,6 +396,21 @@ os_exit_then_restart(_) ->
     ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)),
     ?assertNotEqual(Before, os_pid()),
     [#{restarts := 1, status := ready}] = hornbeam_python:workers().
+
+%% A worker killed while we write to it can end its port with epipe and no
+%% exit_status (the soak found it): that too must replace the worker, or it
+%% stays dead and its calls hang.
+a_port_closed_without_exit_status_is_a_worker_exit(_) ->
+    Before = os_pid(),
+    Worker = whereis(hornbeam_py_worker:name(1)),
+    {links, Links} = process_info(Worker, links),
+    [Port] = [P || P <- Links, is_port(P)],
+    true = exit(Port, epipe),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)),
+    ?assertNotEqual(Before, os_pid()),
+    [#{restarts := 1, status := ready}] = hornbeam_python:workers(),
+    %% the old OS process is gone too
+    ?assertEqual("", os:cmd("kill -0 " ++ integer_to_list(Before) ++ " 2>/dev/null && echo alive")).
 
 all_in_flight_fail_together(_) ->
     Slow = fun() -> event(<<"sleep_async">>, <<"{\"ms\":5000}">>) end,

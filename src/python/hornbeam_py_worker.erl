@@ -252,8 +252,16 @@ info1({'DOWN', Mon, process, _Pid, _Reason}, St) ->
     Refs = [Ref || {_, #call{from = {stream, _, Ref}, mon = M}} <- maps:to_list(St#st.calls),
                    M =:= Mon],
     {noreply, lists:foldl(fun cancel_stream/2, St, Refs)};
+info1({'EXIT', Port, Reason}, #st{port = Port} = St) when is_port(Port) ->
+    %% The port of the running worker closed without an exit_status: a
+    %% worker killed while we wrote to it can end its port with epipe and no
+    %% exit_status at all (found by the soak). Handle it as the worker's exit,
+    %% or the worker stays dead and its calls hang.
+    ?LOG_WARNING("python worker ~b (os pid ~p): its port closed (~0p)",
+                 [St#st.ix, St#st.os_pid, Reason]),
+    {noreply, port_down(kill_port(St), {worker_exited, Reason})};
 info1({'EXIT', Port, _Reason}, St) when is_port(Port) ->
-    %% exit_status (or our own kill) already handled it
+    %% a port we already replaced: exit_status (or our own kill) handled it
     {noreply, St};
 info1({'EXIT', _Pid, Reason}, St) ->
     %% the parent supervisor is handled by gen_server itself

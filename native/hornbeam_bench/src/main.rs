@@ -2,7 +2,7 @@
 //! one server and prints one JSON object on stdout. See `--help`.
 
 use hornbeam_bench::args::Args;
-use hornbeam_bench::scenarios::{fanout, idle, presence, roundtrip, Report};
+use hornbeam_bench::scenarios::{fanout, idle, presence, roundtrip, soak, Report};
 
 const HELP: &str = "\
 usage: hornbeam_bench SCENARIO [--option value ...]
@@ -21,6 +21,11 @@ scenarios:
              --conns N (1000) --hold-ms (10000) --settle-ms (2000) --join true|false (true)
   presence   N clients join one topic and are tracked; time until every view holds all N, server bytes
              --clients N (100) --timeout-ms (30000)
+  soak       users chatting with presence on a cluster while bench/soak.py injects faults (Phoenix only)
+             --urls ws://A,ws://B (one per node) --users (2000) --room-size (10) --duration-ms (60000)
+             --interval-ms (5000) --publish-pct (50) --churn-permille (10) --call-timeout-ms (10000)
+             --ramp-ms (10000) --settle-ms (30000) --state-file PATH (then hold until stdin closes)
+             --hold-max-ms (120000) --topic-prefix (room:soak-; topic = prefix + room number) --seed (1)
 
 common options:
   --proto phoenix|socketio|json (phoenix)   --url ws://HOST:PORT (ws://127.0.0.1:4000)
@@ -64,8 +69,9 @@ fn main() {
             "roundtrip" => roundtrip::run(&args).await,
             "idle" => idle::run(&args).await,
             "presence" => presence::run(&args).await,
+            "soak" => soak::run(&args).await,
             other => Err(format!(
-                "unknown scenario {other:?} (fanout | roundtrip | idle | presence)"
+                "unknown scenario {other:?} (fanout | roundtrip | idle | presence | soak)"
             )),
         }
     });

@@ -6,6 +6,7 @@ pub mod fanout;
 pub mod idle;
 pub mod presence;
 pub mod roundtrip;
+pub mod soak;
 
 use std::sync::Arc;
 use std::time::Duration;
