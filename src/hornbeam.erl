@@ -106,7 +106,15 @@ endpoint_opts(AppSpec, IP, Port, Opts) ->
     #{presence => maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
       python => python_opts(AppSpec, Opts),
       listener => ListenerOpts#{ref => ?LISTENER_REF, ip => IP, port => Port},
-      endpoint => Opts}.
+      endpoint => seal_api_key(Opts)}.
+
+%% The child spec (printed in supervisor reports) holds the API key sealed,
+%% never as text (see hornbeam_api).
+seal_api_key(Opts) ->
+    case hornbeam_api:seal(maps:get(api_key, Opts, undefined)) of
+        {ok, Sealed} -> Opts#{api_key => Sealed};
+        error -> Opts
+    end.
 
 python_app(none) -> undefined;
 python_app(undefined) -> undefined;

@@ -41,6 +41,8 @@ run_usage() ->
     "  --join-dns NAME         cluster with the nodes BASE@IP for each address of DNS NAME\n"
     "                          (BASE: this node's name; BASE@NAME to choose; repeatable)\n"
     "  --join-retry-interval MS  reconnection period of --join/--join-dns (default 2000)\n"
+    "  --api-key-file PATH     file holding the key of the HTTP publishing API (mode 600;\n"
+    "                          default: $HORNBEAM_API_KEY; neither: no API)\n"
     "  --log-level LEVEL       debug | info | notice | warning | error (default notice)\n".
 
 %% @doc Entry point; Args are the words after `hornbeam'. Halts the node on
@@ -129,6 +131,9 @@ option("--name", V, O, N) -> {ok, O, N#{name => V}};
 option("--cookie", _, _, _) ->
     {error, "--cookie would show the cookie in `ps`: set HORNBEAM_COOKIE, or use --cookie-file PATH"};
 option("--cookie-file", V, O, N) -> {ok, O, N#{cookie_file => V}};
+option("--api-key", _, _, _) ->
+    {error, "--api-key would show the key in `ps`: set HORNBEAM_API_KEY, or use --api-key-file PATH"};
+option("--api-key-file", V, O, N) -> {ok, O, N#{api_key_file => V}};
 option("--dist-interface", V, O, N) ->
     case inet:parse_address(V) of
         {ok, _} -> {ok, O, N#{dist_interface => V}};
@@ -164,13 +169,21 @@ run(AppSpec, Opts, Node) ->
     one_line_logs(),
     ok = distribution(Node, Opts),
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
-    case hornbeam_startup:start(AppSpec, Opts) of
+    case hornbeam_startup:start(AppSpec, api_key(Node, Opts)) of
         ok ->
             io:format("hornbeam: serving ~s on ~s (WebSocket at ~s); Ctrl-C to stop~n",
                       [AppSpec, url(Bind), maps:get(ws_path, Opts, "/ws")]),
             ok;
         {error, Reason} ->
             fail(1, explain(Reason, Bind))
+    end.
+
+%% The HTTP API key: --api-key-file or $HORNBEAM_API_KEY, never argv.
+api_key(Node, Opts) ->
+    case hornbeam_api:read_key(maps:get(api_key_file, Node, undefined)) of
+        {ok, undefined} -> Opts;
+        {ok, Key} -> Opts#{api_key => Key};
+        {error, Message} -> fail(1, Message)
     end.
 
 %% A terminal reads one line per event ("2026-12-04T19:16:01.5+00:00 notice:

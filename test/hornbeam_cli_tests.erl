@@ -84,3 +84,27 @@ thread_pool_options_test_() ->
      ?_assertMatch({error, "--threads needs" ++ _}, hornbeam_cli:parse(["run", "a:b", "--threads", "0"])),
      ?_assertMatch({error, "--max-queued-calls needs" ++ _},
                    hornbeam_cli:parse(["run", "a:b", "--max-queued-calls", "-1"]))].
+
+%% The API key never goes on a command line either; the file is for the node.
+api_key_on_the_command_line_is_refused_test() ->
+    ?assertMatch({error, "--api-key would show the key in `ps`" ++ _},
+                 hornbeam_cli:parse(["run", "a:b", "--api-key", "secret"])),
+    ?assertMatch({run, "a:b", _, #{api_key_file := "/run/key"}},
+                 hornbeam_cli:parse(["run", "a:b", "--api-key-file", "/run/key"])).
+
+api_key_file_readable_by_others_is_refused_test() ->
+    Path = filename:join(os:getenv("TMPDIR", "/tmp"), "hornbeam_api_key_test"),
+    ok = file:write_file(Path, <<"k3y\n">>),
+    ok = file:change_mode(Path, 8#644),
+    ?assertMatch({error, _}, hornbeam_api:read_key(Path)),
+    ok = file:change_mode(Path, 8#600),
+    ?assertEqual({ok, <<"k3y">>}, hornbeam_api:read_key(Path)),
+    ok = file:write_file(Path, <<"\n">>),
+    ?assertMatch({error, _}, hornbeam_api:read_key(Path)),
+    ok = file:delete(Path).
+
+api_key_from_the_environment_is_read_once_test() ->
+    true = os:putenv("HORNBEAM_API_KEY", "envkey"),
+    ?assertEqual({ok, <<"envkey">>}, hornbeam_api:read_key(undefined)),
+    ?assertEqual(false, os:getenv("HORNBEAM_API_KEY")),
+    ?assertEqual({ok, undefined}, hornbeam_api:read_key(undefined)).

@@ -25,7 +25,8 @@
     write_batch_bytes := pos_integer(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
-    connect := undefined | fun((map(), map()) -> {ok, map()} | {error, term()})
+    connect := undefined | fun((map(), map()) -> {ok, map()} | {error, term()}),
+    api_key := undefined | hornbeam_api:secret()  %% sealed digest; undefined: no HTTP API
 }.
 -export_type([config/0]).
 
@@ -47,18 +48,22 @@ defaults() ->
       write_batch_frames => 64,                %% frames already waiting that one socket write takes
       write_batch_bytes => 65536,              %% bytes one socket write takes (stops after the frame past it)
       channels => [],                          %% [{Pattern, Module}] Erlang channels
-      connect => undefined}.
+      connect => undefined,
+      api_key => undefined}.                   %% HTTP publishing API key (hornbeam_api); none: no API
 
 %% @doc Build the endpoint configuration from user options (a map with the
 %% keys of defaults/0; unknown keys are ignored here).
 -spec config(map()) -> {ok, config()} | {error, term()}.
 config(Opts) ->
     Merged0 = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
-    case valid_hosts(maps:get(public_hosts, Merged0)) of
-        true ->
+    case {valid_hosts(maps:get(public_hosts, Merged0)), hornbeam_api:seal(maps:get(api_key, Merged0))} of
+        {_, error} ->
+            %% never the key itself in an error (it is logged)
+            {error, {bad_option, api_key, <<"(hidden: expected a non-empty string)">>}};
+        {true, {ok, Secret}} ->
             Policy = origin_policy(Merged0, maps:get(bind, Opts, "127.0.0.1:8000")),
-            config_routes(maps:remove(public_hosts, Merged0#{check_origin := Policy}));
-        false ->
+            config_routes(maps:remove(public_hosts, Merged0#{check_origin := Policy, api_key := Secret}));
+        {false, _} ->
             {error, {bad_option, public_hosts, maps:get(public_hosts, Merged0)}}
     end.
 
@@ -121,15 +126,20 @@ route(#{router := Router, handlers := Handlers}, Topic) ->
 
 %% --- hornbeam_http_handler ------------------------------------------------------
 
-%% Requests off the WebSocket path go to the Python app, if there is one
-%% (`hornbeam_py_http'), else get the static JS client or a 404.
+%% Requests off the WebSocket path go to the HTTP API (`hornbeam_api', only
+%% with an api_key), then the Python app, if there is one (`hornbeam_py_http'),
+%% else get the static JS client or a 404.
 -spec handle_http(hornbeam_http_req:req(), config()) ->
     {100..599, [{binary(), iodata()}], iodata()} | {loop, module(), term()}.
 handle_http(Req = #{path := Path}, Config) ->
     case is_ws_path(Path, Config) of
         true -> {400, [{<<"content-type">>, <<"text/plain">>}],
                  <<"this endpoint speaks WebSocket only\n">>};
-        false -> hornbeam_py_http:handle(Req)
+        false ->
+            case hornbeam_api:handle(Req, Config) of
+                pass -> hornbeam_py_http:handle(Req);
+                Response -> Response
+            end
     end.
 
 -spec websocket_upgrade(hornbeam_http_req:req(), config()) ->
