@@ -12,9 +12,10 @@
 %% monitors every peer shard it hears from. When distribution reports the
 %% peer's node gone (`noconnection'), that replica is marked down at once
 %% (its presences leave, kept for its return until `permdown_period'); a
-%% peer shard that exits otherwise, or says `goodbye' from its terminate/2
-%% (graceful stop: hornbeam:stop/0, application stop, SIGTERM), is
-%% permdowned at once. Its next incarnation is a new replica anyway.
+%% peer shard that says `goodbye' from its terminate/2 (the node stops for
+%% good: hornbeam:stop/0, application stop, SIGTERM) is permdowned at once.
+%% A peer shard that exits while its node stays connected is left to the
+%% heartbeats: it is restarted and adopts the same replica (below).
 %% Every change becomes a `presence_diff' broadcast to this node's
 %% subscribers of the topic, computed here from our own merges, so each
 %% client sees each change once.
@@ -80,8 +81,9 @@ name(Ix) -> list_to_atom("hornbeam_presence_shard_" ++ integer_to_list(Ix)).
 %% owned by the calling process, unless it exists. `hornbeam_presence_sup'
 %% calls it in the process that starts it (the endpoint supervisor), so the
 %% table outlives the presence supervisor and its shards, and goes with the
-%% endpoint. Rows: `{{crdt, Ix}, Crdt}', `{{next_owner, Ix}, N}',
-%% `{{owner, Ix, Pid}, Id}'.
+%% endpoint. Rows: `{{crdt, Ix}, Crdt}', `{{incarnation, Ix}, I}',
+%% `{{next_owner, Ix}, N}', `{{owner, Ix, Pid}, Id}' and the limit counts
+%% `{{counts, Ix}, {PerOwner, PerTopic}}'.
 -spec keep_table() -> ok.
 keep_table() ->
     case ets:whereis(?KEEP) of

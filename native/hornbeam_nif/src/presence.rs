@@ -182,8 +182,8 @@ fn presence_heartbeat<'a>(
         .encode(env))
 }
 
-/// Distribution lost the replica's node (or its shard process): its
-/// presences leave now, kept for its return (until permdown).
+/// Distribution lost the replica's node: its presences leave now, kept
+/// for its return (until permdown).
 #[rustler::nif]
 fn presence_replica_down<'a>(
     env: Env<'a>,
@@ -196,8 +196,8 @@ fn presence_replica_down<'a>(
     Ok(diff_term(env, &diff))
 }
 
-/// The replica said goodbye (graceful stop) or its shard is gone for good:
-/// its presences leave (if still shown) and it is forgotten.
+/// The replica said goodbye (its node stopped for good): its presences
+/// leave (if still shown) and it is forgotten.
 #[rustler::nif]
 fn presence_permdown<'a>(
     env: Env<'a>,
