@@ -151,6 +151,7 @@ def init(config: Mapping[str, Any]) -> Result:
                            on_queued=lambda call_id: progress("queued", call_id),
                            on_started=lambda call_id: progress("started", call_id),
                            log=lambda level, message: log(level, message),
+                           report_after=_positive(config, "queued_report_ms", 100, 1) / 1000,
                            hold=_hornbeam.hold if _hornbeam is not None and sink is _default_sink
                            else None)
     except ValueError as e:
@@ -720,7 +721,7 @@ def _response(value: Any, what: str) -> Any:
         value = {}
     elif isinstance(value, str):
         value = {"reason": value}
-    elif not isinstance(value, Mapping):
+    elif value.__class__ is not dict and not isinstance(value, Mapping):  # (dict first: the usual case, and cheap)
         raise Invalid(f"the {what} must be a dict, got {_describe(value)}")
     return hc.json_encode(value)
 

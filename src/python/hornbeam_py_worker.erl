@@ -11,10 +11,12 @@
 %% re-run init. Calls that arrive while the port is (re)starting wait in a
 %% queue, under their own timers.
 %%
-%% The timer measures execution, not waiting: a call the worker has to
-%% queue because every handler thread is busy is reported `{queued, Id}'
-%% (its timer stops) and `{started, Id}' when a thread takes it (a fresh
-%% timer starts), so a burst cannot get a healthy worker killed. The worker
+%% The timer measures execution, not waiting: a call that has waited for a
+%% handler thread longer than `queued_report_ms' (a quarter of the timeout,
+%% at most 100 ms; sent with init) is reported `{queued, Id}' (its timer
+%% stops) and `{started, Id}' when a thread takes it (a fresh timer starts),
+%% so a burst cannot get a healthy worker killed, and quick calls that wait
+%% microseconds cost no extra frames. The worker
 %% queues at most `max_queued_calls' calls and answers the excess at once
 %% with the result `overloaded', which the caller gets as
 %% `{error, overloaded}'; so do calls beyond `max_queued_calls' waiting
@@ -52,6 +54,8 @@
 -define(BACKOFF_MIN, 100).
 -define(BACKOFF_MAX, 5000).
 -define(STABLE_AFTER, 10000).
+%% Longest wait for a handler thread before the worker reports a call queued.
+-define(QUEUED_REPORT_MS, 100).
 %% Calls waiting here for a (re)start have reached max_queued_calls.
 -define(RESTART_QUEUE_FULL(St),
         (St#st.status =/= ready andalso
@@ -542,6 +546,7 @@ start_port(#st{opts = Opts, ix = Ix} = St) ->
                                 root_path => maps:get(root_path, Opts, <<>>),
                                 threads => maps:get(threads, Opts),
                                 max_queued_calls => maps:get(max_queued_calls, Opts),
+                                queued_report_ms => queued_report_ms(Opts),
                                 worker_id => Ix}}),
             InitTimer = case maps:get(init_timeout, Opts) of
                             infinity -> undefined;
@@ -552,6 +557,17 @@ start_port(#st{opts = Opts, ix = Ix} = St) ->
         error:Reason ->
             ?LOG_ERROR("cannot start python worker ~ts: ~p", [Path, Reason]),
             port_down(St#st{port = undefined, status = starting}, {open_port, Reason})
+    end.
+
+%% How long a call may wait for a handler thread before the worker reports
+%% it `{queued, Id}' (and this process stops its timer): a quarter of the
+%% call timeout, at most 100 ms, so a wait can never use up a timeout while
+%% quick calls that wait microseconds cost no frames.
+-spec queued_report_ms(map()) -> pos_integer().
+queued_report_ms(Opts) ->
+    case maps:get(timeout, Opts, infinity) of
+        infinity -> ?QUEUED_REPORT_MS;
+        T -> max(1, min(?QUEUED_REPORT_MS, T div 4))
     end.
 
 %% Kill the OS process (it may be stuck in Python code) and close the port.

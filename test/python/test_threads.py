@@ -155,6 +155,40 @@ def test_pool_refuses_after_shutdown_and_with_a_zero_queue():
         HandlerPool(0, 1, on_queued=print, on_started=print, log=print)
 
 
+def _wait_for(check, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_only_a_job_that_waits_longer_than_report_after_is_reported_queued():
+    progress = []
+    gate = threading.Event()
+    pool = HandlerPool(1, 10, on_queued=lambda i: progress.append(("queued", i)),
+                       on_started=lambda i: progress.append(("started", i)),
+                       log=lambda level, m: None, report_after=0.05)
+    try:
+        # a short wait (well under report_after): no frames
+        pool.submit(0, lambda: time.sleep(0.005))
+        pool.submit(1, lambda: progress.append(("ran", 1)))
+        _wait_for(lambda: ("ran", 1) in progress)
+        assert progress == [("ran", 1)]
+        progress.clear()
+        # a long wait: queued while it waits, started when a thread takes it
+        pool.submit(2, gate.wait)
+        pool.submit(3, lambda: progress.append(("ran", 3)))
+        _wait_for(lambda: ("queued", 3) in progress)
+        assert progress == [("queued", 3)]
+        gate.set()
+        _wait_for(lambda: ("ran", 3) in progress)
+        assert progress == [("queued", 3), ("started", 3), ("ran", 3)]
+    finally:
+        gate.set()
+        pool.shutdown()
+    with pytest.raises(ValueError):
+        HandlerPool(1, 1, on_queued=print, on_started=print, log=print, report_after=0)
+
+
 def test_current_call_is_set_on_the_pool_thread(room, monkeypatch):
     seen = {}
     ch = hc.channels()["room:*"]
