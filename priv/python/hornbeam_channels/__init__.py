@@ -590,14 +590,16 @@ def subscribe(socket: Socket, topic: str) -> None:
     ``@room.on_info`` as a :class:`Broadcast`, not the client. Lasts until
     :func:`unsubscribe` or the channel's end; subscribing twice is
     subscribing once. Never blocks."""
+    _topic(topic)
     native = _native()
-    native.emit("subscribe", _channel_of(socket), _topic(topic), call_id=current_call.get())
+    native.emit("subscribe", _channel_of(socket), topic, call_id=current_call.get())
 
 
 def unsubscribe(socket: Socket, topic: str) -> None:
     """Undo :func:`subscribe`. Never blocks."""
+    _topic(topic)
     native = _native()
-    native.emit("unsubscribe", _channel_of(socket), _topic(topic), call_id=current_call.get())
+    native.emit("unsubscribe", _channel_of(socket), topic, call_id=current_call.get())
 
 
 def send(socket: Socket, message: Any) -> None:
