@@ -22,18 +22,20 @@ main([SubsArg, PyPath]) ->
                                 channel_modules => ["intercept_cost_py"], pythonpath => [PyPath],
                                 max_connections => N * 2 + 100}),
     Port = hornbeam:port(),
-    io:format("~b subscribers on one topic, payload ~~60 B; deliveries/s (ratio to the Erlang fastlane)~n", [N]),
+    io:format("~b subscribers on one topic, payload ~~60 B; deliveries/s (ratio to the better fastlane row)~n", [N]),
     Variants = [{"Erlang channel, no intercept (fastlane)", <<"plain:1">>, <<"msg">>, 200},
                 {"Erlang channel, event not intercepted (forwarded)", <<"icpt:1">>, <<"other">>, 200},
                 {"Erlang channel, intercepted (handle_out/3)", <<"icpt:2">>, <<"msg">>, 100},
                 {"Python channel, no intercept (fastlane)", <<"pyplain:1">>, <<"msg">>, 200},
                 {"Python channel, intercepted (@room.intercept)", <<"pyicpt:1">>, <<"msg">>, 5}],
     %% a warm-up (code loading, first allocations), then each variant
-    %% twice, in turn, keeping its best run
+    %% three times, in turn, keeping its best run. The two fastlane rows
+    %% take the same path (a Python channel without intercepts is never
+    %% called for a broadcast): their gap is the noise of the machine.
     _ = run(Port, N, hd(Variants)),
-    Runs = [run(Port, N, V) || _ <- [1, 2], V <- Variants],
+    Runs = [run(Port, N, V) || _ <- [1, 2, 3], V <- Variants],
     Results = [{Name, lists:max([R || {Nm, R} <- Runs, Nm =:= Name])} || {Name, _, _, _} <- Variants],
-    [{_, Base} | _] = Results,
+    Base = max(element(2, lists:nth(1, Results)), element(2, lists:nth(4, Results))),
     [io:format("~-52s ~12.1f/s  ~6.3f~n", [Name, Rate, Rate / Base]) || {Name, Rate} <- Results],
     erlang:halt(0).
 
