@@ -20,7 +20,9 @@ all() ->
      unsubscribe_stops_the_messages,
      subscribe_refuses_the_own_topic_and_bad_topics,
      message_sent_to_the_channel_process_reaches_handle_info,
-     subscriptions_end_with_the_channel].
+     subscriptions_end_with_the_channel,
+     erlang_message_to_a_python_channel_reaches_on_info_as_json,
+     python_intercept_exception_errors_only_that_channel].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -29,6 +31,16 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     ok = application:stop(hornbeam).
 
+%% The Python cases serve test/python/fixtures/fx_channel_out.py on "sec:*".
+init_per_testcase(TC, Config) when TC =:= erlang_message_to_a_python_channel_reaches_on_info_as_json;
+                                   TC =:= python_intercept_exception_errors_only_that_channel ->
+    _ = hornbeam:stop(),
+    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
+    Fixtures = filename:join([filename:dirname(Src), "python", "fixtures"]),
+    ok = hornbeam:start(none, #{bind => "127.0.0.1:0", workers => 1, channel_modules => ["fx_channel_out"],
+                                pythonpath => [Fixtures],
+                                channels => [{<<"room:*">>, hornbeam_test_channel}]}),
+    [{port, hornbeam:port()} | Config];
 init_per_testcase(_TC, Config) ->
     _ = hornbeam:stop(),
     ok = hornbeam:start(none, #{bind => "127.0.0.1:0",
@@ -178,3 +190,25 @@ subscriptions_end_with_the_channel(Config) ->
     receive {'DOWN', Mon, process, Pid, _} -> ok after 5000 -> ct:fail(channel_did_not_end) end,
     ?assertEqual([], hornbeam_pubsub:channel_subscribers(<<"user:9">>)),
     ?assertEqual([], hornbeam_pubsub:channel_subscribers(<<"sec:e">>)).
+
+%% --- Python channels (fx_channel_out) ----------------------------------------------
+
+erlang_message_to_a_python_channel_reaches_on_info_as_json(Config) ->
+    A = connect(Config),
+    undefined = join(A, <<"sec:p">>, #{}),
+    [{_, Pid, _, _}] = supervisor:which_children(hornbeam_channel_sup),
+    Pid ! {not_json, self()},        %% logged and dropped; the channel lives on
+    Pid ! #{<<"from">> => <<"erlang">>},
+    ?assertEqual([<<"1">>, null, <<"sec:p">>, <<"told">>, #{<<"message">> => #{<<"from">> => <<"erlang">>}}],
+                 ?C:recv_json(A)),
+    ?assertMatch({<<"ok">>, #{<<"infos">> := 1}}, call(A, <<"sec:p">>, <<"2">>, <<"seen">>, #{})).
+
+python_intercept_exception_errors_only_that_channel(Config) ->
+    A = connect(Config),
+    undefined = join(A, <<"sec:q">>, #{}),
+    undefined = join(A, <<"room:q">>, #{}),
+    ok = hornbeam:broadcast(<<"sec:q">>, <<"crash_out">>, #{}),
+    ?assertMatch([<<"1">>, _, <<"sec:q">>, <<"phx_error">>, #{<<"reason">> := <<"channel_crash">>}],
+                 ?C:recv_json(A, 10000)),
+    ok = hornbeam:broadcast(<<"room:q">>, <<"still">>, #{}),
+    ?assertMatch([null, null, <<"room:q">>, <<"still">>, _], ?C:recv_json(A)).
