@@ -303,7 +303,8 @@ def info() -> Dict[str, Any]:
     there is an HTTP app (False: channels only)."""
     return {
         "channels": [
-            {"pattern": ch.pattern.encode(), "events": [e.encode() for e in ch.event_handlers]}
+            {"pattern": ch.pattern.encode(), "events": [e.encode() for e in ch.event_handlers],
+             "intercepts": [e.encode() for e in ch.out_handlers]}
             for ch in hc.channels().values()
         ],
         "on_connect": hc.connect_handler() is not None,
@@ -634,6 +635,10 @@ def _prepare(kind: str, args: Mapping[str, Any]) -> Any:
         return _prepare_join(args)
     if kind == "leave":
         return _prepare_leave(args)
+    if kind == "out":
+        return _prepare_out(args)
+    if kind == "info":
+        return _prepare_info(args)
     if kind == "connect":
         return _prepare_connect(args)
     return ("invalid", f"unknown call kind {kind!r}".encode())
@@ -683,6 +688,31 @@ def _prepare_event(args: Mapping[str, Any]) -> Any:
     socket = hc.Socket._from_wire(args.get("socket") or {})
     payload = _payload(args.get("payload"))
     return Prepared(fn, (payload, socket), lambda value: _event_result(value, socket), _crash)
+
+
+def _prepare_out(args: Mapping[str, Any]) -> Any:
+    ch = _channel_for(args)
+    event = _str(args.get("event"))
+    fn = ch.out_handlers.get(event) if ch is not None else None
+    if fn is None:
+        return ("no_handler", f"no intercept for event {event!r} on {_str(args.get('pattern'))}".encode())
+    socket = hc.Socket._from_wire(args.get("socket") or {})
+    payload = _payload(args.get("payload"))
+    return Prepared(fn, (payload, socket), lambda value: _out_result(value, socket), _crash)
+
+
+def _prepare_info(args: Mapping[str, Any]) -> Any:
+    ch = _channel_for(args)
+    if ch is None or ch.info_handler is None:
+        return ("no_handler", f"no on_info handler for {_str(args.get('pattern'))}".encode())
+    socket = hc.Socket._from_wire(args.get("socket") or {})
+    broadcast = args.get("broadcast")
+    if isinstance(broadcast, tuple) and len(broadcast) == 3:
+        topic, event, payload = broadcast
+        message: Any = hc.Broadcast(_str(topic), _str(event), _payload(payload))
+    else:
+        message = _decode(args.get("message"), None)
+    return Prepared(ch.info_handler, (message, socket), lambda value: _info_result(value, socket), _crash)
 
 
 def _prepare_leave(args: Mapping[str, Any]) -> Any:
@@ -769,6 +799,39 @@ def _event_result(value: Any, socket: hc.Socket) -> Result:
             return ("stop", hc.json_encode(value[1]), new._assigns_payload())
     raise Invalid(f"{_describe(value)}; expected ('reply', response, socket), ('reply', response), "
                   "('noreply', socket), ('stop', reason, socket) or None")
+
+
+def _out_result(value: Any, socket: hc.Socket) -> Result:
+    if value is None:
+        return ("noreply", socket._assigns_payload())
+    if isinstance(value, tuple) and value:
+        if value[0] == "push" and len(value) == 3:
+            new = _socket(value[2])
+            return ("push", _payload_out(value[1]), new._assigns_payload())
+        if value[0] == "noreply" and len(value) == 2:
+            return ("noreply", _socket(value[1])._assigns_payload())
+    raise Invalid(f"{_describe(value)}; expected ('push', payload, socket), ('noreply', socket) or None")
+
+
+def _payload_out(value: Any) -> Any:
+    """A pushed payload: a dict, or ``bytes`` (a binary frame)."""
+    if isinstance(value, (bytes, bytearray)):
+        return ("binary", bytes(value))
+    if not isinstance(value, Mapping):
+        raise Invalid(f"the payload must be a dict or bytes, got {_describe(value)}")
+    return hc.json_encode(value)
+
+
+def _info_result(value: Any, socket: hc.Socket) -> Result:
+    if value is None:
+        return ("noreply", socket._assigns_payload())
+    if isinstance(value, tuple) and value:
+        if value[0] == "noreply" and len(value) == 2:
+            return ("noreply", _socket(value[1])._assigns_payload())
+        if value[0] == "stop" and len(value) == 3:
+            new = _socket(value[2])
+            return ("stop", hc.json_encode(value[1]), new._assigns_payload())
+    raise Invalid(f"{_describe(value)}; expected ('noreply', socket), ('stop', reason, socket) or None")
 
 
 def _connect_result(value: Any) -> Result:

@@ -29,10 +29,25 @@
 %% arrive as `{binary, Bytes}' whatever the format, so a channel tells them
 %% from JSON by that tag. Replies, pushes and broadcasts of `{binary, Bytes}'
 %% go out as binary frames; the client gets an ArrayBuffer.
+%%
+%% Intercepts (Phoenix `intercept' + `handle_out'): events listed by the
+%% optional `intercept/0' are not written to the client as broadcast; for
+%% each local subscriber the channel process runs `handle_out(Event,
+%% Payload, Socket)', which pushes what the client should see (or nothing).
+%% Such a channel gets every broadcast of its topic through its own process
+%% (the ones it does not intercept are forwarded as encoded), so the order
+%% of broadcasts holds, at the price of one message and one decode per
+%% subscriber of the topic.
+%%
+%% Server messages: `subscribe(Socket, Topic)' makes the channel process
+%% receive the broadcasts of another topic in `handle_info/2' as
+%% `{hornbeam_broadcast, Topic, Event, Payload}' (nothing reaches the
+%% client unless the channel pushes); anything sent to the channel process
+%% (`Pid ! Msg', `socket.channel_pid') arrives in `handle_info/2' too.
 -module(hornbeam_channel).
 
 -export([assign/3, assign/2, assigns/1, topic/1, id/1, params/1, join_ref/1,
-         push/3, broadcast/3, broadcast_from/3]).
+         push/3, broadcast/3, broadcast_from/3, subscribe/2, unsubscribe/2]).
 
 -type socket() :: #{
     id := binary(),                 %% connection id
@@ -46,7 +61,8 @@
     channel_pid := pid(),
     handler := module(),
     dialect := hornbeam_protocol:dialect(),
-    py_assigns => binary()          %% Python channels keep assigns as JSON text
+    py_assigns => binary(),         %% Python channels keep assigns as JSON text
+    intercepts => [binary()]        %% Python channels: the events of @room.intercept
 }.
 -type reply() :: ok | error | {ok | error, hornbeam_pubsub:payload()}.
 -export_type([socket/0, reply/0]).
@@ -59,9 +75,13 @@
     | {stop, Reason :: term(), socket()} | {stop, Reason :: term(), reply(), socket()}.
 -callback handle_info(Msg :: term(), Socket :: socket()) ->
     {noreply, socket()} | {stop, Reason :: term(), socket()}.
+-callback handle_out(Event :: binary(), Payload :: term(), Socket :: socket()) ->
+    {noreply, socket()} | {stop, Reason :: term(), socket()}.
+-callback intercept() -> [Event :: binary()].
 -callback terminate(Reason :: term(), Socket :: socket()) -> term().
 -callback payload_format() -> decoded | raw.
--optional_callbacks([handle_in/3, handle_info/2, terminate/2, payload_format/0]).
+-optional_callbacks([handle_in/3, handle_info/2, handle_out/3, intercept/0, terminate/2,
+                     payload_format/0]).
 
 -spec assign(socket(), term(), term()) -> socket().
 assign(Socket = #{assigns := Assigns}, Key, Value) ->
@@ -112,6 +132,20 @@ push(#{transport_pid := Transport, topic := Topic, join_ref := JoinRef}, Event, 
 -spec broadcast(socket(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
 broadcast(#{topic := Topic}, Event, Payload) ->
     hornbeam_pubsub:broadcast(Topic, Event, Payload).
+
+%% @doc Make this channel's process receive the broadcasts to Topic (another
+%% topic than its own) in `handle_info/2' as
+%% `{hornbeam_broadcast, Topic, Event, Payload}', until unsubscribe/2 or
+%% the channel's end. Subscribing twice is subscribing once.
+-spec subscribe(#{channel_pid := pid(), topic := binary(), atom() => term()}, binary()) ->
+    ok | {error, term()}.
+subscribe(#{channel_pid := Pid, topic := Own}, Topic) ->
+    hornbeam_channel_server:subscribe(Pid, Own, Topic).
+
+-spec unsubscribe(#{channel_pid := pid(), topic := binary(), atom() => term()}, binary()) ->
+    ok | {error, term()}.
+unsubscribe(#{channel_pid := Pid, topic := Own}, Topic) ->
+    hornbeam_channel_server:unsubscribe(Pid, Own, Topic).
 
 %% @doc Like broadcast/3, except to this channel's own client.
 -spec broadcast_from(socket(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.

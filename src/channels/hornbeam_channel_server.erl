@@ -3,7 +3,8 @@
 %%
 %% Life: started by the connection with the join request; joins in
 %% `handle_continue' (so the connection never waits on a slow join) and tells
-%% the connection `{'$hb_joined', self(), ok | error, ReplyFrame}'. Events
+%% the connection `{'$hb_joined', self(), ok | ok_via_channel | error,
+%% ReplyFrame}' (ok_via_channel: it intercepts, and subscribed itself). Events
 %% arrive as `{'$hb_in', Event, Ref, Payload}' and run in arrival order;
 %% each one handled is acknowledged with `{'$hb_done', self()}' (after its
 %% reply), which is how the connection bounds the events waiting here
@@ -17,10 +18,19 @@
 %%     `{'$hb_crashed', self()}' → `phx_error'; the process then exits with
 %%     `{shutdown, crashed}' so no second crash report is written;
 %%   * any other exit (a kill, a linked crash) → `phx_error' too.
+%%
+%% Broadcasts normally skip this process (the fastlane). A channel whose
+%% module intercepts events (`intercept/0', or `@room.intercept' in Python)
+%% subscribes itself instead of its connection, once joined: it runs
+%% `handle_out/3' for an intercepted event and forwards the encoded frame of
+%% any other as `{'$hb_out', Frame}', so the topic's broadcasts keep their
+%% order. Broadcasts to topics subscribed with `hornbeam_channel:subscribe/2'
+%% (kept in this process's dictionary, as pg keeps no per-process index)
+%% go to `handle_info/2' as `{hornbeam_broadcast, Topic, Event, Payload}'.
 -module(hornbeam_channel_server).
 -behaviour(gen_server).
 
--export([start_link/1, push/3]).
+-export([start_link/1, push/3, subscribe/3, unsubscribe/3]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -type start_args() :: #{
@@ -40,8 +50,12 @@
     join_payload :: binary() | undefined,
     max_json_depth :: pos_integer(),
     %% the handler's payload_format/0, asked once at start, not per event
-    payload_format = decoded :: decoded | raw
+    payload_format = decoded :: decoded | raw,
+    %% events of its own topic that run handle_out/3 (none: the fastlane)
+    intercepts = [] :: [binary()]
 }).
+
+-define(SUBSCRIBED(Topic), {'$hb_subscribed', Topic}).
 
 -spec start_link(start_args()) -> {ok, pid()} | {error, term()}.
 start_link(Args = #{hibernate_after := HibernateAfter}) ->
@@ -52,6 +66,25 @@ start_link(Args = #{hibernate_after := HibernateAfter}) ->
 -spec push(pid(), binary(), hornbeam_pubsub:payload()) -> ok.
 push(ChannelPid, Event, Payload) ->
     gen_server:cast(ChannelPid, {push, Event, Payload}).
+
+%% @doc Subscribe channel ChannelPid (whose own topic is Own) to Topic; from
+%% inside the channel's callbacks it takes effect at once, from elsewhere
+%% when the channel process reads the request.
+-spec subscribe(pid(), binary(), term()) -> ok | {error, term()}.
+subscribe(ChannelPid, Own, Topic) ->
+    case check_topic(Own, Topic) of
+        ok when ChannelPid =:= self() -> subscribe_self(Topic);
+        ok -> ChannelPid ! {'$hb_subscribe', Topic}, ok;
+        Error -> Error
+    end.
+
+-spec unsubscribe(pid(), binary(), term()) -> ok | {error, term()}.
+unsubscribe(ChannelPid, Own, Topic) ->
+    case check_topic(Own, Topic) of
+        ok when ChannelPid =:= self() -> unsubscribe_self(Topic);
+        ok -> ChannelPid ! {'$hb_unsubscribe', Topic}, ok;
+        Error -> Error
+    end.
 
 -spec init(start_args()) -> {ok, #state{}, {continue, join}}.
 init(#{socket := Socket0, ref := Ref, payload := Payload, max_json_depth := Depth}) ->
@@ -121,27 +154,35 @@ handle_info({'$hb_in', Event, Ref, Raw}, State = #state{socket = Socket}) ->
              end,
     Transport ! {'$hb_done', self()},
     Answer;
+handle_info({'$hb_channel_broadcast', Topic, Event, Payload, Frame, Exclude},
+            State = #state{socket = Socket}) ->
+    Self = self(),
+    case Socket of
+        _ when Exclude =:= Self ->
+            {noreply, State};
+        #{topic := Topic, transport_pid := Transport} ->
+            case lists:member(Event, State#state.intercepts) of
+                true -> handle_out(Event, Payload, State);
+                false -> Transport ! {'$hb_out', Frame}, {noreply, State}
+            end;
+        _ ->
+            case get(?SUBSCRIBED(Topic)) of
+                true -> subscribed_broadcast(Topic, Event, Payload, State);
+                _ -> {noreply, State}   %% unsubscribed while it was on its way
+            end
+    end;
+handle_info({'$hb_subscribe', Topic}, State) ->
+    _ = subscribe_self(Topic),
+    {noreply, State};
+handle_info({'$hb_unsubscribe', Topic}, State) ->
+    _ = unsubscribe_self(Topic),
+    {noreply, State};
 handle_info({'$hb_leave', Reason}, State) ->
     {stop, {shutdown, Reason}, State};
 handle_info({'DOWN', _, process, Pid, _}, State = #state{socket = #{transport_pid := Pid}}) ->
     {stop, {shutdown, closed}, State};
-handle_info(Msg, State = #state{socket = Socket = #{handler := Handler}}) ->
-    case erlang:function_exported(Handler, handle_info, 2) of
-        true ->
-            case run(fun() -> Handler:handle_info(Msg, Socket) end) of
-                {ok, {noreply, NewSocket}} -> {noreply, State#state{socket = NewSocket}};
-                {ok, {stop, Reason, NewSocket}} -> {stop, stop_reason(Reason), State#state{socket = NewSocket}};
-                {ok, Other} ->
-                    logger:error("channel ~s handle_info/2 returned an invalid value: ~0p", [Handler, Other]),
-                    crashed(State);
-                {crashed, Class, Reason, Stack} ->
-                    logger:error("channel ~s handle_info/2 crashed: ~0p:~0p~n~p", [Handler, Class, Reason, Stack]),
-                    crashed(State)
-            end;
-        false ->
-            logger:debug("channel ~s ignored message ~0p", [Handler, Msg]),
-            {noreply, State}
-    end.
+handle_info(Msg, State) ->
+    call_handle_info(Msg, State).
 
 -spec terminate(term(), #state{}) -> ok.
 terminate(Reason, #state{joined = true, socket = Socket = #{handler := Handler}}) ->
@@ -158,6 +199,102 @@ terminate(_Reason, _State) ->
     ok.
 
 %% --- internals ---------------------------------------------------------------
+
+call_handle_info(Msg, State = #state{socket = Socket = #{handler := Handler}}) ->
+    case erlang:function_exported(Handler, handle_info, 2) of
+        true ->
+            callback_result(handle_info, run(fun() -> Handler:handle_info(Msg, Socket) end), State);
+        false ->
+            logger:debug("channel ~s ignored message ~0p", [Handler, Msg]),
+            {noreply, State}
+    end.
+
+%% The result of handle_info/2 or handle_out/3: both are
+%% {noreply, Socket} | {stop, Reason, Socket}.
+callback_result(_Name, {ok, {noreply, NewSocket}}, State) when is_map(NewSocket) ->
+    {noreply, State#state{socket = NewSocket}};
+callback_result(_Name, {ok, {stop, Reason, NewSocket}}, State) when is_map(NewSocket) ->
+    {stop, stop_reason(Reason), State#state{socket = NewSocket}};
+callback_result(Name, {ok, Other}, State = #state{socket = #{handler := Handler}}) ->
+    logger:error("channel ~s ~s returned an invalid value: ~0p", [Handler, Name, Other]),
+    crashed(State);
+callback_result(Name, {crashed, Class, Reason, Stack}, State = #state{socket = #{handler := Handler}}) ->
+    logger:error("channel ~s ~s crashed: ~0p:~0p~n~p", [Handler, Name, Class, Reason, Stack]),
+    crashed(State).
+
+%% An intercepted broadcast of our own topic: handle_out/3 decides what the
+%% client sees (it pushes, or not).
+handle_out(Event, Payload, State = #state{socket = Socket = #{handler := Handler}}) ->
+    case broadcast_payload(Payload, State) of
+        {ok, Term} ->
+            callback_result(handle_out, run(fun() -> Handler:handle_out(Event, Term, Socket) end), State);
+        error ->
+            {noreply, State}
+    end.
+
+subscribed_broadcast(Topic, Event, Payload, State) ->
+    case broadcast_payload(Payload, State) of
+        {ok, Term} -> call_handle_info({hornbeam_broadcast, Topic, Event, Term}, State);
+        error -> {noreply, State}
+    end.
+
+%% A broadcast's payload as the channel's callbacks take payloads.
+broadcast_payload({binary, Bytes}, _State) ->
+    {ok, {binary, Bytes}};
+broadcast_payload(Json, #state{payload_format = raw}) ->
+    {ok, {json, Json}};
+broadcast_payload(Json, #state{max_json_depth = Depth}) ->
+    case hornbeam_nif:json_decode(Json, Depth) of
+        {ok, Term} -> {ok, Term};
+        {error, Why, Text} ->
+            logger:warning("broadcast payload is not usable JSON (~s): ~s", [Why, Text]),
+            error
+    end.
+
+check_topic(_Own, Topic) when not is_binary(Topic) -> {error, {bad_topic, Topic}};
+check_topic(Topic, Topic) -> {error, own_topic};
+check_topic(_Own, Topic) ->
+    case unicode:characters_to_binary(Topic) of
+        Topic -> ok;
+        _ -> {error, {bad_topic, Topic}}
+    end.
+
+subscribe_self(Topic) ->
+    case put(?SUBSCRIBED(Topic), true) of
+        true -> ok;
+        undefined -> hornbeam_pubsub:subscribe_channel(Topic)
+    end.
+
+unsubscribe_self(Topic) ->
+    case erase(?SUBSCRIBED(Topic)) of
+        true -> _ = hornbeam_pubsub:unsubscribe_channel(Topic), ok;
+        undefined -> ok
+    end.
+
+%% The events this channel intercepts: Python channels carry them in the
+%% socket, Erlang modules answer intercept/0 (and need handle_out/3).
+intercepts(Handler, Socket) ->
+    Listed = case Socket of
+                 #{intercepts := L} -> L;
+                 _ -> erlang:function_exported(Handler, intercept, 0) andalso Handler:intercept()
+             end,
+    case Listed of
+        false -> [];
+        [] -> [];
+        _ when not is_list(Listed) ->
+            logger:error("channel ~s intercept/0 must return a list of event names, not ~0p; "
+                         "nothing is intercepted", [Handler, Listed]),
+            [];
+        _ ->
+            case lists:all(fun is_binary/1, Listed) andalso
+                 (maps:is_key(intercepts, Socket) orelse erlang:function_exported(Handler, handle_out, 3)) of
+                true -> Listed;
+                false ->
+                    logger:error("channel ~s intercepts ~0p but has no handle_out/3 or names an event "
+                                 "that is not a binary; nothing is intercepted", [Handler, Listed]),
+                    []
+            end
+    end.
 
 run(Fun) ->
     try {ok, Fun()}
@@ -192,9 +329,17 @@ joined(Status, Reply, NewSocket, State = #state{socket = Socket}) ->
     Kept = maps:merge(NewSocket, maps:with([id, topic, topic_params, pattern, join_ref, params,
                                             transport_pid, channel_pid, handler, dialect], Socket)),
     Frame = reply_frame(State#state.join_ref_msg, {Status, Reply}, Kept),
-    maps:get(transport_pid, Socket) ! {'$hb_joined', self(), ok, Frame},
+    #{handler := Handler, topic := Topic} = Kept,
+    %% Subscribed before the client learns it joined (as the connection
+    %% does for the fastlane), so a broadcast right after the reply reaches it.
+    Intercepts = intercepts(Handler, Kept),
+    Outcome = case Intercepts of
+                  [] -> ok;
+                  _ -> ok = hornbeam_pubsub:subscribe_channel(Topic), ok_via_channel
+              end,
+    maps:get(transport_pid, Socket) ! {'$hb_joined', self(), Outcome, Frame},
     %% A joined channel mostly waits: shed the join's garbage now.
-    {noreply, State#state{socket = Kept, joined = true}, hibernate}.
+    {noreply, State#state{socket = Kept, joined = true, intercepts = Intercepts}, hibernate}.
 
 join_refused(Reply, State = #state{socket = Socket}) ->
     Frame = reply_frame(State#state.join_ref_msg, {error, Reply}, Socket),

@@ -381,13 +381,20 @@ start_channel(JoinRef, Ref, Topic, Payload, Dialect, Handler, Pattern, TopicPara
             write_closes(CloseAfter, Topic, State1)
     end.
 
-join_answered(Pid, Outcome, Frame, State = #state{by_pid = ByPid, channels = Channels}) ->
+join_answered(Pid, ok_via_channel, Frame, State) ->
+    %% The channel intercepts broadcasts: it subscribed itself and forwards
+    %% them (hornbeam_channel_server), so this connection does not subscribe.
+    join_answered(Pid, ok, false, Frame, State);
+join_answered(Pid, Outcome, Frame, State) ->
+    join_answered(Pid, Outcome, Outcome =:= ok, Frame, State).
+
+join_answered(Pid, Outcome, Subscribe, Frame, State = #state{by_pid = ByPid, channels = Channels}) ->
     case ByPid of
         #{Pid := Topic} ->
             #{Topic := Channel} = Channels,
             %% Subscribe before the client learns it joined, so a broadcast
             %% sent right after the reply reaches it.
-            _ = Outcome =:= ok andalso hornbeam_pubsub:subscribe(Topic),
+            _ = Subscribe andalso hornbeam_pubsub:subscribe(Topic),
             State1 = do_write(Frame, State),
             State2 = emit_closes(Channel#channel.close_after_join, Topic, State1),
             case Outcome of

@@ -20,6 +20,7 @@
 
 -export([scope/0, start_link/0,
          subscribe/1, unsubscribe/1, subscribers/1,
+         subscribe_channel/1, unsubscribe_channel/1, channel_subscribers/1,
          broadcast/3, broadcast_from/4, local_broadcast/3, local_broadcast_from/4,
          encode_payload/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
@@ -34,7 +35,10 @@
 -type wire() :: iodata() | {binary, binary()}.
 %% `none', or the channel process whose own connection must not get it.
 -type exclude() :: none | pid().
--export_type([payload/0, exclude/0]).
+%% What a channel subscriber gets as the payload: JSON text, or the bytes
+%% of a binary broadcast.
+-type channel_payload() :: binary() | {binary, binary()}.
+-export_type([payload/0, exclude/0, channel_payload/0]).
 
 -spec scope() -> atom().
 scope() -> ?SCOPE.
@@ -57,6 +61,21 @@ unsubscribe(Topic) ->
 -spec subscribers(binary()) -> [pid()].
 subscribers(Topic) ->
     pg:get_local_members(?SCOPE, {topic, Topic}).
+
+%% @doc Subscribe the calling process (a channel) to Topic. It will receive
+%% `{'$hb_channel_broadcast', Topic, Event, channel_payload(), Frame, Exclude}'.
+-spec subscribe_channel(binary()) -> ok.
+subscribe_channel(Topic) ->
+    pg:join(?SCOPE, {channel, Topic}, self()).
+
+-spec unsubscribe_channel(binary()) -> ok | not_joined.
+unsubscribe_channel(Topic) ->
+    pg:leave(?SCOPE, {channel, Topic}, self()).
+
+%% @doc Local channel processes subscribed to Topic.
+-spec channel_subscribers(binary()) -> [pid()].
+channel_subscribers(Topic) ->
+    pg:get_local_members(?SCOPE, {channel, Topic}).
 
 %% @doc Send Event with Payload to every subscriber of Topic in the cluster.
 -spec broadcast(binary(), binary(), payload()) -> ok | {error, term()}.
@@ -145,13 +164,21 @@ is_iodata(List) when is_list(List) ->
 is_iodata(_) -> false.
 
 deliver_local(Topic, Event, Json, Exclude) ->
-    case pg:get_local_members(?SCOPE, {topic, Topic}) of
-        [] ->
+    case {pg:get_local_members(?SCOPE, {topic, Topic}), pg:get_local_members(?SCOPE, {channel, Topic})} of
+        {[], []} ->
             ok;
-        Subscribers ->
+        {Subscribers, []} ->
             Frame = broadcast_frame(Topic, Event, Json),
-            send_all(Subscribers, {'$hb_broadcast', Topic, Frame, Exclude})
+            send_all(Subscribers, {'$hb_broadcast', Topic, Frame, Exclude});
+        {Subscribers, Channels} ->
+            Frame = broadcast_frame(Topic, Event, Json),
+            send_all(Subscribers, {'$hb_broadcast', Topic, Frame, Exclude}),
+            send_all(Channels, {'$hb_channel_broadcast', Topic, Event, channel_payload(Json), Frame,
+                                Exclude})
     end.
+
+channel_payload({binary, Bytes}) -> {binary, Bytes};
+channel_payload(Json) -> iolist_to_binary(Json).
 
 %% The sender runs at high priority for the loop only, so the sockets it
 %% wakes do not run (and preempt it) before every subscriber has the

@@ -7,10 +7,18 @@
 %% the worker turns them into Python objects in Rust. A binary frame's
 %% payload travels as `{binary, Bytes}' (the handler gets `bytes'), and a
 %% handler's `bytes' response comes back the same way (a binary reply).
+%%
+%% `@room.intercept' handlers run as `handle_out/3' (the channel carries
+%% their events in the socket's `intercepts', read at join from what the
+%% worker reported at init), `@room.on_info' as `handle_info/2': for a
+%% broadcast on a subscribed topic, a `send(socket, message)' from Python
+%% (`{'$hb_py_message', Json}') or any JSON-encodable term sent with `!'.
 -module(hornbeam_py_channel).
 -behaviour(hornbeam_channel).
 
--export([join/3, handle_in/3, terminate/2, payload_format/0, channel_token/1]).
+-export([join/3, handle_in/3, handle_out/3, handle_info/2, terminate/2, payload_format/0,
+         channel_token/1]).
+-export([intercepts/1]).
 
 -define(INVALID, #{<<"reason">> => <<"handler returned an invalid value">>}).
 
@@ -26,7 +34,7 @@ join(Topic, {_, _} = Payload, Socket0) ->
              payload => wire_payload(Payload), socket => py_socket(Socket)},
     case hornbeam_python:call(join, Args) of
         {ok, {ok, Resp, Assigns}} ->
-            {ok, response(Resp), Socket#{py_assigns := Assigns}};
+            {ok, response(Resp), Socket#{py_assigns := Assigns, intercepts => intercepts(Pattern)}};
         {ok, {error, Reason}} ->
             {error, response(Reason)};
         {ok, {invalid, Message}} ->
@@ -78,6 +86,80 @@ handle_in(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
         {error, Why} ->
             logger:error("Python handler for ~ts failed: ~0p", [Event, Why]),
             {reply, {error, #{<<"reason">> => atom_to_binary(Why)}}, Socket}
+    end.
+
+%% @doc An intercepted broadcast: `@room.intercept' decides what this
+%% client gets.
+-spec handle_out(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
+    {noreply, hornbeam_channel:socket()}.
+handle_out(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
+    Args = #{pattern => Pattern, event => Event, payload => wire_payload(Payload), socket => py_socket(Socket)},
+    case hornbeam_python:call(out, Args) of
+        {ok, {push, Resp, Assigns}} ->
+            _ = hornbeam_channel:push(Socket, Event, response(Resp)),
+            {noreply, Socket#{py_assigns := Assigns}};
+        {ok, {noreply, Assigns}} ->
+            {noreply, Socket#{py_assigns := Assigns}};
+        Other ->
+            not_handled(intercept, Event, Other),
+            {noreply, Socket}
+    end.
+
+%% @doc A message to the channel process: `@room.on_info' gets it.
+-spec handle_info(term(), hornbeam_channel:socket()) ->
+    {noreply, hornbeam_channel:socket()} | {stop, term(), hornbeam_channel:socket()}.
+handle_info(Msg, Socket = #{pattern := Pattern}) ->
+    case info_args(Msg) of
+        {ok, What} ->
+            Args = What#{pattern => Pattern, socket => py_socket(Socket)},
+            case hornbeam_python:call(info, Args) of
+                {ok, {noreply, Assigns}} ->
+                    {noreply, Socket#{py_assigns := Assigns}};
+                {ok, {stop, Reason, Assigns}} ->
+                    logger:info("Python channel stopped on purpose: ~ts", [Reason]),
+                    {stop, {python_stop, Reason}, Socket#{py_assigns := Assigns}};
+                {ok, {no_handler, _}} ->
+                    logger:debug("Python channel ~ts has no on_info; message dropped", [Pattern]),
+                    {noreply, Socket};
+                Other ->
+                    not_handled(on_info, <<"info">>, Other),
+                    {noreply, Socket}
+            end;
+        error ->
+            logger:warning("message to Python channel ~ts dropped: it is not JSON-encodable: ~0P",
+                           [Pattern, Msg, 20]),
+            {noreply, Socket}
+    end.
+
+info_args({hornbeam_broadcast, Topic, Event, Payload}) ->
+    {ok, #{broadcast => {Topic, Event, wire_payload(Payload)}}};
+info_args({'$hb_py_message', Json}) ->
+    {ok, #{message => Json}};
+info_args(Msg) ->
+    case hornbeam_nif:json_encode(Msg) of
+        {ok, Json} -> {ok, #{message => iolist_to_binary(Json)}};
+        {error, _} -> error
+    end.
+
+%% What is left of a call to an intercept or on_info handler: a crash
+%% errors the channel (as in handle_in/3); anything else is logged and the
+%% message dropped.
+not_handled(What, Event, {ok, {crash, Message}}) ->
+    exit({python_exception, What, Event, Message});
+not_handled(What, Event, {ok, {invalid, Message}}) ->
+    logger:error("Python ~s handler for ~ts: ~ts", [What, Event, Message]);
+not_handled(What, Event, {error, Why}) ->
+    logger:error("Python ~s handler for ~ts failed: ~0p; nothing was pushed", [What, Event, Why]);
+not_handled(What, Event, Other) ->
+    logger:error("Python ~s handler for ~ts answered ~0p", [What, Event, Other]).
+
+%% @doc The events the Python channel on Pattern intercepts (as the workers
+%% reported them at init).
+-spec intercepts(binary()) -> [binary()].
+intercepts(Pattern) ->
+    case [I || #{pattern := P, intercepts := I} <- hornbeam_python:channels(), P =:= Pattern] of
+        [Events | _] when is_list(Events) -> [E || E <- Events, is_binary(E)];
+        _ -> []
     end.
 
 -spec terminate(term(), hornbeam_channel:socket()) -> ok.

@@ -133,7 +133,8 @@ frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
      emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
-     http, start, body, response, startup_failed, app_error, queued, started, overloaded, binary].
+     http, start, body, response, startup_failed, app_error, queued, started, overloaded, binary,
+     intercepts, subscribe, unsubscribe, send].
 
 %% ---------------------------------------------------------------------------
 %% gen_server
@@ -460,8 +461,8 @@ int(<<110, N, Sign, Digits:N/binary, _/binary>>) ->
 int(_) -> error.
 
 normalize_info(Info) when is_map(Info) ->
-    Channels = [#{pattern => P, events => Es}
-                || #{pattern := P, events := Es} <- maps:get(channels, Info, [])],
+    Channels = [#{pattern => P, events => Es, intercepts => maps:get(intercepts, C, [])}
+                || C = #{pattern := P, events := Es} <- maps:get(channels, Info, [])],
     #{channels => Channels, on_connect => maps:get(on_connect, Info, false) =:= true,
       http => maps:get(http, Info, false) =:= true};
 normalize_info(_) ->
@@ -511,6 +512,16 @@ decode_emit({broadcast_from, Token, Topic, Event, Json})
 decode_emit({push, Token, Event, Json}) when is_binary(Event), ?IS_PAYLOAD(Json) ->
     case token(Token) of
         {ok, Channel} -> {ok, {push, Channel, Event, Json}};
+        error -> error
+    end;
+decode_emit({Op, Token, Topic}) when (Op =:= subscribe orelse Op =:= unsubscribe), is_binary(Topic) ->
+    case token(Token) of
+        {ok, Channel} -> {ok, {Op, Channel, Topic}};
+        error -> error
+    end;
+decode_emit({send, Token, Json}) when is_binary(Json) ->
+    case token(Token) of
+        {ok, Channel} -> {ok, {send, Channel, Json}};
         error -> error
     end;
 decode_emit(_) ->

@@ -18,7 +18,7 @@
 %% restarting), so the picker only chooses it when every worker is down.
 -define(UNAVAILABLE, (1 bsl 40)).
 
--type kind() :: join | event | leave | connect | http.
+-type kind() :: join | event | leave | connect | http | out | info.
 -type result() :: term().
 -type error() :: timeout | worker_crashed | not_started | overloaded.
 -type pool() :: #{size := pos_integer(),
@@ -27,7 +27,7 @@
                   timeout := timeout(),
                   http := boolean(),
                   emit_handler := module()}.
--type channel_info() :: #{pattern := binary(), events := [binary()]}.
+-type channel_info() :: #{pattern := binary(), events := [binary()], intercepts := [binary()]}.
 %% A running stream call: its messages are `{hornbeam_py, Ref, Event}'
 %% (see stream/3), and `Ref' is also the monitor of the worker process.
 -opaque stream() :: {hornbeam_py_stream, pid(), reference()}.

@@ -40,13 +40,33 @@ async def msg(payload: Mapping[str, Any], socket: Socket) -> EventResult:
         return ("reply", ("error", {"reason": "gone"}), socket)
     return ("noreply", socket)
 
+from hornbeam_channels import Broadcast, InfoResult, OutResult, push, send, subscribe, unsubscribe
+
+@room.intercept("msg", "other")
+def out(payload: Mapping[str, Any], socket: Socket) -> OutResult:
+    if socket.assigns.get("muted"):
+        return ("noreply", socket)
+    return ("push", {**payload, "seen": True}, socket)
+
+@room.on_info
+async def info(message: Any, socket: Socket) -> InfoResult:
+    if isinstance(message, Broadcast):
+        push(socket, "b", {"event": message.event, "topic": message.topic})
+        unsubscribe(socket, message.topic)
+        return None
+    subscribe(socket, "user:1")
+    send(socket, {"again": [1, 2]})
+    return ("stop", "done", socket) if message == "stop" else ("noreply", socket)
+
 def check() -> None:
     with ChannelKit() as kit:
         reply, sock = kit.connect({"token": "t"}).join("room:1")
         ref: str = sock.push("msg", {"x": 1})
         response: dict[str, Any] = sock.assert_reply(ref, "ok")
         everyone: dict[str, Any] = kit.presence_list("room:1")
-        print(reply, response, everyone, sock.assigns["user"])
+        sock.send({"hi": 1})
+        subscribed: list[str] = sock.subscriptions
+        print(reply, response, everyone, sock.assigns["user"], subscribed)
 '''
 
 BAD = '''

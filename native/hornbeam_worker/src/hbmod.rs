@@ -72,6 +72,8 @@ pub mod hornbeam_native {
     /// * `emit("broadcast", topic, event, payload)`
     /// * `emit("broadcast_from", channel_token, topic, event, payload)`
     /// * `emit("push", channel_token, event, payload)`
+    /// * `emit("subscribe", channel_token, topic)`, `emit("unsubscribe", channel_token, topic)`
+    /// * `emit("send", channel_token, message)`: any JSON value, for `@room.on_info`
     #[pyfunction]
     #[pyo3(signature = (kind, *args, call_id = 0))]
     fn emit(kind: &str, args: &Bound<'_, PyTuple>, call_id: i64) -> PyResult<()> {
@@ -114,9 +116,19 @@ pub mod hornbeam_native {
                     payload(args, 2)?,
                 ])
             }
+            "subscribe" | "unsubscribe" => {
+                arity(2)?;
+                Term::tuple(vec![Term::atom(kind), token(args, 0)?, text(args, 1, "topic")?])
+            }
+            "send" => {
+                arity(2)?;
+                let message = Term::Binary(py_to_json_vec(&args.get_item(1)?)?);
+                Term::tuple(vec![Term::atom("send"), token(args, 0)?, message])
+            }
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "unknown emit kind {other:?} (broadcast, broadcast_from, push)"
+                    "unknown emit kind {other:?} (broadcast, broadcast_from, push, subscribe, \
+                     unsubscribe, send)"
                 )))
             }
         };

@@ -19,6 +19,8 @@ Return values
 * event: ``('reply', response, socket)`` | ``('reply', response)`` |
   ``('reply', ('error', response), socket)`` | ``('noreply', socket)`` |
   ``('stop', reason, socket)`` | ``None`` (no reply)
+* intercept: ``('push', payload, socket)`` | ``('noreply', socket)`` | ``None``
+* on_info: ``('noreply', socket)`` | ``('stop', reason, socket)`` | ``None``
 * leave: anything (ignored); exceptions are logged.
 * on_connect: ``('ok', assigns)`` | ``('error', reason)``
 
@@ -44,7 +46,8 @@ import inspect
 import json as _json
 import math
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Dict, List, Literal, Mapping, Optional, Tuple, TypeVar, Union
+from typing import (Any, Awaitable, Callable, Dict, List, Literal, Mapping, NamedTuple, Optional, Tuple, TypeVar,
+                    Union)
 
 try:  # the native module exists only inside hornbeam_worker
     import _hornbeam  # type: ignore[import-not-found]
@@ -52,11 +55,14 @@ except ImportError:  # pragma: no cover - depends on the environment
     _hornbeam = None
 
 __all__ = [
+    "Broadcast",
     "Channel",
     "ConnectResult",
     "ErlangError",
     "EventResult",
+    "InfoResult",
     "JoinResult",
+    "OutResult",
     "Response",
     "Socket",
     "broadcast",
@@ -68,6 +74,9 @@ __all__ = [
     "on_connect",
     "push",
     "refuse_on_event_loop",
+    "send",
+    "subscribe",
+    "unsubscribe",
 ]
 
 JSON = Any
@@ -83,6 +92,10 @@ JoinResult = Union[Tuple[Literal["ok"], Response, "Socket"], Tuple[Literal["ok"]
 #: ``('reply', resp, socket)`` where resp may be ``('ok' | 'error', resp)``; None is noreply.
 EventResult = Optional[Union[Tuple[Literal["reply"], Any, "Socket"], Tuple[Literal["reply"], Any],
                              Tuple[Literal["noreply"], "Socket"], Tuple[Literal["stop"], Any, "Socket"]]]
+#: What an ``@room.intercept`` handler returns: the payload its client gets, or nothing.
+OutResult = Optional[Union[Tuple[Literal["push"], Any, "Socket"], Tuple[Literal["noreply"], "Socket"]]]
+#: What an ``@room.on_info`` handler returns (None is noreply).
+InfoResult = Optional[Union[Tuple[Literal["noreply"], "Socket"], Tuple[Literal["stop"], Any, "Socket"]]]
 ConnectResult = Union[Tuple[Literal["ok"], Optional[Mapping[str, Any]]], Tuple[Literal["error"], Response]]
 
 NOT_IN_WORKER = "not running inside a hornbeam worker"
@@ -354,6 +367,16 @@ def _check_arity(fn: Callable[..., Any], n: int, what: str) -> None:
         pass
 
 
+class Broadcast(NamedTuple):
+    """What ``@room.on_info`` gets for a broadcast on a topic the channel
+    subscribed to with :func:`subscribe` (``payload`` is ``bytes`` for a
+    binary broadcast)."""
+
+    topic: str
+    event: str
+    payload: Any
+
+
 class Channel:
     """Handlers of one topic pattern; create with :func:`channel`."""
 
@@ -361,7 +384,9 @@ class Channel:
         self.pattern = pattern
         self.join_handler: Optional[Callable[..., MaybeAwaitable]] = None
         self.leave_handler: Optional[Callable[..., MaybeAwaitable]] = None
+        self.info_handler: Optional[Callable[..., MaybeAwaitable]] = None
         self.event_handlers: Dict[str, Callable[..., MaybeAwaitable]] = {}
+        self.out_handlers: Dict[str, Callable[..., MaybeAwaitable]] = {}
 
     def on_join(self, fn: F) -> F:
         """``fn(topic, topic_params, params, socket)``."""
@@ -398,9 +423,52 @@ class Channel:
         self.leave_handler = fn
         return fn
 
+    def intercept(self, *events: str) -> Callable[[F], F]:
+        """``fn(payload, socket)`` runs for each subscriber of this channel
+        on this node before a broadcast of one of ``events`` reaches its
+        client, and returns what that client gets: ``('push', payload,
+        socket)`` or ``('noreply', socket)`` (Phoenix's ``intercept`` +
+        ``handle_out``). Once a channel intercepts anything, every broadcast
+        to its topic goes through its channel process (in order); see the
+        README for the cost."""
+        if not events:
+            raise ValueError("intercept needs at least one event name")
+        for event in events:
+            if not isinstance(event, str) or not event:
+                raise ValueError("event name must be a non-empty str")
+            if event.startswith("phx_"):
+                raise ValueError(f"{event!r} is reserved by the protocol")
+            if event in self.out_handlers:
+                raise ValueError(f"channel {self.pattern!r} already intercepts {event!r} "
+                                 f"({handler_name(self.out_handlers[event])})")
+
+        def register(fn: F) -> F:
+            _check_arity(fn, 2, f"intercept {events!r}")
+            for event in events:
+                self.out_handlers[event] = fn
+            return fn
+
+        return register
+
+    def on_info(self, fn: F) -> F:
+        """``fn(message, socket)`` for what is sent to the channel process:
+        a :class:`Broadcast` on a topic subscribed with :func:`subscribe`,
+        the message of :func:`send`, or a JSON-compatible Erlang term sent
+        with ``!``. Nothing reaches the client unless ``fn`` pushes."""
+        if self.info_handler is not None:
+            raise ValueError(f"channel {self.pattern!r} already has an on_info handler "
+                             f"({handler_name(self.info_handler)})")
+        _check_arity(fn, 2, "on_info")
+        self.info_handler = fn
+        return fn
+
     @property
     def events(self) -> List[str]:
         return list(self.event_handlers)
+
+    @property
+    def intercepts(self) -> List[str]:
+        return list(self.out_handlers)
 
     def __repr__(self) -> str:
         return f"Channel({self.pattern!r}, events={self.events!r})"
@@ -514,6 +582,39 @@ def push(socket: Socket, event: str, payload: Union[Mapping[str, Any], bytes]) -
     _check_payload(payload)
     native = _native()
     native.emit("push", _channel_of(socket), event, payload, call_id=current_call.get())
+
+
+def subscribe(socket: Socket, topic: str) -> None:
+    """Make the channel process of ``socket`` receive the broadcasts to
+    ``topic`` (another topic than its own): each one reaches
+    ``@room.on_info`` as a :class:`Broadcast`, not the client. Lasts until
+    :func:`unsubscribe` or the channel's end; subscribing twice is
+    subscribing once. Never blocks."""
+    _topic(topic)
+    native = _native()
+    native.emit("subscribe", _channel_of(socket), topic, call_id=current_call.get())
+
+
+def unsubscribe(socket: Socket, topic: str) -> None:
+    """Undo :func:`subscribe`. Never blocks."""
+    _topic(topic)
+    native = _native()
+    native.emit("unsubscribe", _channel_of(socket), topic, call_id=current_call.get())
+
+
+def send(socket: Socket, message: Any) -> None:
+    """Send ``message`` (JSON-compatible) to the channel process of
+    ``socket``: its ``@room.on_info`` gets it after the running handler.
+    Never blocks."""
+    check_json(message, "message")
+    native = _native()
+    native.emit("send", _channel_of(socket), message, call_id=current_call.get())
+
+
+def _topic(topic: Any) -> str:
+    if not isinstance(topic, str) or not topic:
+        raise TypeError(f"topic must be a non-empty str, not {topic!r}")
+    return topic
 
 
 def refuse_on_event_loop(what: str, instead: str) -> None:

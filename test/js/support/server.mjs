@@ -15,17 +15,21 @@ const ebin = join(repoRoot, '_build', 'default', 'lib', 'hornbeam', 'ebin')
 
 /**
  * @param {string} [extraOpts] more entries of the hornbeam:start/2 options map, in Erlang syntax
+ * @param {Array<[string, string]>} [moreChannels] [pattern, module] pairs: support/<module>.erl mounted on pattern
  * @returns {Promise<{ port: number, url: string, output: () => string, stop: () => Promise<void> }>}
  */
-export async function startServer(extraOpts = '') {
+export async function startServer(extraOpts = '', moreChannels = []) {
   if (!existsSync(join(ebin, 'hornbeam.beam'))) {
     throw new Error(`${ebin} has no hornbeam.beam: run \`rebar3 compile\` in the repo root first`)
   }
   const beamDir = mkdtempSync(join(tmpdir(), 'js-test-channel-')) // not "hornbeam-*": code:priv_dir(hornbeam) would pick it
-  execFileSync('erlc', ['-pa', ebin, '-o', beamDir, join(here, 'js_test_channel.erl')], { stdio: 'pipe' })
+  for (const mod of ['js_test_channel', ...moreChannels.map(([, m]) => m)]) {
+    execFileSync('erlc', ['-pa', ebin, '-o', beamDir, join(here, `${mod}.erl`)], { stdio: 'pipe' })
+  }
+  const mounts = [['room:*', 'js_test_channel'], ...moreChannels].map(([p, m]) => `{<<"${p}">>, ${m}}`)
   const opts = [
     'bind => "127.0.0.1:0"',
-    'channels => [{<<"room:*">>, js_test_channel}]',
+    `channels => [${mounts.join(', ')}]`,
     ...(extraOpts ? [extraOpts] : []),
   ].join(', ')
   // The node halts when its stdin closes, so it never outlives the test run.

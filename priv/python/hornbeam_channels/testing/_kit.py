@@ -17,7 +17,8 @@ import functools
 import importlib
 import inspect
 import itertools
-from typing import Any, Callable, Coroutine, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from collections import deque
+from typing import Any, Callable, Coroutine, Deque, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
 
 import hornbeam_channels as hc
 import hornbeam_runtime as rt
@@ -143,6 +144,21 @@ class _Backend:
             target = kit._channel_by_token(token)
             if target is not None and target.closed is None:  # a push to a gone channel is dropped
                 target._receive(Message(target.topic, message_event, data))
+        elif kind in ("subscribe", "unsubscribe") and len(args) == 2:
+            token, topic = args
+            target = kit._channel_by_token(token)
+            topic = _text(topic, "topic")
+            if target is not None and topic != target.topic:  # the server refuses its own topic
+                if kind == "subscribe":
+                    target._subscriptions.add(topic)
+                else:
+                    target._subscriptions.discard(topic)
+        elif kind == "send" and len(args) == 2:
+            token, message = args
+            target = kit._channel_by_token(token)
+            if target is not None:
+                kit._later(target, "info", {"message": hc.json_encode(message)})
+                kit._drain_if_idle()
         else:
             raise TypeError(f"unknown emit {kind!r} with {len(args)} arguments")
 
@@ -173,6 +189,11 @@ class ChannelKit:
         self._broadcasts = _Inbox("broadcast")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closed = False
+        # What channel processes would handle after the running call:
+        # intercepted broadcasts and on_info messages, in arrival order.
+        self._mailbox: Deque[Tuple["ChannelSocket", str, Dict[str, Any]]] = deque()
+        self._running = 0  # handler calls under way (nested: a handler's Presence call)
+        self._draining = False
         self._previous_backend = hc._set_test_backend(_Backend(self))
 
     # -- public ---------------------------------------------------------------
@@ -245,6 +266,13 @@ class ChannelKit:
         prepared = rt._prepare(kind, args)
         if not isinstance(prepared, rt.Prepared):
             return prepared
+        self._running += 1
+        try:
+            return self._run_prepared(kind, prepared)
+        finally:
+            self._running -= 1
+
+    def _run_prepared(self, kind: str, prepared: "rt.Prepared") -> Any:
         fn, fn_args, finish, _crash = prepared
         if rt._is_async(fn):
             value = self._on_loop(fn(*fn_args))
@@ -306,12 +334,42 @@ class ChannelKit:
                    exclude: Optional["ChannelSocket"]) -> None:
         message = Message(topic, event, payload)
         self._broadcasts.add(message)
+        wire = ("binary", payload) if isinstance(payload, bytes) else hc.json_encode(payload)
         for ch in list(self._channels.values()):
+            if topic in ch._subscriptions and ch is not exclude:
+                self._later(ch, "info", {"broadcast": (topic.encode(), event.encode(), wire)})
             if ch.topic != topic:
                 continue
             ch._broadcasts.add(message)  # seen on the topic, like a subscribed test
-            if ch.joined and ch.closed is None and ch is not exclude:  # left: unsubscribed
+            if not ch.joined or ch.closed is not None or ch is exclude:  # left: unsubscribed
+                continue
+            if ch._intercepts:
+                # through its channel process, in order with the ones it intercepts
+                self._later(ch, "out", {"event": event.encode(), "payload": wire})
+            else:
                 ch._receive(message)
+        self._drain_if_idle()
+
+    def _later(self, ch: "ChannelSocket", kind: str, args: Dict[str, Any]) -> None:
+        self._mailbox.append((ch, kind, args))
+
+    def _drain_if_idle(self) -> None:
+        """Deliver what channel processes would handle next, unless a
+        handler is running (its channel's assigns are not settled yet)."""
+        if self._running == 0:
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._mailbox:
+                ch, kind, args = self._mailbox.popleft()
+                if ch.closed is None:
+                    ch._handle(kind, args)
+        finally:
+            self._draining = False
 
     def _presence_diffs(self, diffs: List[Diff]) -> None:
         for d in diffs:
@@ -442,6 +500,7 @@ class Connection:
         # as the server: subscribed before the reply, presence_state after it
         ch._receive(Message(topic, "presence_state", self.kit.presence_list(topic)))
         reply: Payload = hc.json_decode(reply_json)
+        self.kit._drain_if_idle()
         return reply, ch
 
     def close(self) -> None:
@@ -479,6 +538,9 @@ class ChannelSocket:
         self._pushes = _Inbox("push")
         self._broadcasts = _Inbox("broadcast")
         self._replies: Dict[str, _Pending] = {}
+        self._subscriptions: Set[str] = set()
+        channel = hc.channels().get(route.pattern)
+        self._intercepts = set(channel.out_handlers) if channel is not None else set()
 
     # -- what the handlers keep -------------------------------------------------
 
@@ -531,12 +593,27 @@ class ChannelSocket:
             self._end("stop", Message(self.topic, "phx_close", {}))
         else:  # no_handler: the server answers an error and the channel lives on
             self._replies[ref] = _Pending(event, Reply("error", {"reason": "unhandled event"}))
+        self.connection.kit._drain_if_idle()
         return ref
 
     def leave(self) -> None:
         """Leave the channel: runs on_leave, its presences leave."""
         self._check_open()
         self._end("leave", Message(self.topic, "phx_close", {}))
+
+    def send(self, message: Any) -> None:
+        """Send ``message`` to the channel process, as
+        ``hornbeam_channels.send(socket, message)`` or an Erlang ``!`` does:
+        ``@room.on_info`` runs with it."""
+        self._check_open()
+        kit = self.connection.kit
+        kit._later(self, "info", {"message": hc.json_encode(_roundtrip(message, "the message"))})
+        kit._drain_if_idle()
+
+    @property
+    def subscriptions(self) -> List[str]:
+        """The topics this channel subscribed to with ``subscribe``."""
+        return sorted(self._subscriptions)
 
     # -- assertions ---------------------------------------------------------------
 
@@ -616,6 +693,35 @@ class ChannelSocket:
 
     def _receive(self, message: Message) -> None:
         self._pushes.add(message)
+
+    def _handle(self, kind: str, args: Dict[str, Any]) -> None:
+        """What the channel process does with an intercepted broadcast
+        (``out``: ``@room.intercept``, or the frame as it is for an event
+        not intercepted) or a message (``info``: ``@room.on_info``)."""
+        if kind == "out" and args["event"].decode() not in self._intercepts:
+            payload = args["payload"]
+            self._receive(Message(self.topic, args["event"].decode(),
+                                  payload[1] if isinstance(payload, tuple) else hc.json_decode(payload)))
+            return
+        call = {"pattern": self.pattern.encode(), "socket": self._wire(), **args}
+        try:
+            result = self.connection.kit._run(kind, call)
+        except InvalidReturnValue:
+            raise  # the server logs it and drops the message; the test hears of it
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._end("crashed", Message(self.topic, "phx_error", {"reason": "channel_crash"}))
+            raise
+        tag = result[0]
+        if tag == "push":
+            _, payload, self._assigns_json = result
+            self._receive(Message(self.topic, args["event"].decode(), _response(payload)))
+        elif tag == "noreply":
+            self._assigns_json = result[1]
+        elif tag == "stop":
+            self._assigns_json = result[2]
+            self._end("stop", Message(self.topic, "phx_close", {}))
+        # no_handler (no on_info): the server drops the message
 
     def _forget(self) -> None:
         """A join that did not succeed: the channel process just ends."""
