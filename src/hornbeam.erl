@@ -4,6 +4,7 @@
 %% hornbeam:start("chat:app", #{channel_modules => ["chat"], bind => "127.0.0.1:8000"}).
 %% hornbeam:start(none, #{channels => [{<<"room:*">>, my_room_channel}]}).
 %% hornbeam:broadcast(<<"room:lobby">>, <<"new_msg">>, #{<<"body">> => <<"hi">>}).
+%% hornbeam:disconnect(<<"user:42">>).
 %% hornbeam:stop().
 %% '''
 %% Options and their defaults are listed in README.md ("Options").
@@ -15,7 +16,7 @@
 -module(hornbeam).
 
 -export([start/1, start/2, stop/0, port/0,
-         broadcast/3, broadcast_from/4, local_broadcast/3]).
+         broadcast/3, broadcast_from/4, local_broadcast/3, disconnect/1]).
 
 -define(LISTENER_REF, hornbeam_http).
 
@@ -76,6 +77,22 @@ broadcast_from(FromPid, Topic, Event, Payload) ->
 -spec local_broadcast(binary(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
 local_broadcast(Topic, Event, Payload) ->
     hornbeam_pubsub:local_broadcast(Topic, Event, Payload).
+
+%% @doc Close every WebSocket whose connect returned this socket id
+%% (`{ok, Assigns, Id}'; Python `('ok', assigns, id)'), on every node of the
+%% cluster, as Phoenix's "disconnect" broadcast does. Each closes with 4000
+%% and its channels terminate as on any close; clients reconnect and their
+%% next connect decides. `ok' also when no socket has the id.
+-spec disconnect(binary()) -> ok | {error, {bad_socket_id, term()}}.
+disconnect(SocketId) ->
+    case hornbeam_endpoint:check_socket_id(SocketId) of
+        {ok, Id} when is_binary(Id) ->
+            _ = [Pid ! {'$hb_disconnect', Id}
+                 || Pid <- pg:get_members(hornbeam_pubsub:scope(), {socket_id, Id})],
+            ok;
+        _ ->
+            {error, {bad_socket_id, SocketId}}
+    end.
 
 %% --- internals -----------------------------------------------------------------
 

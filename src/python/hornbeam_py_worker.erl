@@ -128,7 +128,7 @@ info(Worker) ->
 frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
-     emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
+     emit, broadcast, broadcast_from, push, disconnect, erl_call, log, warning, info, debug,
      http, start, body, response, startup_failed, app_error, queued, started, overloaded, binary].
 
 %% ---------------------------------------------------------------------------
@@ -509,6 +509,8 @@ decode_emit({push, Token, Event, Json}) when is_binary(Event), ?IS_PAYLOAD(Json)
         {ok, Channel} -> {ok, {push, Channel, Event, Json}};
         error -> error
     end;
+decode_emit({disconnect, SocketId} = E) when is_binary(SocketId) ->
+    {ok, E};
 decode_emit(_) ->
     error.
 

@@ -1,9 +1,10 @@
 %% @doc Default `emit_handler' of the Python pool: applies the side effects
-%% that handlers request with `broadcast', `broadcast_from' and `push'.
+%% that handlers request with `broadcast', `broadcast_from', `push' and
+%% `disconnect'.
 %%
 %% Emits arrive as `{broadcast, Topic, Event, Json}',
-%% `{broadcast_from, Channel, Topic, Event, Json}' and
-%% `{push, Channel, Event, Json}', where Channel is the decoded token of
+%% `{broadcast_from, Channel, Topic, Event, Json}',
+%% `{push, Channel, Event, Json}' and `{disconnect, SocketId}', where Channel is the decoded token of
 %% `hornbeam_py_channel:channel_token/1' and Json the payload's JSON text
 %% (forwarded without decoding). The emits of a channel call run in the
 %% calling process (`hornbeam_python:call/3', i.e. the channel process)
@@ -21,7 +22,8 @@
 -type payload() :: binary() | {binary, binary()}.   %% JSON text, or bytes
 -type emit() :: {broadcast, binary(), binary(), payload()}
               | {broadcast_from, channel() | term(), binary(), binary(), payload()}
-              | {push, channel() | term(), binary(), payload()}.
+              | {push, channel() | term(), binary(), payload()}
+              | {disconnect, binary()}.                 %% a socket id
 -export_type([emit/0]).
 
 -spec handle_emit(emit()) -> ok.
@@ -32,6 +34,8 @@ handle_emit({broadcast_from, #{channel_pid := From}, Topic, Event, Payload}) whe
 handle_emit({push, Channel = #{transport_pid := T, topic := _, join_ref := _}, Event, Payload})
   when is_pid(T) ->
     logged(hornbeam_channel:push(Channel, Event, payload(Payload)));
+handle_emit({disconnect, SocketId}) ->
+    logged(hornbeam:disconnect(SocketId));
 handle_emit(Other) ->
     ?LOG_WARNING("dropping a Python emit with an unknown shape: ~0P", [Other, 10],
                  #{domain => [hornbeam, python]}),

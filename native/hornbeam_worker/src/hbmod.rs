@@ -72,6 +72,7 @@ pub mod hornbeam_native {
     /// * `emit("broadcast", topic, event, payload)`
     /// * `emit("broadcast_from", channel_token, topic, event, payload)`
     /// * `emit("push", channel_token, event, payload)`
+    /// * `emit("disconnect", socket_id)`
     #[pyfunction]
     #[pyo3(signature = (kind, *args, call_id = 0))]
     fn emit(kind: &str, args: &Bound<'_, PyTuple>, call_id: i64) -> PyResult<()> {
@@ -114,9 +115,13 @@ pub mod hornbeam_native {
                     payload(args, 2)?,
                 ])
             }
+            "disconnect" => {
+                arity(1)?;
+                Term::tuple(vec![Term::atom("disconnect"), text(args, 0, "socket_id")?])
+            }
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "unknown emit kind {other:?} (broadcast, broadcast_from, push)"
+                    "unknown emit kind {other:?} (broadcast, broadcast_from, push, disconnect)"
                 )))
             }
         };
