@@ -100,18 +100,24 @@ start_endpoint(AppSpec, Opts) ->
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
     case hornbeam_http_bind:parse(Bind) of
         {ok, {IP, Port}} ->
-            Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
-            case supervisor:start_child(hornbeam_sup, Spec) of
-                {ok, _Sup} ->
-                    channels_only_notice(python_app(AppSpec)),
-                    logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
-                                  [format_bind(IP, port()), ws_path(Opts)]),
-                    ok;
-                {error, _} = Error ->
-                    start_error(Error)
+            case hornbeam_drainer:options(Opts) of
+                {ok, Drain} -> start_endpoint(AppSpec, IP, Port, Opts#{drain => Drain});
+                {error, _} = Error -> Error
             end;
         {error, Reason} ->
             {error, {bad_bind, Bind, Reason}}
+    end.
+
+start_endpoint(AppSpec, IP, Port, Opts) ->
+    Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
+    case supervisor:start_child(hornbeam_sup, Spec) of
+        {ok, _Sup} ->
+            channels_only_notice(python_app(AppSpec)),
+            logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
+                          [format_bind(IP, port()), ws_path(Opts)]),
+            ok;
+        {error, _} = Error ->
+            start_error(Error)
     end.
 
 %% Everything the endpoint needs, decided once here: the endpoint's child
@@ -123,7 +129,8 @@ endpoint_opts(AppSpec, IP, Port, Opts) ->
     #{presence => maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
       python => python_opts(AppSpec, Opts),
       listener => ListenerOpts#{ref => ?LISTENER_REF, ip => IP, port => Port},
-      endpoint => seal_api_key(Opts)}.
+      endpoint => seal_api_key(maps:remove(drain, Opts)),
+      drain => maps:get(drain, Opts)}.
 
 %% The child spec (printed in supervisor reports) holds the API key sealed,
 %% never as text (see hornbeam_api).
