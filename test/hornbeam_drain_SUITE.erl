@@ -16,7 +16,7 @@ all() ->
      under_one_batch_every_socket_closes_at_once_with_1001,
      drain_timeout_bounds_the_drain_and_the_rest_close_with_1001,
      bad_drain_options_are_refused_at_start,
-     sigterm_drains_in_batches_and_presence_says_goodbye].
+     sigterm_drains_in_batches_and_its_presences_leave_the_other_nodes].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -89,9 +89,9 @@ bad_drain_options_are_refused_at_start(_Config) ->
     ?assertMatch({ok, #{drain_interval := 0}}, hornbeam_drainer:options(#{drain_interval => 0})).
 
 %% A real SIGTERM (what a deploy sends) to a peer node: init:stop, the
-%% application stops, the drain runs; the presence shards still say goodbye
+%% application stops, the drain runs; the presences of its channels leave
 %% (a client on another node sees the leaves at once, not after down_period).
-sigterm_drains_in_batches_and_presence_says_goodbye(_Config) ->
+sigterm_drains_in_batches_and_its_presences_leave_the_other_nodes(_Config) ->
     case ensure_distributed() of
         ok -> sigterm_drains();
         {skip, _} = Skip -> Skip
