@@ -5,6 +5,7 @@ defmodule Hornbeam do
 
       Hornbeam.start("chat:app", %{channel_modules: ["chat"], bind: "127.0.0.1:8000"})
       Hornbeam.broadcast("room:lobby", "new_msg", %{"body" => "hi"})
+      Hornbeam.disconnect("user:42")
       Hornbeam.stop()
   """
 
@@ -40,4 +41,13 @@ defmodule Hornbeam do
   @doc "Like `broadcast/3`, to this node's subscribers only."
   @spec local_broadcast(String.t(), String.t(), payload()) :: :ok | {:error, term()}
   def local_broadcast(topic, event, payload), do: :hornbeam.local_broadcast(topic, event, payload)
+
+  @doc """
+  Close every WebSocket whose connect returned `socket_id` (`{:ok, assigns, "user:42"}`;
+  Python `('ok', assigns, "user:42")`), on every node: log a user out everywhere.
+  The clients reconnect and their next connect decides. `{:error, {:bad_socket_id, id}}`
+  unless `socket_id` is a non-empty string of at most 255 bytes.
+  """
+  @spec disconnect(String.t()) :: :ok | {:error, {:bad_socket_id, term()}}
+  def disconnect(socket_id), do: :hornbeam.disconnect(socket_id)
 end

@@ -4,6 +4,7 @@
 %% hornbeam:start("chat:app", #{channel_modules => ["chat"], bind => "127.0.0.1:8000"}).
 %% hornbeam:start(none, #{channels => [{<<"room:*">>, my_room_channel}]}).
 %% hornbeam:broadcast(<<"room:lobby">>, <<"new_msg">>, #{<<"body">> => <<"hi">>}).
+%% hornbeam:disconnect(<<"user:42">>).
 %% hornbeam:stop().
 %% '''
 %% Options and their defaults are listed in README.md ("Options").
@@ -15,7 +16,7 @@
 -module(hornbeam).
 
 -export([start/1, start/2, stop/0, port/0,
-         broadcast/3, broadcast_from/4, local_broadcast/3]).
+         broadcast/3, broadcast_from/4, local_broadcast/3, disconnect/1]).
 
 -define(LISTENER_REF, hornbeam_http).
 
@@ -77,24 +78,46 @@ broadcast_from(FromPid, Topic, Event, Payload) ->
 local_broadcast(Topic, Event, Payload) ->
     hornbeam_pubsub:local_broadcast(Topic, Event, Payload).
 
+%% @doc Close every WebSocket whose connect returned this socket id
+%% (`{ok, Assigns, Id}'; Python `('ok', assigns, id)'), on every node of the
+%% cluster, as Phoenix's "disconnect" broadcast does. Each closes with 4000
+%% and its channels terminate as on any close; clients reconnect and their
+%% next connect decides. `ok' also when no socket has the id.
+-spec disconnect(binary()) -> ok | {error, {bad_socket_id, term()}}.
+disconnect(SocketId) ->
+    case hornbeam_endpoint:check_socket_id(SocketId) of
+        {ok, Id} when is_binary(Id) ->
+            _ = [Pid ! {'$hb_disconnect', Id}
+                 || Pid <- pg:get_members(hornbeam_pubsub:scope(), {socket_id, Id})],
+            ok;
+        _ ->
+            {error, {bad_socket_id, SocketId}}
+    end.
+
 %% --- internals -----------------------------------------------------------------
 
 start_endpoint(AppSpec, Opts) ->
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
     case hornbeam_http_bind:parse(Bind) of
         {ok, {IP, Port}} ->
-            Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
-            case supervisor:start_child(hornbeam_sup, Spec) of
-                {ok, _Sup} ->
-                    channels_only_notice(python_app(AppSpec)),
-                    logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
-                                  [format_bind(IP, port()), ws_path(Opts)]),
-                    ok;
-                {error, _} = Error ->
-                    start_error(Error)
+            case hornbeam_drainer:options(Opts) of
+                {ok, Drain} -> start_endpoint(AppSpec, IP, Port, Opts#{drain => Drain});
+                {error, _} = Error -> Error
             end;
         {error, Reason} ->
             {error, {bad_bind, Bind, Reason}}
+    end.
+
+start_endpoint(AppSpec, IP, Port, Opts) ->
+    Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
+    case supervisor:start_child(hornbeam_sup, Spec) of
+        {ok, _Sup} ->
+            channels_only_notice(python_app(AppSpec)),
+            logger:notice("hornbeam serving on http://~s (WebSocket at ~s)",
+                          [format_bind(IP, port()), ws_path(Opts)]),
+            ok;
+        {error, _} = Error ->
+            start_error(Error)
     end.
 
 %% Everything the endpoint needs, decided once here: the endpoint's child
@@ -106,7 +129,8 @@ endpoint_opts(AppSpec, IP, Port, Opts) ->
     #{presence => maps:with(maps:keys(hornbeam_presence_sup:defaults()), Opts),
       python => python_opts(AppSpec, Opts),
       listener => ListenerOpts#{ref => ?LISTENER_REF, ip => IP, port => Port},
-      endpoint => seal_api_key(Opts)}.
+      endpoint => seal_api_key(maps:remove(drain, Opts)),
+      drain => maps:get(drain, Opts)}.
 
 %% The child spec (printed in supervisor reports) holds the API key sealed,
 %% never as text (see hornbeam_api).

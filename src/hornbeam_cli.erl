@@ -43,6 +43,9 @@ run_usage() ->
     "  --join-retry-interval MS  reconnection period of --join/--join-dns (default 2000)\n"
     "  --api-key-file PATH     file holding the key of the HTTP publishing API (mode 600;\n"
     "                          default: $HORNBEAM_API_KEY; neither: no API)\n"
+    "  --drain-batch-size N    on SIGTERM, WebSockets closed at once (default 10000)\n"
+    "  --drain-interval MS     ms between two such batches (default 2000)\n"
+    "  --drain-timeout MS      ms the whole drain may take (default 30000)\n"
     "  --log-level LEVEL       debug | info | notice | warning | error (default notice)\n".
 
 %% @doc Entry point; Args are the words after `hornbeam'. Halts the node on
@@ -151,12 +154,22 @@ option("--join-retry-interval", V, O, N) ->
         {Ms, ""} when Ms > 0 -> {ok, O#{join_retry_interval => Ms}, N};
         _ -> {error, "--join-retry-interval needs a positive integer (ms), got " ++ V}
     end;
+option("--drain-batch-size", V, O, N) -> integer_option(V, 1, drain_batch_size, "--drain-batch-size", O, N);
+option("--drain-interval", V, O, N) -> integer_option(V, 0, drain_interval, "--drain-interval", O, N);
+option("--drain-timeout", V, O, N) -> integer_option(V, 1, drain_timeout, "--drain-timeout", O, N);
 option("--log-level", V, O, N) ->
     case lists:member(V, ["debug", "info", "notice", "warning", "error"]) of
         true -> {ok, O, N#{log_level => list_to_atom(V)}};
         false -> {error, "--log-level must be debug|info|notice|warning|error, got " ++ V}
     end;
 option(Flag, _, _, _) -> {error, "unknown option: " ++ Flag}.
+
+integer_option(V, Min, Key, Flag, O, N) ->
+    case string:to_integer(V) of
+        {I, ""} when I >= Min -> {ok, O#{Key => I}, N};
+        _ when Min =:= 0 -> {error, Flag ++ " needs a non-negative integer, got " ++ V};
+        _ -> {error, Flag ++ " needs a positive integer, got " ++ V}
+    end.
 
 is_node_name(S) ->
     case string:split(S, "@") of

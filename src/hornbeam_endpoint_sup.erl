@@ -2,6 +2,8 @@
 %%   presence   hornbeam_presence_sup   the presence shards
 %%   python     hornbeam_python_sup     the worker pool (only when there is Python to run)
 %%   listener   hornbeam_listener_sup   the HTTP listener and its connections
+%%   drainer    hornbeam_drainer        on shutdown, first: stops accepting and closes
+%%                                      the connections in batches (drain_* options)
 %%
 %% The child spec knows every option (`start_link(Opts)', built once by
 %% `hornbeam:start/2'), so a restart of this supervisor, by `hornbeam_sup''s
@@ -31,7 +33,8 @@
 -type opts() :: #{presence := map(),
                   python := map() | none,
                   listener := map(),      %% hornbeam_http_opts without handler/handler_opts
-                  endpoint := map()}.     %% hornbeam_endpoint:config/1 options (Erlang channels, connect)
+                  endpoint := map(),      %% hornbeam_endpoint:config/1 options (Erlang channels, connect)
+                  drain => hornbeam_drainer:options()}.
 -export_type([opts/0]).
 
 -spec child_spec(opts()) -> supervisor:child_spec().
@@ -80,5 +83,8 @@ init(Opts = #{presence := PresenceOpts, python := Python}) ->
               type => supervisor, shutdown => infinity} || Python =/= none],
     Listener = #{id => listener, start => {?MODULE, start_listener, [Opts]},
                  type => supervisor, shutdown => infinity},
+    %% Last, so it terminates first: it drains the listener's connections.
+    {ok, Drain} = hornbeam_drainer:options(maps:get(drain, Opts, #{})),
+    Drainer = hornbeam_drainer:child_spec(maps:get(ref, maps:get(listener, Opts)), Drain),
     {ok, {#{strategy => one_for_one, intensity => 5, period => 30},
-          [Presence] ++ Pool ++ [Listener]}}.
+          [Presence] ++ Pool ++ [Listener, Drainer]}}.

@@ -20,6 +20,7 @@ all() ->
      other_methods_are_405,
      unknown_api_call_is_404,
      presence_lists_who_is_on_a_topic,
+     disconnect_closes_the_sockets_with_that_id,
      body_over_max_body_length_is_413,
      key_is_kept_sealed_in_the_endpoint_config,
      empty_api_key_is_a_bad_option].
@@ -49,7 +50,12 @@ end_per_testcase(_TC, _Config) ->
 
 testcase_opts(without_a_key_the_api_does_not_exist) -> #{api_key => undefined};
 testcase_opts(body_over_max_body_length_is_413) -> #{max_body_length => 100};
+testcase_opts(disconnect_closes_the_sockets_with_that_id) -> #{connect => fun ?MODULE:connect_as_user/2};
 testcase_opts(_) -> #{}.
+
+%% The endpoint's connect: the socket id is "user:" ++ the `user' param.
+connect_as_user(#{<<"user">> := User}, _Info) -> {ok, #{}, <<"user:", User/binary>>};
+connect_as_user(_Params, _Info) -> {ok, #{}}.
 
 %% --- cases ---------------------------------------------------------------------
 
@@ -132,10 +138,11 @@ other_methods_are_405(Config) ->
               ?assertEqual({405, Method, Path}, {Status, Method, Path}),
               ?assertEqual(<<"POST">>, proplists:get_value(<<"allow">>, Headers))
       end, [{M, P} || M <- ["GET", "PUT", "DELETE", "PATCH"],
-                      P <- ["/hornbeam/api/broadcast", "/hornbeam/api/presence"]]).
+                      P <- ["/hornbeam/api/broadcast", "/hornbeam/api/presence",
+                            "/hornbeam/api/disconnect"]]).
 
 unknown_api_call_is_404(Config) ->
-    ?assertMatch({404, _, _}, post(Config, "/hornbeam/api/disconnect", bearer(?KEY), #{})),
+    ?assertMatch({404, _, _}, post(Config, "/hornbeam/api/kick", bearer(?KEY), #{})),
     %% paths outside the API are answered as before
     ?assertMatch({404, _, _}, post(Config, "/hornbeam/apix", bearer(?KEY), #{})).
 
@@ -173,6 +180,26 @@ key_is_kept_sealed_in_the_endpoint_config(_Config) ->
     ?assertEqual(nomatch, binary:match(Printed, ?KEY)),
     {ok, Cfg} = hornbeam_endpoint:config(#{api_key => ?KEY}),
     ?assertEqual(nomatch, binary:match(iolist_to_binary(io_lib:format("~p", [Cfg])), ?KEY)).
+
+disconnect_closes_the_sockets_with_that_id(Config) ->
+    [Ana1, Ana2, Bob] = [begin
+                             {ok, C} = ?C:connect(?config(port, Config), "/ws?vsn=2.0.0&user=" ++ U),
+                             ?assertMatch([_, _, _, <<"phx_reply">>, #{<<"status">> := <<"ok">>}],
+                                          join(C, <<"room:1">>, #{})),
+                             C
+                         end || U <- ["ana", "ana", "bob"]],
+    ?assertMatch({401, _, _}, post(Config, "/hornbeam/api/disconnect", bearer(<<"wrong">>),
+                                   #{<<"id">> => <<"user:ana">>})),
+    ?assertEqual(timeout, next_event(Ana1, 500)),
+    [?assertMatch({400, _, _}, post(Config, "/hornbeam/api/disconnect", bearer(?KEY), Body))
+     || Body <- [#{}, #{<<"id">> => <<>>}, #{<<"id">> => 42}, #{<<"id">> => binary:copy(<<"x">>, 256)}]],
+    {200, _, Body} = post(Config, "/hornbeam/api/disconnect", bearer(?KEY), #{<<"id">> => <<"user:ana">>}),
+    ?assertEqual({ok, #{<<"ok">> => true}}, hornbeam_nif:json_decode(Body)),
+    ?assertEqual(4000, ?C:expect_closed(Ana1, ?TIMEOUT)),
+    ?assertEqual(4000, ?C:expect_closed(Ana2, ?TIMEOUT)),
+    ?assertEqual(timeout, next_event(Bob, 500)),
+    %% an id nobody has is fine
+    ?assertMatch({200, _, _}, post(Config, "/hornbeam/api/disconnect", bearer(?KEY), #{<<"id">> => <<"user:zed">>})).
 
 empty_api_key_is_a_bad_option(_Config) ->
     ?assertMatch({error, _}, hornbeam:start(none, #{bind => "127.0.0.1:0", api_key => <<>>})),

@@ -85,6 +85,17 @@ thread_pool_options_test_() ->
      ?_assertMatch({error, "--max-queued-calls needs" ++ _},
                    hornbeam_cli:parse(["run", "a:b", "--max-queued-calls", "-1"]))].
 
+drain_options_test_() ->
+    {run, _, Opts, _} = hornbeam_cli:parse(["run", "a:b", "--drain-batch-size", "500",
+                                            "--drain-interval", "0", "--drain-timeout", "9000"]),
+    [?_assertMatch(#{drain_batch_size := 500, drain_interval := 0, drain_timeout := 9000}, Opts),
+     ?_assertMatch({error, "--drain-batch-size needs a positive integer" ++ _},
+                   hornbeam_cli:parse(["run", "a:b", "--drain-batch-size", "0"])),
+     ?_assertMatch({error, "--drain-interval needs a non-negative integer" ++ _},
+                   hornbeam_cli:parse(["run", "a:b", "--drain-interval", "-5"])),
+     ?_assertMatch({error, "--drain-timeout needs a positive integer" ++ _},
+                   hornbeam_cli:parse(["run", "a:b", "--drain-timeout", "soon"]))].
+
 %% The API key never goes on a command line either; the file is for the node.
 api_key_on_the_command_line_is_refused_test() ->
     ?assertMatch({error, "--api-key would show the key in `ps`" ++ _},

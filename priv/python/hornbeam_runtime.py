@@ -835,17 +835,32 @@ def _info_result(value: Any, socket: hc.Socket) -> Result:
 
 
 def _connect_result(value: Any) -> Result:
-    if isinstance(value, tuple) and len(value) == 2:
-        if value[0] == "ok":
-            assigns = value[1] if value[1] is not None else {}
-            if not isinstance(assigns, Mapping):
-                raise Invalid(f"the assigns must be a dict, got {_describe(assigns)}")
-            for k, v in assigns.items():
-                hc._check_assign(k, v)
+    if isinstance(value, tuple) and len(value) in (2, 3) and value[0] == "ok":
+        assigns = value[1] if value[1] is not None else {}
+        if not isinstance(assigns, Mapping):
+            raise Invalid(f"the assigns must be a dict, got {_describe(assigns)}")
+        for k, v in assigns.items():
+            hc._check_assign(k, v)
+        if len(value) == 2:
             return ("ok", hc.json_encode(assigns))
-        if value[0] == "error":
-            return ("error", _response(value[1], "reason"))
-    raise Invalid(f"{_describe(value)}; expected ('ok', assigns) or ('error', reason)")
+        return ("ok", hc.json_encode(assigns), _socket_id(value[2]))
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "error":
+        return ("error", _response(value[1], "reason"))
+    raise Invalid(f"{_describe(value)}; expected ('ok', assigns), ('ok', assigns, socket_id) "
+                  "or ('error', reason)")
+
+
+def _socket_id(value: Any) -> Optional[bytes]:
+    """The socket id of ``('ok', assigns, socket_id)``: a non-empty str of at
+    most 255 bytes (UTF-8), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        encoded = value.encode()
+        if len(encoded) <= 255:
+            return encoded
+    raise Invalid(f"the socket id must be a non-empty str of at most 255 bytes or None, "
+                  f"got {_describe(value)}")
 
 
 # ---------------------------------------------------------------------------

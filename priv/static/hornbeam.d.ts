@@ -1,7 +1,7 @@
 // Hornbeam JS client type declarations. GENERATED from hornbeam.src.mjs by scripts/build_js.mjs: edit the source, not this file.
 /**
  * One WebSocket connection multiplexing channels. It reconnects with
- * backoff after every close that `disconnect()` did not ask for, answers
+ * jittered backoff after every close that `disconnect()` did not ask for, answers
  * for its heartbeat, and buffers sends while it is not connected.
  */
 export class Socket {
@@ -38,8 +38,8 @@ export class Socket {
     private heartbeatTimer;
     /** @private */
     private closeRequested;
-    /** @private */
-    private reconnectTimer;
+    reconnectJitter: number;
+    reconnectTimer: RetryTimer;
     /** The URL `connect()` opens: endpoint + `/websocket?` + params + `&vsn=2.0.0`. */
     endPointURL(): string;
     /** Open the connection (nothing happens if it is open or opening). */
@@ -379,6 +379,12 @@ export type SocketOptions = {
      */
     reconnectAfterMs?: Backoff | undefined;
     /**
+     * Each reconnect delay is drawn uniformly from
+     * ±this fraction of it (0.5: 50–150 %), so the clients of a server that closed them
+     * all (a deploy, a restart) do not come back in the same instant; 0 turns it off.
+     */
+    reconnectJitter?: number | undefined;
+    /**
      * Delay before rejoin try n of a channel.
      */
     rejoinAfterMs?: Backoff | undefined;
@@ -420,5 +426,19 @@ export type PresenceOptions = {
         diff?: string;
     };
 };
+/** Calls `callback` after `delayFor(tries)` ms (± `jitter` of it); `tries` counts since the last reset. */
+declare class RetryTimer {
+    /** @param {() => void} callback @param {Backoff} delayFor @param {number} [jitter] */
+    constructor(callback: () => void, delayFor: Backoff, jitter?: number);
+    callback: () => void;
+    delayFor: Backoff;
+    jitter: number;
+    tries: number;
+    /** @type {any} */
+    timer: any;
+    reset(): void;
+    schedule(): void;
+}
+export {};
 
 export as namespace Hornbeam;

@@ -53,6 +53,9 @@
  * @property {number} [heartbeatIntervalMs] Heartbeat period, ms (30 000). A heartbeat
  *   still unanswered one period later closes the connection, which then reconnects.
  * @property {Backoff} [reconnectAfterMs] Delay before reconnect try n.
+ * @property {number} [reconnectJitter] Each reconnect delay is drawn uniformly from
+ *   ±this fraction of it (0.5: 50–150 %), so the clients of a server that closed them
+ *   all (a deploy, a restart) do not come back in the same instant; 0 turns it off.
  * @property {Backoff} [rejoinAfterMs] Delay before rejoin try n of a channel.
  * @property {Transport} [transport] WebSocket constructor (default `globalThis.WebSocket`).
  * @property {string} [vsn] Protocol version sent as `vsn` (`"2.0.0"`).
@@ -98,12 +101,20 @@ const stepsThen = (steps, last) => (tries) => steps[tries - 1] ?? last
 /** @param {any} value @returns {() => any} */
 const asFunction = (value) => (typeof value === 'function' ? value : () => value)
 
-/** Calls `callback` after `delayFor(tries)` ms; `tries` counts since the last reset. */
+/**
+ * `delay` moved by a uniform random amount within ±`jitter` of it (full spread at 1).
+ * @param {number} delay @param {number} jitter a fraction in [0, 1]
+ */
+const withJitter = (delay, jitter) =>
+  jitter > 0 ? Math.round(delay * (1 - jitter + 2 * jitter * Math.random())) : delay
+
+/** Calls `callback` after `delayFor(tries)` ms (± `jitter` of it); `tries` counts since the last reset. */
 class RetryTimer {
-  /** @param {() => void} callback @param {Backoff} delayFor */
-  constructor(callback, delayFor) {
+  /** @param {() => void} callback @param {Backoff} delayFor @param {number} [jitter] */
+  constructor(callback, delayFor, jitter = 0) {
     this.callback = callback
     this.delayFor = delayFor
+    this.jitter = jitter
     this.tries = 0
     /** @type {any} */
     this.timer = null
@@ -121,7 +132,7 @@ class RetryTimer {
       this.timer = null
       this.tries += 1
       this.callback()
-    }, this.delayFor(this.tries + 1))
+    }, withJitter(this.delayFor(this.tries + 1), this.jitter))
   }
 }
 
@@ -224,7 +235,7 @@ function decodeBinary(buffer) {
 
 /**
  * One WebSocket connection multiplexing channels. It reconnects with
- * backoff after every close that `disconnect()` did not ask for, answers
+ * jittered backoff after every close that `disconnect()` did not ask for, answers
  * for its heartbeat, and buffers sends while it is not connected.
  */
 class Socket {
@@ -262,7 +273,12 @@ class Socket {
     /** @private */
     this.closeRequested = false
     /** @private */
-    this.reconnectTimer = new RetryTimer(() => this.connect(), this.reconnectAfterMs)
+    const jitter = opts.reconnectJitter ?? 0.5
+    if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
+      throw new RangeError(`Hornbeam: reconnectJitter must be a number from 0 to 1, got ${jitter}`)
+    }
+    this.reconnectJitter = jitter
+    this.reconnectTimer = new RetryTimer(() => this.connect(), this.reconnectAfterMs, jitter)
   }
 
   /** The URL `connect()` opens: endpoint + `/websocket?` + params + `&vsn=2.0.0`. */

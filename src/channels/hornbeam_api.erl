@@ -1,6 +1,7 @@
 %% @doc The HTTP publishing API, for processes outside the cluster (Celery
-%% tasks, cron jobs, other services): `POST /hornbeam/api/broadcast' and
-%% `POST /hornbeam/api/presence' with `Authorization: Bearer KEY'. It exists
+%% tasks, cron jobs, other services): `POST /hornbeam/api/broadcast',
+%% `/hornbeam/api/presence' and `/hornbeam/api/disconnect' with
+%% `Authorization: Bearer KEY'. It exists
 %% only when an `api_key' is configured; the endpoint asks it first, before
 %% the Python app sees the request.
 %%
@@ -18,6 +19,7 @@
 
 -define(BROADCAST, <<"/hornbeam/api/broadcast">>).
 -define(PRESENCE, <<"/hornbeam/api/presence">>).
+-define(DISCONNECT, <<"/hornbeam/api/disconnect">>).
 -define(KEY_ENV, "HORNBEAM_API_KEY").
 
 %% @doc The `api_key' option as the endpoint keeps it: `undefined' (no
@@ -82,11 +84,12 @@ handle(_Req, _Config) ->
 
 api_call(?BROADCAST) -> broadcast;
 api_call(?PRESENCE) -> presence;
+api_call(?DISCONNECT) -> disconnect;
 api_call(<<"/hornbeam/api/", _/binary>>) -> unknown;
 api_call(_) -> none.
 
 call(unknown, _Req, _Secret, _Config) ->
-    error_reply(404, <<"no such API call (broadcast, presence)">>);
+    error_reply(404, <<"no such API call (broadcast, presence, disconnect)">>);
 call(Call, #{method := Method} = Req, Secret, Config) ->
     case {Method, authorized(Req, Secret)} of
         {<<"POST">>, true} ->
@@ -132,6 +135,14 @@ run(presence, #{<<"topic">> := Topic}) when is_binary(Topic), Topic =/= <<>> ->
         {error, _} -> error_reply(400, <<"bad topic">>);
         List -> json_reply(200, #{<<"presences">> => List})
     end;
+run(disconnect, #{<<"id">> := Id}) ->
+    %% every socket with this id on every node (hornbeam:disconnect/1)
+    case hornbeam:disconnect(Id) of
+        ok -> json_reply(200, #{<<"ok">> => true});
+        {error, _} -> error_reply(400, <<"bad socket id">>)
+    end;
+run(disconnect, _) ->
+    error_reply(400, <<"expected {\"id\": non-empty string of at most 255 bytes}">>);
 run(presence, _) ->
     error_reply(400, <<"expected {\"topic\": non-empty string}">>).
 

@@ -50,7 +50,8 @@
          push/3, broadcast/3, broadcast_from/3, subscribe/2, unsubscribe/2]).
 
 -type socket() :: #{
-    id := binary(),                 %% connection id
+    id := binary() | undefined,     %% socket id (connect's third element), or undefined
+    conn_id := binary(),            %% connection id (one per WebSocket)
     topic := binary(),
     topic_params := #{binary() => binary()},
     pattern := binary(),            %% the route pattern that matched
@@ -97,7 +98,9 @@ assigns(#{assigns := A}) -> A.
 -spec topic(socket()) -> binary().
 topic(#{topic := T}) -> T.
 
--spec id(socket()) -> binary().
+%% @doc The socket id that connect returned (`{ok, Assigns, Id}'), or
+%% `undefined'; `hornbeam:disconnect(Id)' closes every socket with it.
+-spec id(socket()) -> binary() | undefined.
 id(#{id := Id}) -> Id.
 
 -spec params(socket()) -> map().

@@ -89,7 +89,7 @@ unsubscribe(ChannelPid, Own, Topic) ->
 -spec init(start_args()) -> {ok, #state{}, {continue, join}}.
 init(#{socket := Socket0, ref := Ref, payload := Payload, max_json_depth := Depth}) ->
     Socket = Socket0#{channel_pid => self()},
-    #{transport_pid := Transport, topic := Topic, id := ConnId, handler := Handler} = Socket,
+    #{transport_pid := Transport, topic := Topic, conn_id := ConnId, handler := Handler} = Socket,
     logger:set_process_metadata(#{conn_id => ConnId, topic => Topic}),
     %% function_exported/3 below is false for a module not loaded yet.
     _ = code:ensure_loaded(Handler),

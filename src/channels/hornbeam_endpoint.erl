@@ -6,7 +6,7 @@
 -module(hornbeam_endpoint).
 -behaviour(hornbeam_http_handler).
 
--export([config/1, defaults/0, route/2]).
+-export([config/1, defaults/0, route/2, check_socket_id/1]).
 -export([handle_http/2, websocket_upgrade/2, websocket_enter/3]).
 
 -type config() :: #{
@@ -25,10 +25,12 @@
     write_batch_bytes := pos_integer(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
-    connect := undefined | fun((map(), map()) -> {ok, map()} | {error, term()}),
+    %% {ok, Assigns, SocketId}: the socket id (hornbeam:disconnect/1), binary or undefined
+    connect := undefined | fun((map(), map()) -> {ok, map()} | {ok, map(), socket_id()} | {error, term()}),
     api_key := undefined | hornbeam_api:secret()  %% sealed digest; undefined: no HTTP API
 }.
--export_type([config/0]).
+-type socket_id() :: binary() | undefined.
+-export_type([config/0, socket_id/0]).
 
 %% @doc Every endpoint limit and default, in one place (see README "Limits").
 -spec defaults() -> map().
@@ -171,8 +173,8 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
 connect_upgrade(Req, Params, Echo, AuthToken, Config) ->
     ConnectInfo = (connect_info(Req))#{auth_token => AuthToken},
     case connect(Config, Params, ConnectInfo) of
-        {ok, Assigns} ->
-            Conn = #{id => new_id(), params => Params, assigns => Assigns,
+        {ok, Assigns, SocketId} ->
+            Conn = #{id => new_id(), socket_id => SocketId, params => Params, assigns => Assigns,
                      connect_info => ConnectInfo, endpoint => Config},
             %% The client offered `phoenix' (and its token): name the one we
             %% speak, or `ws' and browsers abort the handshake.
@@ -216,16 +218,32 @@ connect_info(Req) ->
       origin => hornbeam_http_req:header(<<"origin">>, Req),
       headers => maps:get(headers, Req, [])}.
 
-connect(#{connect := undefined}, _Params, _Info) -> {ok, #{}};
+connect(#{connect := undefined}, _Params, _Info) -> {ok, #{}, undefined};
 connect(#{connect := Fun}, Params, Info) ->
     try Fun(Params, Info) of
-        {ok, Assigns} when is_map(Assigns) -> {ok, Assigns};
+        {ok, Assigns} when is_map(Assigns) -> {ok, Assigns, undefined};
+        {ok, Assigns, SocketId} when is_map(Assigns) ->
+            case check_socket_id(SocketId) of
+                {ok, Id} -> {ok, Assigns, Id};
+                error -> {error, {invalid_socket_id, SocketId}}
+            end;
         {error, Reason} -> {error, Reason};
         Other -> {error, {invalid_connect_result, Other}}
     catch Class:Reason:Stack ->
         logger:error("connect handler crashed: ~0p:~0p~n~p", [Class, Reason, Stack]),
         {error, crashed}
     end.
+
+%% A socket id is a non-empty UTF-8 binary of at most 255 bytes, or
+%% none (undefined; `nil' from Elixir).
+check_socket_id(undefined) -> {ok, undefined};
+check_socket_id(nil) -> {ok, undefined};
+check_socket_id(Id) when is_binary(Id), byte_size(Id) > 0, byte_size(Id) =< 255 ->
+    case unicode:characters_to_binary(Id) of
+        Id -> {ok, Id};
+        _ -> error
+    end;
+check_socket_id(_) -> error.
 
 refuse(Status, Body) ->
     {refuse, Status, [{<<"content-type">>, <<"text/plain">>}], Body}.

@@ -38,6 +38,7 @@
 
 -type conn_info() :: #{
     id := binary(),
+    socket_id => hornbeam_endpoint:socket_id(),  %% from connect; hornbeam:disconnect/1
     params := map(),
     assigns := map(),
     connect_info := map(),
@@ -61,6 +62,7 @@
     sock :: gen_tcp:socket(),
     decoder :: hornbeam_nif:ws_decoder(),
     id :: binary(),
+    socket_id :: hornbeam_endpoint:socket_id(),
     params :: map(),
     assigns :: map(),
     config :: hornbeam_endpoint:config(),
@@ -89,8 +91,12 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     process_flag(trap_exit, true),
     ok = inet:setopts(Sock, [{high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
                              {send_timeout, 30000}, {send_timeout_close, true}]),
+    SocketId = maps:get(socket_id, Conn, undefined),
+    %% Every socket with this id, on every node, is one pg group:
+    %% hornbeam:disconnect/1 reaches them all (pg leaves it when we exit).
+    _ = is_binary(SocketId) andalso pg:join(hornbeam_pubsub:scope(), {socket_id, SocketId}, self()),
     State = #state{sock = Sock, decoder = hornbeam_nif:ws_decoder_new(MaxFrame),
-                   id = Id, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
+                   id = Id, socket_id = SocketId, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
                    config = Config, last_recv = now_ms()},
     schedule_heartbeat_check(Config),
     self() ! {'$hb_data', Buffered},
@@ -186,6 +192,16 @@ handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_
             schedule_heartbeat_check(Config),
             {noreply, State}
     end;
+handle_info({'$hb_disconnect', SocketId}, State = #state{socket_id = SocketId}) ->
+    %% hornbeam:disconnect/1 (Phoenix's "disconnect" broadcast). 4000, not
+    %% 1000: phoenix.js 1.6 and 1.7 never reconnect after a 1000 close, and
+    %% the client must come back through connect, which decides anew.
+    logger:info("disconnected by the server (socket id ~ts); closing with 4000", [SocketId]),
+    close(4000, <<"disconnected">>, State);
+handle_info('$hb_drain', State) ->
+    %% The endpoint is draining (hornbeam_drainer): as a shutdown, 1001.
+    going_away(State),
+    {stop, normal, State#state{closing = true}};
 handle_info({'EXIT', _Pid, normal}, State) ->
     {noreply, State};
 handle_info(Msg, State) ->
@@ -360,7 +376,7 @@ join(JoinRef, Ref, Topic, Payload, Dialect, State0) ->
 
 start_channel(JoinRef, Ref, Topic, Payload, Dialect, Handler, Pattern, TopicParams, CloseAfter,
               State = #state{channels = Channels, by_pid = ByPid, config = Config}) ->
-    Socket = #{id => State#state.id, topic => Topic, topic_params => TopicParams,
+    Socket = #{id => State#state.socket_id, conn_id => State#state.id, topic => Topic, topic_params => TopicParams,
                pattern => Pattern, join_ref => JoinRef, params => State#state.params,
                assigns => State#state.assigns, transport_pid => self(), channel_pid => self(),
                handler => Handler, dialect => Dialect},

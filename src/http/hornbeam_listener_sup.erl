@@ -27,7 +27,7 @@
 -module(hornbeam_listener_sup).
 -behaviour(supervisor).
 
--export([start_link/1]).
+-export([start_link/1, stop_accepting/1]).
 -export([init/1]).
 
 %% @doc Start a listener. `Opts' is described in `hornbeam_http_opts' (only
@@ -46,6 +46,16 @@ start_link(Opts) ->
         {error, _} = Error ->
             Error
     end.
+
+%% @doc Stop accepting: the acceptors, then the listen socket, so new
+%% clients are refused at once; live connections stay (hornbeam_drainer
+%% closes them next). Neither is restarted: the listener is stopping.
+-spec stop_accepting(hornbeam_http_opts:ref()) -> ok.
+stop_accepting(Ref) ->
+    Sup = hornbeam_http_opts:name(Ref, listener_sup),
+    _ = supervisor:terminate_child(Sup, acceptor_sup),
+    _ = supervisor:terminate_child(Sup, listener),
+    ok.
 
 -spec init(hornbeam_http_opts:config()) ->
     {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.

@@ -202,8 +202,13 @@ py_socket(Socket = #{topic := Topic, join_ref := JoinRef}) ->
         _ ->
             #{id := Id, params := Params} = Socket,
             {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
-            Wire = #{id => Id, topic => Topic, join_ref => RefJson,
-                     params => json(Params), channel => channel_token(Socket)},
+            Wire0 = #{topic => Topic, join_ref => RefJson,
+                      params => json(Params), channel => channel_token(Socket)},
+            %% id: the socket id; absent is None in Python
+            Wire = case Id of
+                       undefined -> Wire0;
+                       _ -> Wire0#{id => Id}
+                   end,
             _ = put(Key, {Check, Wire}),
             Wire#{assigns => Assigns}
     end.

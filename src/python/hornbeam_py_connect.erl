@@ -1,25 +1,32 @@
 %% @doc The endpoint's `connect' function when Python registered an
 %% `@on_connect' handler: runs it in the pool before the WebSocket upgrade.
-%% `('ok', assigns)' seeds every channel of the connection; anything else
-%% refuses it with 403.
+%% `('ok', assigns)' or `('ok', assigns, socket_id)' seeds every channel of
+%% the connection (the id: `hornbeam:disconnect/1'); anything else refuses
+%% it with 403.
 -module(hornbeam_py_connect).
 
 -export([connect/2]).
 
--spec connect(map(), map()) -> {ok, map()} | {error, term()}.
+-spec connect(map(), map()) -> {ok, map(), hornbeam_endpoint:socket_id()} | {error, term()}.
 connect(Params, Info) ->
     Args = #{params => json(Params), connect_info => json(connect_info(Info))},
     case hornbeam_python:call(connect, Args) of
         {ok, {ok, AssignsJson}} ->
-            case hornbeam_nif:json_decode(AssignsJson) of
-                {ok, Assigns} when is_map(Assigns) -> {ok, Assigns};
-                _ -> {error, {invalid_assigns, AssignsJson}}
-            end;
+            assigns(AssignsJson, undefined);
+        {ok, {ok, AssignsJson, SocketId}} ->
+            %% ('ok', assigns, socket_id): bytes or None (undefined)
+            assigns(AssignsJson, SocketId);
         {ok, no_handler} -> {ok, #{}};
         {ok, {error, Reason}} -> {error, {refused, Reason}};
         {ok, {crash, Message}} -> {error, {crash, Message}};
         {ok, Other} -> {error, {invalid, Other}};
         {error, Why} -> {error, Why}
+    end.
+
+assigns(AssignsJson, SocketId) ->
+    case hornbeam_nif:json_decode(AssignsJson) of
+        {ok, Assigns} when is_map(Assigns) -> {ok, Assigns, SocketId};
+        _ -> {error, {invalid_assigns, AssignsJson}}
     end.
 
 %% Peer address, origin, request headers and the decoded authToken (or

@@ -132,7 +132,7 @@ info(Worker) ->
 frame_atoms() ->
     [init_ok, init_error, channels, pattern, events, on_connect, true, false, undefined,
      result, ok, error, reply, noreply, stop, crash, invalid, no_handler,
-     emit, broadcast, broadcast_from, push, erl_call, log, warning, info, debug,
+     emit, broadcast, broadcast_from, push, disconnect, erl_call, log, warning, info, debug,
      http, start, body, response, startup_failed, app_error, queued, started, overloaded, binary,
      intercepts, subscribe, unsubscribe, send].
 
@@ -524,6 +524,8 @@ decode_emit({send, Token, Json}) when is_binary(Json) ->
         {ok, Channel} -> {ok, {send, Channel, Json}};
         error -> error
     end;
+decode_emit({disconnect, SocketId} = E) when is_binary(SocketId) ->
+    {ok, E};
 decode_emit(_) ->
     error.
 

@@ -1,12 +1,12 @@
 %% @doc Default `emit_handler' of the Python pool: applies the side effects
 %% that handlers request with `broadcast', `broadcast_from', `push',
-%% `subscribe', `unsubscribe' and `send'.
+%% `subscribe', `unsubscribe', `send' and `disconnect'.
 %%
 %% Emits arrive as `{broadcast, Topic, Event, Json}',
 %% `{broadcast_from, Channel, Topic, Event, Json}',
-%% `{push, Channel, Event, Json}', `{subscribe | unsubscribe, Channel, Topic}'
-%% and `{send, Channel, Json}' (to the channel process, for its
-%% `@room.on_info', as `{'$hb_py_message', Json}'), where Channel is the decoded token of
+%% `{push, Channel, Event, Json}', `{subscribe | unsubscribe, Channel, Topic}',
+%% `{send, Channel, Json}' (to the channel process, for its
+%% `@room.on_info', as `{'$hb_py_message', Json}') and `{disconnect, SocketId}', where Channel is the decoded token of
 %% `hornbeam_py_channel:channel_token/1' and Json the payload's JSON text
 %% (forwarded without decoding). The emits of a channel call run in the
 %% calling process (`hornbeam_python:call/3', i.e. the channel process)
@@ -26,7 +26,8 @@
               | {broadcast_from, channel() | term(), binary(), binary(), payload()}
               | {push, channel() | term(), binary(), payload()}
               | {subscribe | unsubscribe, channel() | term(), binary()}
-              | {send, channel() | term(), binary()}.
+              | {send, channel() | term(), binary()}
+              | {disconnect, binary()}.                 %% a socket id
 -export_type([emit/0]).
 
 -spec handle_emit(emit()) -> ok.
@@ -44,6 +45,8 @@ handle_emit({unsubscribe, Channel = #{channel_pid := C, topic := _}, Topic}) whe
 handle_emit({send, #{channel_pid := C}, Json}) when is_pid(C) ->
     C ! {'$hb_py_message', Json},
     ok;
+handle_emit({disconnect, SocketId}) ->
+    logged(hornbeam:disconnect(SocketId));
 handle_emit(Other) ->
     ?LOG_WARNING("dropping a Python emit with an unknown shape: ~0P", [Other, 10],
                  #{domain => [hornbeam, python]}),

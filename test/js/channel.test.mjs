@@ -15,7 +15,7 @@ beforeEach(() => {
 afterEach(() => clock.uninstall())
 
 function openSocket(opts = {}) {
-  const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket, heartbeatIntervalMs: 1e9, ...opts })
+  const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket, heartbeatIntervalMs: 1e9, reconnectJitter: 0, ...opts })
   socket.connect()
   FakeWebSocket.last.open()
   return socket
@@ -70,7 +70,7 @@ describe('Channel join', () => {
   })
 
   it('sends the join when the socket opens if joined before connect()', () => {
-    const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket })
+    const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket, reconnectJitter: 0 })
     const channel = socket.channel('room:1')
     channel.join()
     socket.connect()
@@ -82,7 +82,7 @@ describe('Channel join', () => {
   })
 
   it('sends one join, not two, when the first connection attempt fails', () => {
-    const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket })
+    const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket, reconnectJitter: 0 })
     const channel = socket.channel('room:1')
     channel.join()
     socket.connect()

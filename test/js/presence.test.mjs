@@ -148,7 +148,7 @@ describe('Presence on a channel', () => {
   afterEach(() => clock.uninstall())
 
   function setup(opts) {
-    const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket })
+    const socket = new Socket('ws://example.test/ws', { transport: FakeWebSocket, reconnectJitter: 0 })
     socket.connect()
     FakeWebSocket.last.open()
     const channel = socket.channel('room:lobby')

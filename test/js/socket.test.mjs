@@ -16,7 +16,9 @@ afterEach(() => {
   delete globalThis.location
 })
 
-const newSocket = (opts = {}) => new Socket('ws://example.test/ws', { transport: FakeWebSocket, ...opts })
+// Exact backoff (no jitter) keeps the fake clock's ticks exact; the jitter
+// is tested in reconnect_jitter.test.mjs.
+const newSocket = (opts = {}) => new Socket('ws://example.test/ws', { transport: FakeWebSocket, reconnectJitter: 0, ...opts })
 
 function openSocket(opts) {
   const socket = newSocket(opts)
@@ -250,7 +252,7 @@ describe('Socket heartbeat', () => {
 })
 
 describe('Socket reconnect', () => {
-  it('backs off 10, 50, 100, 150, 200, 250, 500, 1000, 2000, then 5000 ms, and resets after an open', () => {
+  it('backs off 10, 50, 100, 150, 200, 250, 500, 1000, 2000, then 5000 ms (without jitter), and resets after an open', () => {
     const socket = newSocket()
     socket.connect()
     const expected = [10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000, 5000, 5000]

@@ -258,6 +258,16 @@ def test_connect(room):
     assert connect({"token": "invalid"})[0] == "invalid"
 
 
+def test_connect_may_name_the_socket_id(room):
+    def connect(params):
+        return room.call("connect", {"params": json.dumps(params).encode(), "connect_info": b"{}"})
+
+    assert connect({"token": "user", "user": "42"}) == ("ok", b'{"user_id":"42"}', b"user:42")
+    assert connect({"token": "no_id"}) == ("ok", b'{"user_id":9}', None)
+    tag, message = connect({"token": "bad_id"})
+    assert tag == "invalid" and b"socket id must be a non-empty str" in message
+
+
 def test_connect_without_handler(runtime):
     runtime.init("fx_room")
     assert runtime.call("connect", {"params": b"{}", "connect_info": b"{}"}) == "no_handler"

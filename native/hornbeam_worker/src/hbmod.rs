@@ -74,6 +74,7 @@ pub mod hornbeam_native {
     /// * `emit("push", channel_token, event, payload)`
     /// * `emit("subscribe", channel_token, topic)`, `emit("unsubscribe", channel_token, topic)`
     /// * `emit("send", channel_token, message)`: any JSON value, for `@room.on_info`
+    /// * `emit("disconnect", socket_id)`
     #[pyfunction]
     #[pyo3(signature = (kind, *args, call_id = 0))]
     fn emit(kind: &str, args: &Bound<'_, PyTuple>, call_id: i64) -> PyResult<()> {
@@ -125,10 +126,14 @@ pub mod hornbeam_native {
                 let message = Term::Binary(py_to_json_vec(&args.get_item(1)?)?);
                 Term::tuple(vec![Term::atom("send"), token(args, 0)?, message])
             }
+            "disconnect" => {
+                arity(1)?;
+                Term::tuple(vec![Term::atom("disconnect"), text(args, 0, "socket_id")?])
+            }
             other => {
                 return Err(PyValueError::new_err(format!(
                     "unknown emit kind {other:?} (broadcast, broadcast_from, push, subscribe, \
-                     unsubscribe, send)"
+                     unsubscribe, send, disconnect)"
                 )))
             }
         };

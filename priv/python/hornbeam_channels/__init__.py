@@ -22,7 +22,9 @@ Return values
 * intercept: ``('push', payload, socket)`` | ``('noreply', socket)`` | ``None``
 * on_info: ``('noreply', socket)`` | ``('stop', reason, socket)`` | ``None``
 * leave: anything (ignored); exceptions are logged.
-* on_connect: ``('ok', assigns)`` | ``('error', reason)``
+* on_connect: ``('ok', assigns)`` | ``('ok', assigns, socket_id)`` | ``('error', reason)``;
+  ``socket_id`` (a str such as ``"user:42"``, or None) is ``socket.id`` in every
+  channel of the connection, and :func:`disconnect` closes every socket with it.
 
 Responses and reasons are dicts (a ``str`` reason becomes ``{"reason": ...}``;
 ``None`` becomes ``{}``). Handlers may be ``def`` or ``async def``: a ``def``
@@ -71,6 +73,7 @@ __all__ = [
     "call_async",
     "channel",
     "channels",
+    "disconnect",
     "on_connect",
     "push",
     "refuse_on_event_loop",
@@ -96,7 +99,9 @@ EventResult = Optional[Union[Tuple[Literal["reply"], Any, "Socket"], Tuple[Liter
 OutResult = Optional[Union[Tuple[Literal["push"], Any, "Socket"], Tuple[Literal["noreply"], "Socket"]]]
 #: What an ``@room.on_info`` handler returns (None is noreply).
 InfoResult = Optional[Union[Tuple[Literal["noreply"], "Socket"], Tuple[Literal["stop"], Any, "Socket"]]]
-ConnectResult = Union[Tuple[Literal["ok"], Optional[Mapping[str, Any]]], Tuple[Literal["error"], Response]]
+ConnectResult = Union[Tuple[Literal["ok"], Optional[Mapping[str, Any]]],
+                      Tuple[Literal["ok"], Optional[Mapping[str, Any]], Optional[str]],
+                      Tuple[Literal["error"], Response]]
 
 NOT_IN_WORKER = "not running inside a hornbeam worker"
 
@@ -276,7 +281,8 @@ class Socket:
 
     @property
     def id(self) -> Optional[str]:
-        """The connection id (one per WebSocket)."""
+        """The socket id that ``on_connect`` returned (``('ok', assigns, id)``),
+        or None; :func:`disconnect` closes every socket with it."""
         return self._id
 
     @property
@@ -496,8 +502,10 @@ def channels() -> Mapping[str, Channel]:
 
 
 def on_connect(fn: F) -> F:
-    """``fn(params, connect_info) -> ('ok', assigns) | ('error', reason)``:
-    accepts or refuses a WebSocket before any channel is joined."""
+    """``fn(params, connect_info) -> ('ok', assigns) | ('ok', assigns, socket_id)
+    | ('error', reason)``: accepts or refuses a WebSocket before any channel
+    is joined. ``socket_id`` (a non-empty str of at most 255 bytes, or None)
+    names the connection for :func:`disconnect`, e.g. ``"user:42"``."""
     global _connect_handler
     if _connect_handler is not None:
         raise ValueError(f"on_connect is already registered ({handler_name(_connect_handler)})")
@@ -615,6 +623,17 @@ def _topic(topic: Any) -> str:
     if not isinstance(topic, str) or not topic:
         raise TypeError(f"topic must be a non-empty str, not {topic!r}")
     return topic
+
+
+def disconnect(socket_id: str) -> None:
+    """Close every WebSocket whose ``on_connect`` returned ``socket_id``, on
+    every node (log a user out everywhere). Their channels run ``on_leave``
+    as on any close; the clients reconnect, and ``on_connect`` decides
+    again. Never blocks: callable from ``def`` and ``async def`` handlers
+    and from any thread of the worker."""
+    if not isinstance(socket_id, str) or not socket_id or len(socket_id.encode()) > 255:
+        raise ValueError(f"socket_id must be a non-empty str of at most 255 bytes, got {socket_id!r}")
+    _native().emit("disconnect", socket_id, call_id=current_call.get())
 
 
 def refuse_on_event_loop(what: str, instead: str) -> None:

@@ -8,10 +8,12 @@ forked workers).
     client = Client("http://127.0.0.1:8000", api_key=os.environ["HORNBEAM_API_KEY"])
     client.broadcast("room:lobby", "new_msg", {"body": "from cron"})
     client.presence("room:lobby")   # {"user:ana": {"metas": [...]}, ...}
+    client.disconnect("user:42")    # log user 42 out everywhere
 
 The server must be started with an API key (``HORNBEAM_API_KEY`` or
-``--api-key-file``); the calls are ``POST /hornbeam/api/broadcast`` and
-``POST /hornbeam/api/presence`` with ``Authorization: Bearer KEY``.
+``--api-key-file``); the calls are ``POST /hornbeam/api/broadcast``,
+``/hornbeam/api/presence`` and ``/hornbeam/api/disconnect`` with
+``Authorization: Bearer KEY``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ class Client:
         if not isinstance(presences, dict):
             raise ClientError("the server's answer has no presences")
         return presences
+
+    def disconnect(self, socket_id: str) -> None:
+        """Close every WebSocket whose ``on_connect`` returned ``socket_id``
+        (``('ok', assigns, "user:42")``), on every node; their clients
+        reconnect and ``on_connect`` decides again. No error when no socket
+        has the id."""
+        if not isinstance(socket_id, str):
+            raise TypeError(f"socket_id must be a str, not {type(socket_id).__name__}")
+        self._post("disconnect", {"id": socket_id})
 
     def _post(self, call: str, body: Mapping[str, Any]) -> Dict[str, Any]:
         request = urllib.request.Request(

@@ -159,6 +159,8 @@ class _Backend:
             if target is not None:
                 kit._later(target, "info", {"message": hc.json_encode(message)})
                 kit._drain_if_idle()
+        elif kind == "disconnect" and len(args) == 1:
+            kit._disconnect(_text(args[0], "socket_id"))
         else:
             raise TypeError(f"unknown emit {kind!r} with {len(args)} arguments")
 
@@ -192,8 +194,12 @@ class ChannelKit:
         # What channel processes would handle after the running call:
         # intercepted broadcasts and on_info messages, in arrival order.
         self._mailbox: Deque[Tuple["ChannelSocket", str, Dict[str, Any]]] = deque()
-        self._running = 0  # handler calls under way (nested: a handler's Presence call)
         self._draining = False
+        self._connections: List["Connection"] = []  # open ones
+        self._disconnects: List[str] = []
+        # handler calls under way (nested: a handler's Presence call);
+        # queued on_info/intercept work and disconnects wait for them
+        self._running = 0
         self._previous_backend = hc._set_test_backend(_Backend(self))
 
     # -- public ---------------------------------------------------------------
@@ -208,13 +214,18 @@ class ChannelKit:
         info = dict(DEFAULT_CONNECT_INFO if connect_info is None else connect_info)
         args = {"params": hc.json_encode(params), "connect_info": hc.json_encode(info)}
         result = self._run("connect", args)
+        socket_id: Optional[str] = None
         if result == "no_handler":
             assigns: Payload = {}
         elif result[0] == "ok":
             assigns = hc.json_decode(result[1])
+            if len(result) == 3 and result[2] is not None:  # ('ok', assigns, socket_id)
+                socket_id = result[2].decode()
         else:
             raise ConnectRefused(hc.json_decode(result[1]))
-        return Connection(self, f"{next(self._numbers):016X}", params, assigns)
+        conn = Connection(self, f"{next(self._numbers):016X}", params, assigns, socket_id)
+        self._connections.append(conn)
+        return conn
 
     def presence_list(self, topic: str) -> Presences:
         """``Presence(topic).list()``: ``{key: {"metas": [...]}}``."""
@@ -263,6 +274,15 @@ class ChannelKit:
         (``hornbeam_runtime.add_sync_handler_hook``). The handler's
         exceptions propagate; an invalid return value raises
         InvalidReturnValue."""
+        self._running += 1
+        try:
+            return self._run_one(kind, args)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._apply_disconnects()
+
+    def _run_one(self, kind: str, args: Mapping[str, Any]) -> Any:
         prepared = rt._prepare(kind, args)
         if not isinstance(prepared, rt.Prepared):
             return prepared
@@ -371,6 +391,20 @@ class ChannelKit:
         finally:
             self._draining = False
 
+    def _disconnect(self, socket_id: str) -> None:
+        """``disconnect(socket_id)``: every open connection with that id
+        closes once the handler calls in progress returned (on the server
+        the socket closes before the calling handler's reply is written)."""
+        self._disconnects.append(socket_id)
+        if self._running == 0:
+            self._apply_disconnects()
+
+    def _apply_disconnects(self) -> None:
+        while self._disconnects:
+            socket_id = self._disconnects.pop(0)
+            for conn in [c for c in self._connections if c.socket_id == socket_id]:
+                conn._close("disconnected")
+
     def _presence_diffs(self, diffs: List[Diff]) -> None:
         for d in diffs:
             self._broadcast(d.topic, "presence_diff", _roundtrip(d.payload, "diff"), None)
@@ -452,9 +486,14 @@ class _Inbox:
 class Connection:
     """One client connection (a WebSocket, in the server): joins topics."""
 
-    def __init__(self, kit: ChannelKit, conn_id: str, params: Payload, assigns: Payload) -> None:
+    def __init__(self, kit: ChannelKit, conn_id: str, params: Payload, assigns: Payload,
+                 socket_id: Optional[str] = None) -> None:
         self.kit = kit
         self.id = conn_id
+        #: the id on_connect returned (``('ok', assigns, socket_id)``), or None: ``socket.id``
+        self.socket_id = socket_id
+        #: None while open; "closed" (:meth:`close`) or "disconnected" (``disconnect(socket_id)``)
+        self.closed: Optional[str] = None
         #: the connect params, as handlers see them in ``socket.params``
         self.params = params
         #: what on_connect assigned (every channel of this connection starts with it)
@@ -469,6 +508,8 @@ class Connection:
         replaces the first channel (on_leave runs for it, as in the server).
         """
         self.kit._check_open()
+        if self.closed is not None:
+            raise ChannelClosed(f"the connection is closed ({self.closed})")
         join_ref = str(next(self._refs))
         data = _roundtrip(dict(payload or {}), "the join payload")
         route = self.kit._route(topic)
@@ -505,6 +546,13 @@ class Connection:
 
     def close(self) -> None:
         """The client goes away: every channel ends (on_leave runs)."""
+        self._close("closed")
+
+    def _close(self, why: str) -> None:
+        if self.closed is None:
+            self.closed = why
+        if self in self.kit._connections:
+            self.kit._connections.remove(self)
         for ch in list(self._joined.values()):
             ch._end("disconnect", None)
         self._joined.clear()
@@ -687,9 +735,13 @@ class ChannelSocket:
 
     def _wire(self) -> Dict[str, Any]:
         conn = self.connection
-        return {"id": conn.id.encode(), "topic": self.topic.encode(),
-                "join_ref": hc.json_encode(self.join_ref), "assigns": self._assigns_json,
-                "params": hc.json_encode(conn.params), "channel": b"hornbeam-kit:%d" % self.number}
+        wire: Dict[str, Any] = {
+            "topic": self.topic.encode(),
+            "join_ref": hc.json_encode(self.join_ref), "assigns": self._assigns_json,
+            "params": hc.json_encode(conn.params), "channel": b"hornbeam-kit:%d" % self.number}
+        if conn.socket_id is not None:  # socket.id (absent: None, as from the server)
+            wire["id"] = conn.socket_id.encode()
+        return wire
 
     def _receive(self, message: Message) -> None:
         self._pushes.add(message)
