@@ -149,6 +149,8 @@ deliver_local(Topic, Event, Json, Exclude) ->
         [] ->
             ok;
         Subscribers ->
+            ok = hornbeam_metrics:inc(broadcasts),
+            ok = hornbeam_metrics:add(deliveries, length(Subscribers)),
             Frame = broadcast_frame(Topic, Event, Json),
             send_all(Subscribers, {'$hb_broadcast', Topic, Frame, Exclude})
     end.
