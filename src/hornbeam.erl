@@ -90,13 +90,26 @@ start_endpoint(AppSpec, Opts) ->
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
     case hornbeam_http_bind:parse(Bind) of
         {ok, {IP, Port}} ->
-            case start_observability(Port, Opts) of
-                ok -> start_endpoint(AppSpec, IP, Port, Opts);
-                {error, _} = Error -> Error
+            %% options first, then already_started, and only then anything
+            %% that changes the running node (the logger, the metrics child)
+            case {check_observability(Port, Opts), running()} of
+                {{error, _} = Error, _} ->
+                    Error;
+                {{ok, MetricsBind}, false} ->
+                    ok = hornbeam_log_format:setup(Opts),
+                    case start_metrics(MetricsBind) of
+                        ok -> start_endpoint(AppSpec, IP, Port, Opts);
+                        {error, _} = Error -> Error
+                    end;
+                {{ok, _}, true} ->
+                    {error, already_started}
             end;
         {error, Reason} ->
             {error, {bad_bind, Bind, Reason}}
     end.
+
+running() ->
+    lists:keymember(endpoint, 1, supervisor:which_children(hornbeam_sup)).
 
 start_endpoint(AppSpec, IP, Port, Opts) ->
     Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
@@ -112,44 +125,49 @@ start_endpoint(AppSpec, IP, Port, Opts) ->
     end.
 
 %% Logs (log_format, traceback_log_limit) and the metrics listener
-%% (metrics_bind), before the endpoint: the metrics child sits before the
-%% endpoint in hornbeam_sup's rest_for_one order, so an endpoint restart
-%% leaves it alone.
-start_observability(AppPort, Opts) ->
-    case hornbeam_log_format:setup(Opts) of
-        ok -> start_metrics(AppPort, maps:get(metrics_bind, Opts, undefined));
+%% (metrics_bind): checked before anything starts. The metrics child is
+%% started before the endpoint, so it sits before it in hornbeam_sup's
+%% rest_for_one order and an endpoint restart leaves it alone.
+check_observability(AppPort, Opts) ->
+    case hornbeam_log_format:check(Opts) of
+        ok -> check_metrics_bind(AppPort, maps:get(metrics_bind, Opts, undefined));
         {error, _} = Error -> Error
     end.
 
-start_metrics(_AppPort, undefined) ->
-    ok;
-start_metrics(AppPort, Bind) ->
+check_metrics_bind(_AppPort, undefined) ->
+    {ok, undefined};
+check_metrics_bind(AppPort, Bind) ->
     case hornbeam_http_bind:parse(Bind) of
         {ok, {_IP, AppPort}} when AppPort =/= 0 ->
             %% never the app's own port: /metrics must not be public by accident
             {error, {metrics_bind, Bind, same_port_as_bind}};
         {ok, {IP, Port}} ->
-            ok = hornbeam_metrics:enable(),
-            Listener = #{ref => ?METRICS_REF, ip => IP, port => Port, acceptors => 2,
-                         max_connections => 64, handler => hornbeam_metrics_http},
-            Spec = #{id => metrics, start => {hornbeam_listener_sup, start_link, [Listener]},
-                     type => supervisor, shutdown => infinity},
-            case supervisor:start_child(hornbeam_sup, Spec) of
-                {ok, _} ->
-                    logger:notice("metrics on http://~s/metrics, dashboard on http://~s/",
-                                  [format_bind(IP, metrics_port()), format_bind(IP, metrics_port())]),
-                    ok;
-                {error, {already_started, _}} ->
-                    {error, already_started};
-                {error, {{shutdown, {failed_to_start_child, listener, {listen, Why}}}, _}} ->
-                    _ = stop_metrics(),
-                    {error, {metrics_bind, Bind, Why}};
-                {error, _} = Error ->
-                    _ = stop_metrics(),
-                    start_error(Error)
-            end;
+            {ok, {Bind, IP, Port}};
         {error, _} ->
             {error, {bad_option, metrics_bind, Bind}}
+    end.
+
+start_metrics(undefined) ->
+    ok;
+start_metrics({Bind, IP, Port}) ->
+    ok = hornbeam_metrics:enable(),
+    Listener = #{ref => ?METRICS_REF, ip => IP, port => Port, acceptors => 2,
+                 max_connections => 64, handler => hornbeam_metrics_http},
+    Spec = #{id => metrics, start => {hornbeam_listener_sup, start_link, [Listener]},
+             type => supervisor, shutdown => infinity},
+    case supervisor:start_child(hornbeam_sup, Spec) of
+        {ok, _} ->
+            Url = format_bind(IP, metrics_port()),
+            logger:notice("metrics on http://~s/metrics, dashboard on http://~s/", [Url, Url]),
+            ok;
+        {error, {already_started, _}} ->
+            {error, already_started};
+        {error, {{shutdown, {failed_to_start_child, listener, {listen, Why}}}, _}} ->
+            _ = stop_metrics(),
+            {error, {metrics_bind, Bind, Why}};
+        {error, _} = Error ->
+            _ = stop_metrics(),
+            start_error(Error)
     end.
 
 stop_metrics() ->

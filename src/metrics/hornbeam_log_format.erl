@@ -17,26 +17,29 @@
 %% message holds (invalid UTF-8 is written as U+FFFD).
 -module(hornbeam_log_format).
 
--export([setup/1, text_template/0, format/2, check_config/1, json_line/1]).
+-export([check/1, setup/1, text_template/0, format/2, check_config/1, json_line/1]).
 
 %% Metadata keys the text format appends, in this order.
 -define(TEXT_META, [node, conn_id, topic, handler, worker]).
 
-%% @doc Apply `log_format' and `traceback_log_limit' from the start options.
--spec setup(map()) -> ok | {error, {bad_option, atom(), term()}}.
-setup(Opts) ->
+%% @doc Check `log_format' and `traceback_log_limit' in the start options.
+-spec check(map()) -> ok | {error, {bad_option, atom(), term()}}.
+check(Opts) ->
     case {maps:get(log_format, Opts, undefined), maps:get(traceback_log_limit, Opts, undefined)} of
         {F, _} when F =/= undefined, F =/= text, F =/= json ->
             {error, {bad_option, log_format, F}};
         {_, L} when L =/= undefined, not (is_integer(L) andalso L >= 0) ->
             {error, {bad_option, traceback_log_limit, L}};
-        {Format, Limit} ->
-            ok = hornbeam_log_limiter:set_limit(case Limit of
-                                                    undefined -> hornbeam_log_limiter:default_limit();
-                                                    _ -> Limit
-                                                end),
-            install(Format)
+        _ ->
+            ok
     end.
+
+%% @doc Apply `log_format' and `traceback_log_limit' (checked options).
+-spec setup(map()) -> ok.
+setup(Opts) ->
+    ok = hornbeam_log_limiter:set_limit(maps:get(traceback_log_limit, Opts,
+                                                 hornbeam_log_limiter:default_limit())),
+    install(maps:get(log_format, Opts, undefined)).
 
 install(undefined) ->
     ok;
