@@ -149,6 +149,13 @@
         pen = true;
       });
       ctx.stroke();
+      // a dot per sample too, so a lone value between gaps is seen
+      ctx.fillStyle = COLORS[k % COLORS.length];
+      s.forEach(function (v, i) {
+        if (v === null) return;
+        var x = right - (s.length - 1 - i) * (right - left) / (KEEP - 1);
+        ctx.fillRect(x - 1, bottom - (v / max) * (bottom - top) - 1, 2, 2);
+      });
     });
   }
 
