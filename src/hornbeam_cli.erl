@@ -196,7 +196,7 @@ api_key(Node, Opts) ->
 %% A terminal reads one line per event ("2026-12-04T19:16:01.5+00:00 notice:
 %% ..."), not OTP's "=NOTICE REPORT====" header above each message.
 one_line_logs() ->
-    _ = logger:update_formatter_config(default, #{template => hornbeam_log_format:text_template()}),
+    ok = hornbeam_log_format:install(text),
     ok.
 
 %% The URL actually served (the port may have been 0).

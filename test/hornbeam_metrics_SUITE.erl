@@ -219,7 +219,7 @@ log_lines_carry_the_socket_id_topic_and_handler(Config) ->
         ?assertMatch(#{topic := <<"erl:logs">>, handler := <<"erl:*">>, conn_id := _}, Meta),
         %% the JSON format writes that line with the same metadata
         Line = iolist_to_binary(hornbeam_log_format:format(
-                                  #{level => error, msg => {string, "boom"}, meta => Meta}, #{})),
+                                  #{level => error, msg => {string, "boom"}, meta => Meta}, #{format => json})),
         {ok, Json} = hornbeam_nif:json_decode(Line),
         ?assertMatch(#{<<"topic">> := <<"erl:logs">>, <<"handler">> := <<"erl:*">>,
                        <<"conn_id">> := _, <<"msg">> := <<"boom">>, <<"level">> := <<"error">>}, Json)

@@ -17,7 +17,7 @@
 %% message holds (invalid UTF-8 is written as U+FFFD).
 -module(hornbeam_log_format).
 
--export([check/1, setup/1, text_template/0, format/2, check_config/1, json_line/1]).
+-export([check/1, setup/1, install/1, format/2, check_config/1, json_line/1]).
 
 %% Metadata keys the text format appends, in this order.
 -define(TEXT_META, [node, conn_id, topic, handler, worker]).
@@ -41,6 +41,8 @@ setup(Opts) ->
                                                  hornbeam_log_limiter:default_limit())),
     install(maps:get(log_format, Opts, undefined)).
 
+%% @doc Make `text' or `json' the default handler's format.
+-spec install(text | json | undefined) -> ok.
 install(undefined) ->
     ok;
 install(Format) ->
@@ -49,24 +51,19 @@ install(Format) ->
     ok = logger:set_primary_config(metadata, Primary#{node => node()}),
     install_formatter(Format).
 
-install_formatter(text) ->
-    _ = logger:set_handler_config(default, formatter,
-                                  {logger_formatter, #{single_line => true,
-                                                       template => text_template()}}),
-    ok;
-install_formatter(json) ->
-    _ = logger:set_handler_config(default, formatter, {?MODULE, #{}}),
+install_formatter(Format) ->
+    _ = logger:set_handler_config(default, formatter, {?MODULE, #{format => Format}}),
     ok.
 
-%% @doc The text template: time, level, message, then `node=' and the
-%% metadata keys present.
--spec text_template() -> logger_formatter:template().
-text_template() ->
-    [time, " ", level, ": ", msg
-     | [{K, [" ", atom_to_list(K), "=", K], []} || K <- ?TEXT_META]] ++ ["\n"].
-
-%% @doc The `logger' formatter callback of the `json' format.
+%% @doc The `logger' formatter callback (config `#{format => text | json}').
 -spec format(logger:log_event(), logger:formatter_config()) -> unicode:chardata().
+format(Event = #{meta := Meta}, #{format := text}) ->
+    Head = logger_formatter:format(Event, #{single_line => true,
+                                            template => [time, " ", level, ": ", msg]}),
+    [Head, [[" ", atom_to_list(K), "=", text_value(V)] || K <- ?TEXT_META,
+                                                         V <- [maps:get(K, Meta, undefined)],
+                                                         V =/= undefined],
+     "\n"];
 format(Event = #{level := Level, meta := Meta}, _Config) ->
     Msg = try logger_formatter:format(Event#{meta := #{}},
                                        #{single_line => true, template => [msg]})
@@ -93,6 +90,11 @@ json_line(Fields) ->
     iolist_to_binary([${, lists:join($,, Pairs), $}]).
 
 %% --- internals ------------------------------------------------------------------
+
+text_value(V) when is_binary(V) -> V;
+text_value(V) when is_atom(V) -> atom_to_list(V);
+text_value(V) when is_integer(V) -> integer_to_list(V);
+text_value(V) -> io_lib:format("~0tp", [V]).
 
 scalar(V) -> is_atom(V) orelse is_number(V) orelse is_binary(V) orelse is_pid(V)
                  orelse is_mfa(V) orelse io_lib:printable_unicode_list(V).
