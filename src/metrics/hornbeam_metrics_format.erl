@@ -91,8 +91,8 @@ json(S = #{counters := C, python_latency := Lat = #{bounds := Bounds, counts := 
 
 %% @doc The Q-quantile (0..1) of a histogram given as per-bucket counts
 %% (the last one past the last bound): the bound of the bucket that holds
-%% it, `undefined' for an empty histogram, the last bound for +Inf.
--spec quantile(float(), [number()], [non_neg_integer()]) -> number() | undefined.
+%% it, `undefined' for an empty histogram, `infinity' past the last bound.
+-spec quantile(float(), [number()], [non_neg_integer()]) -> number() | undefined | infinity.
 quantile(Q, Bounds, Counts) ->
     case lists:sum(Counts) of
         0 -> undefined;
