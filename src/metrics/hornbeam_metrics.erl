@@ -209,7 +209,8 @@ bucket(Micros, [_ | Rest], Ix) -> bucket(Micros, Rest, Ix + 1);
 bucket(_Micros, [], Ix) -> Ix.
 
 label_add(Key = {Metric, _}) ->
-    try ets:update_counter(?LABELS, Key, 1)
+    try ets:update_counter(?LABELS, Key, 1) of
+        _ -> ok
     catch error:badarg ->
             %% a new label value (or no table: the store is restarting)
             Key1 = case catch ets:info(?LABELS, size) of
@@ -218,8 +219,7 @@ label_add(Key = {Metric, _}) ->
                    end,
             _ = (catch ets:update_counter(?LABELS, Key1, 1, {Key1, 0})),
             ok
-    end,
-    ok.
+    end.
 
 labels(Metric) ->
     case ets:whereis(?LABELS) of
