@@ -107,13 +107,13 @@ def compile_bench_channel() -> Optional[str]:
     return None
 
 
-def hornbeam_erlang_cmd(port: int) -> Tuple[List[str], Path]:
+def hornbeam_erlang_cmd(port: int, extra: str = "") -> Tuple[List[str], Path]:
     start = (
         "case hornbeam:start(none, #{bind => \"127.0.0.1:%d\", "
-        "channels => [{<<\"room:*\">>, bench_channel}], max_connections => 100000}) of "
+        "channels => [{<<\"room:*\">>, bench_channel}], max_connections => 100000%s}) of "
         "ok -> io:format(\"hornbeam-erlang ready (~p schedulers)~n\", "
         "[erlang:system_info(schedulers_online)]); "
-        "E -> io:format(standard_error, \"cannot start: ~p~n\", [E]), halt(1) end." % port
+        "E -> io:format(standard_error, \"cannot start: ~p~n\", [E]), halt(1) end." % (port, extra)
     )
     return (["erl", "-noshell", "-noinput", "+Bi", "-pa", str(HB_EBIN), "-pa", str(PEER_EBIN),
              "-eval", start], ROOT)
@@ -186,6 +186,12 @@ def django_redis_cmd(port: int) -> Tuple[List[str], Path]:
 SERVERS: Dict[str, Server] = {s.name: s for s in [
     Server("hornbeam-erlang", "phoenix", True, "Hornbeam, Erlang channel bench/peers/hornbeam/bench_channel.erl",
            compile_bench_channel, hornbeam_erlang_cmd),
+    # The same with metrics counting on (metrics_bind on an ephemeral port,
+    # nobody scraping): run both in one --repeat run to see what counting costs.
+    Server("hornbeam-erlang-metrics", "phoenix", True,
+           "hornbeam-erlang with metrics_bind (counting on; the metrics port is not scraped)",
+           compile_bench_channel,
+           lambda port: hornbeam_erlang_cmd(port, ", metrics_bind => \"127.0.0.1:0\"")),
     Server("hornbeam-python", "phoenix", True, "Hornbeam, Python channel bench/peers/hornbeam/bench_app.py (bin/hornbeam run)",
            hornbeam_python_check, hornbeam_python_cmd, scenarios=COMMON_SCENARIOS + ("blocking",)),
     Server("hornbeam-python-tuned", "phoenix", True,

@@ -15,10 +15,11 @@
 %% `{not_json, Payload}', `{bad_options, Opts}'.
 -module(hornbeam).
 
--export([start/1, start/2, stop/0, port/0,
+-export([start/1, start/2, stop/0, port/0, metrics_port/0,
          broadcast/3, broadcast_from/4, local_broadcast/3, disconnect/1]).
 
 -define(LISTENER_REF, hornbeam_http).
+-define(METRICS_REF, hornbeam_metrics_http).
 
 -type app_spec() :: none | string() | binary().
 -type options() :: map().
@@ -48,6 +49,7 @@ start(_AppSpec, Opts) ->
 -spec stop() -> ok | {error, not_started}.
 stop() ->
     ok = hornbeam_presence_shard:set_retiring(true),
+    _ = stop_metrics(),
     try supervisor:terminate_child(hornbeam_sup, endpoint) of
         ok ->
             _ = supervisor:delete_child(hornbeam_sup, endpoint),
@@ -64,6 +66,11 @@ stop() ->
 -spec port() -> inet:port_number().
 port() ->
     hornbeam_listener:port(?LISTENER_REF).
+
+%% @doc The TCP port of the metrics listener (`metrics_bind').
+-spec metrics_port() -> inet:port_number().
+metrics_port() ->
+    hornbeam_listener:port(?METRICS_REF).
 
 -spec broadcast(binary(), binary(), hornbeam_pubsub:payload()) -> ok | {error, term()}.
 broadcast(Topic, Event, Payload) ->
@@ -101,12 +108,30 @@ start_endpoint(AppSpec, Opts) ->
     case hornbeam_http_bind:parse(Bind) of
         {ok, {IP, Port}} ->
             case hornbeam_drainer:options(Opts) of
-                {ok, Drain} -> start_endpoint(AppSpec, IP, Port, Opts#{drain => Drain});
-                {error, _} = Error -> Error
+                {ok, Drain} ->
+                    %% options first, then already_started, and only then anything
+                    %% that changes the running node (the logger, the metrics child)
+                    case {check_observability(Port, Opts), running()} of
+                        {{error, _} = Error, _} ->
+                            Error;
+                        {{ok, MetricsBind}, false} ->
+                            ok = hornbeam_log_format:setup(Opts),
+                            case start_metrics(MetricsBind) of
+                                ok -> start_endpoint(AppSpec, IP, Port, Opts#{drain => Drain});
+                                {error, _} = Error -> Error
+                            end;
+                        {{ok, _}, true} ->
+                            {error, already_started}
+                    end;
+                {error, _} = Error ->
+                    Error
             end;
         {error, Reason} ->
             {error, {bad_bind, Bind, Reason}}
     end.
+
+running() ->
+    lists:keymember(endpoint, 1, supervisor:which_children(hornbeam_sup)).
 
 start_endpoint(AppSpec, IP, Port, Opts) ->
     Spec = hornbeam_endpoint_sup:child_spec(endpoint_opts(AppSpec, IP, Port, Opts)),
@@ -117,8 +142,59 @@ start_endpoint(AppSpec, IP, Port, Opts) ->
                           [format_bind(IP, port()), ws_path(Opts)]),
             ok;
         {error, _} = Error ->
+            _ = stop_metrics(),
             start_error(Error)
     end.
+
+%% Logs (log_format, traceback_log_limit) and the metrics listener
+%% (metrics_bind): checked before anything starts. The metrics child is
+%% started before the endpoint, so it sits before it in hornbeam_sup's
+%% rest_for_one order and an endpoint restart leaves it alone.
+check_observability(AppPort, Opts) ->
+    case hornbeam_log_format:check(Opts) of
+        ok -> check_metrics_bind(AppPort, maps:get(metrics_bind, Opts, undefined));
+        {error, _} = Error -> Error
+    end.
+
+check_metrics_bind(_AppPort, undefined) ->
+    {ok, undefined};
+check_metrics_bind(AppPort, Bind) ->
+    case hornbeam_http_bind:parse(Bind) of
+        {ok, {_IP, AppPort}} when AppPort =/= 0 ->
+            %% never the app's own port: /metrics must not be public by accident
+            {error, {metrics_bind, Bind, same_port_as_bind}};
+        {ok, {IP, Port}} ->
+            {ok, {Bind, IP, Port}};
+        {error, _} ->
+            {error, {bad_option, metrics_bind, Bind}}
+    end.
+
+start_metrics(undefined) ->
+    ok;
+start_metrics({Bind, IP, Port}) ->
+    ok = hornbeam_metrics:enable(),
+    Listener = #{ref => ?METRICS_REF, ip => IP, port => Port, acceptors => 2,
+                 max_connections => 64, handler => hornbeam_metrics_http},
+    Spec = #{id => metrics, start => {hornbeam_listener_sup, start_link, [Listener]},
+             type => supervisor, shutdown => infinity},
+    case supervisor:start_child(hornbeam_sup, Spec) of
+        {ok, _} ->
+            Url = format_bind(IP, metrics_port()),
+            logger:notice("metrics on http://~s/metrics, dashboard on http://~s/", [Url, Url]),
+            ok;
+        {error, {already_started, _}} ->
+            {error, already_started};
+        {error, {{shutdown, {failed_to_start_child, listener, {listen, Why}}}, _}} ->
+            _ = stop_metrics(),
+            {error, {metrics_bind, Bind, Why}};
+        {error, _} = Error ->
+            _ = stop_metrics(),
+            start_error(Error)
+    end.
+
+stop_metrics() ->
+    _ = supervisor:terminate_child(hornbeam_sup, metrics),
+    supervisor:delete_child(hornbeam_sup, metrics).
 
 %% Everything the endpoint needs, decided once here: the endpoint's child
 %% spec keeps it, so a restart rebuilds the same endpoint.

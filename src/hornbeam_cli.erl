@@ -46,7 +46,10 @@ run_usage() ->
     "  --drain-batch-size N    on SIGTERM, WebSockets closed at once (default 10000)\n"
     "  --drain-interval MS     ms between two such batches (default 2000)\n"
     "  --drain-timeout MS      ms the whole drain may take (default 30000)\n"
-    "  --log-level LEVEL       debug | info | notice | warning | error (default notice)\n".
+    "  --log-level LEVEL       debug | info | notice | warning | error (default notice)\n"
+    "  --log-format FORMAT     text | json (one JSON object per line) (default text)\n"
+    "  --metrics-bind HOST:PORT  serve Prometheus /metrics and the dashboard / there\n"
+    "                          (default: off; never the --bind port)\n".
 
 %% @doc Entry point; Args are the words after `hornbeam'. Halts the node on
 %% errors (exit status 1 for a failure, 2 for a usage error).
@@ -157,6 +160,10 @@ option("--join-retry-interval", V, O, N) ->
 option("--drain-batch-size", V, O, N) -> integer_option(V, 1, drain_batch_size, "--drain-batch-size", O, N);
 option("--drain-interval", V, O, N) -> integer_option(V, 0, drain_interval, "--drain-interval", O, N);
 option("--drain-timeout", V, O, N) -> integer_option(V, 1, drain_timeout, "--drain-timeout", O, N);
+option("--metrics-bind", V, O, N) -> {ok, O#{metrics_bind => V}, N};
+option("--log-format", V, O, N) when V =:= "text"; V =:= "json" ->
+    {ok, O#{log_format => list_to_atom(V)}, N};
+option("--log-format", V, _, _) -> {error, "--log-format must be text or json, got " ++ V};
 option("--log-level", V, O, N) ->
     case lists:member(V, ["debug", "info", "notice", "warning", "error"]) of
         true -> {ok, O, N#{log_level => list_to_atom(V)}};
@@ -182,7 +189,7 @@ run(AppSpec, Opts, Node) ->
     one_line_logs(),
     ok = distribution(Node, Opts),
     Bind = maps:get(bind, Opts, "127.0.0.1:8000"),
-    case hornbeam_startup:start(AppSpec, api_key(Node, Opts)) of
+    case hornbeam_startup:start(AppSpec, api_key(Node, maps:merge(#{log_format => text}, Opts))) of
         ok ->
             io:format("hornbeam: serving ~s on ~s (WebSocket at ~s); Ctrl-C to stop~n",
                       [AppSpec, url(Bind), maps:get(ws_path, Opts, "/ws")]),
@@ -202,7 +209,7 @@ api_key(Node, Opts) ->
 %% A terminal reads one line per event ("2026-12-04T19:16:01.5+00:00 notice:
 %% ..."), not OTP's "=NOTICE REPORT====" header above each message.
 one_line_logs() ->
-    _ = logger:update_formatter_config(default, #{template => [time, " ", level, ": ", msg, "\n"]}),
+    ok = hornbeam_log_format:install(text),
     ok.
 
 %% The URL actually served (the port may have been 0).
@@ -279,10 +286,17 @@ explain({python_base, Exe, Base, BuiltBase, BuiltExe}, _) ->
 explain({worker_version_unknown, Output}, _) ->
     io_lib:format("the Python worker binary does not say which Python it embeds (~ts): "
                   "run `make build`", [string:trim(Output)]);
+explain({bad_option, metrics_bind, B}, _) ->
+    io_lib:format("malformed --metrics-bind ~p (expected HOST:PORT)", [B]);
 explain({bad_option, Name, Value}, _) ->
     io_lib:format("bad option ~ts: ~0tp", [Name, Value]);
 explain({worker_binary_missing, Path, _}, _) ->
     io_lib:format("the Python worker binary is missing (~ts): run `make build`", [Path]);
+explain({metrics_bind, B, same_port_as_bind}, Bind) ->
+    io_lib:format("--metrics-bind ~ts is the app's own port (--bind ~ts): give the metrics "
+                  "another port", [B, Bind]);
+explain({metrics_bind, B, Why}, _) ->
+    io_lib:format("cannot serve metrics on ~ts: ~ts", [B, inet:format_error(Why)]);
 explain({bad_bind, B, _}, _) ->
     io_lib:format("malformed --bind ~p (expected HOST:PORT)", [B]);
 explain({cluster, not_distributed}, _) ->

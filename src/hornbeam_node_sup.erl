@@ -21,12 +21,16 @@
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     %% After a kill of this supervisor, wait for its old children to go.
-    ok = hornbeam_names:await_free([hornbeam_pubsub, hornbeam_channel_sup, hornbeam_cluster], 10000),
+    ok = hornbeam_names:await_free([hornbeam_metrics_store, hornbeam_pubsub, hornbeam_channel_sup,
+                                     hornbeam_cluster], 10000),
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
     Children = [
+        %% the metrics' and log limiter's tables (src/metrics); its restart
+        %% only resets label counts
+        #{id => hornbeam_metrics_store, start => {hornbeam_metrics_store, start_link, []}},
         #{id => hornbeam_pubsub, start => {hornbeam_pubsub, start_link, []}},
         #{id => hornbeam_channel_sup, start => {hornbeam_channel_sup, start_link, []},
           type => supervisor, shutdown => infinity},

@@ -90,7 +90,8 @@ unsubscribe(ChannelPid, Own, Topic) ->
 init(#{socket := Socket0, ref := Ref, payload := Payload, max_json_depth := Depth}) ->
     Socket = Socket0#{channel_pid => self()},
     #{transport_pid := Transport, topic := Topic, conn_id := ConnId, handler := Handler} = Socket,
-    logger:set_process_metadata(#{conn_id => ConnId, topic => Topic}),
+    logger:set_process_metadata(#{conn_id => ConnId, topic => Topic,
+                                  handler => maps:get(pattern, Socket, Handler)}),
     %% function_exported/3 below is false for a module not loaded yet.
     _ = code:ensure_loaded(Handler),
     _ = erlang:monitor(process, Transport),
@@ -186,6 +187,7 @@ handle_info(Msg, State) ->
 
 -spec terminate(term(), #state{}) -> ok.
 terminate(Reason, #state{joined = true, socket = Socket = #{handler := Handler}}) ->
+    ok = hornbeam_metrics:forget(),
     case erlang:function_exported(Handler, terminate, 2) of
         true ->
             case run(fun() -> Handler:terminate(Reason, Socket) end) of
@@ -338,6 +340,7 @@ joined(Status, Reply, NewSocket, State = #state{socket = Socket}) ->
                   _ -> ok = hornbeam_pubsub:subscribe_channel(Topic), ok_via_channel
               end,
     maps:get(transport_pid, Socket) ! {'$hb_joined', self(), Outcome, Frame},
+    ok = hornbeam_metrics:channel_joined(maps:get(pattern, Kept, atom_to_binary(maps:get(handler, Kept)))),
     %% A joined channel mostly waits: shed the join's garbage now.
     {noreply, State#state{socket = Kept, joined = true, intercepts = Intercepts}, hibernate}.
 
@@ -360,8 +363,12 @@ handle_in_result({ok, Other}, Event, Ref, State = #state{socket = Socket = #{han
     logger:error("channel ~s handle_in/3 for ~s returned an invalid value: ~0p", [Handler, Event, Other]),
     reply(Ref, {error, #{<<"reason">> => <<"handler returned an invalid value">>}}, Socket),
     {noreply, State};
-handle_in_result({crashed, Class, Reason, Stack}, Event, _Ref, State = #state{socket = #{handler := Handler}}) ->
-    logger:error("channel ~s handle_in/3 for ~s crashed: ~0p:~0p~n~p", [Handler, Event, Class, Reason, Stack]),
+handle_in_result({crashed, Class, Reason, Stack}, Event, _Ref,
+                 State = #state{socket = Socket = #{handler := Handler}}) ->
+    %% a client can send the crashing event again and again: rate-limited
+    _ = hornbeam_log_limiter:allow({crash, maps:get(pattern, Socket, Handler), Event})
+        andalso logger:error("channel ~s handle_in/3 for ~s crashed: ~0p:~0p~n~p",
+                             [Handler, Event, Class, Reason, Stack]),
     crashed(State).
 
 %% A deliberate stop is reported to the client as phx_close: keep it a

@@ -87,6 +87,7 @@
 enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     #{max_frame_size := MaxFrame, max_send_queue := MaxQueue} = Config,
     logger:update_process_metadata(#{conn_id => Id}),
+    ok = hornbeam_metrics:connection_opened(),
     %% So a supervisor shutdown runs terminate/2 and the client gets 1001.
     process_flag(trap_exit, true),
     ok = inet:setopts(Sock, [{high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
@@ -216,7 +217,7 @@ terminate(Reason, State = #state{sock = Sock, closing = Closing}) ->
         _ -> ok
     end,
     _ = gen_tcp:close(Sock),
-    ok.
+    hornbeam_metrics:forget().
 
 going_away(State) ->
     _ = send_now(hornbeam_nif:ws_encode_close(1001, <<"server shutting down">>), State),
@@ -296,6 +297,7 @@ cancel_timer(undefined) -> ok;
 cancel_timer(Ref) -> _ = erlang:cancel_timer(Ref), ok.
 
 handle_frame({text, Text}, State = #state{config = #{max_json_depth := Depth}}) ->
+    ok = hornbeam_metrics:message_in(byte_size(Text)),
     case hornbeam_nif:msg_decode(Text, Depth) of
         {ok, {JoinRef, Ref, Topic, Event, Payload}} ->
             handle_message(JoinRef, Ref, Topic, Event, Payload, State);
@@ -304,6 +306,7 @@ handle_frame({text, Text}, State = #state{config = #{max_json_depth := Depth}}) 
             close(1007, <<"invalid message: ", Text1/binary>>, State)
     end;
 handle_frame({binary, Bin}, State) ->
+    ok = hornbeam_metrics:message_in(byte_size(Bin)),
     %% A Phoenix V2 binary push (phoenix.js sends one for an ArrayBuffer
     %% payload); the channel gets the payload as {binary, Bytes}.
     case hornbeam_binary_msg:decode_push(Bin) of
@@ -358,6 +361,7 @@ join(JoinRef, Ref, Topic, Payload, Dialect, State0) ->
     case map_size(Channels) >= MaxChannels of
         true ->
             logger:info("join of ~s refused: max_channels_per_connection (~b) reached", [Topic, MaxChannels]),
+            ok = hornbeam_metrics:inc(join_errors),
             State1 = do_write(hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic,
                                  {error, <<"{\"reason\":\"too many channels joined\"}">>}), State),
             write_closes(CloseAfter, Topic, State1);
@@ -368,6 +372,7 @@ join(JoinRef, Ref, Topic, Payload, Dialect, State0) ->
                                   TopicParams, CloseAfter, State);
                 {error, Why} ->
                     logger:info("join of ~s refused: ~s", [Topic, Why]),
+                    ok = hornbeam_metrics:inc(join_errors),
                     State1 = do_write(hornbeam_protocol:reply_frame(Dialect, null, Ref, Topic,
                                          {error, <<"{\"reason\":\"unmatched topic\"}">>}), State),
                     write_closes(CloseAfter, Topic, State1)
@@ -392,6 +397,7 @@ start_channel(JoinRef, Ref, Topic, Payload, Dialect, Handler, Pattern, TopicPara
                                   by_pid = ByPid#{Pid => Topic}}};
         {error, Reason} ->
             logger:error("could not start a channel for ~s: ~0p", [Topic, Reason]),
+            ok = hornbeam_metrics:inc(join_errors),
             State1 = do_write(hornbeam_protocol:reply_frame(Dialect, JoinRef, Ref, Topic,
                                  {error, <<"{\"reason\":\"join crashed\"}">>}), State),
             write_closes(CloseAfter, Topic, State1)
@@ -411,6 +417,7 @@ join_answered(Pid, Outcome, Subscribe, Frame, State = #state{by_pid = ByPid, cha
             %% Subscribe before the client learns it joined, so a broadcast
             %% sent right after the reply reaches it.
             _ = Subscribe andalso hornbeam_pubsub:subscribe(Topic),
+            ok = hornbeam_metrics:inc(case Outcome of error -> join_errors; _ -> joins end),
             State1 = do_write(Frame, State),
             State2 = emit_closes(Channel#channel.close_after_join, Topic, State1),
             case Outcome of
@@ -487,6 +494,7 @@ channel_gone(Pid, Reason, State = #state{by_pid = ByPid, channels = Channels}) -
                 {false, _} ->
                     %% Died before answering its join.
                     logger:error("channel for ~s died during join: ~0p", [Topic, Reason]),
+                    ok = hornbeam_metrics:inc(join_errors),
                     write_reply(Dialect, JoinRef, Channel#channel.join_msg_ref, Topic, error,
                                 <<"{\"reason\":\"join crashed\"}">>, State1);
                 {true, true} ->
@@ -543,7 +551,7 @@ wants_broadcast(Topic, Exclude, #state{channels = Channels}) ->
 write_batch(First, State = #state{config = Config}) ->
     #{write_batch_frames := MaxFrames, write_batch_bytes := MaxBytes} = Config,
     {Frames, Next} = collect_frames([First], 1, iolist_size(First), MaxFrames, MaxBytes, State),
-    case {after_write(do_write(Frames, State)), Next} of
+    case {after_write(do_write(Frames, length(Frames), State)), Next} of
         {{noreply, State1}, none} -> {noreply, State1};
         {{noreply, State1}, Msg} -> handle_info(Msg, State1);
         {Stop, _} -> Stop
@@ -572,12 +580,17 @@ collect_frames(Acc, N, Bytes, MaxFrames, MaxBytes, State) ->
 
 %% Queue Frame on the socket without blocking; a full queue marks the
 %% connection for closing (checked by after_write/1).
-do_write(_Frame, State = #state{closing = true}) ->
+do_write(Frame, State) ->
+    do_write(Frame, 1, State).
+
+%% N: how many frames Frame holds (hornbeam_messages_out_total).
+do_write(_Frame, _N, State = #state{closing = true}) ->
     State;
-do_write(Frame, State = #state{sock = Sock}) ->
+do_write(Frame, N, State = #state{sock = Sock}) ->
     case send_now(Frame, State) of
-        true -> State;
+        true -> hornbeam_metrics:messages_out(N, Frame), State;
         false ->
+            ok = hornbeam_metrics:inc(slow_consumer_closes),
             #{max_send_queue := Max} = State#state.config,
             logger:warning("client is not reading: send queue over max_send_queue (~b bytes); "
                            "closing with 1008", [Max]),

@@ -227,6 +227,7 @@ switch(Accept, WsState, Extra, Req, S) ->
 switch(Accept, WsState, Extra, S = #s{sock = Sock, handler = Handler, buf = Buffered}) ->
     Headers = [{<<"upgrade">>, <<"websocket">>}, {<<"connection">>, <<"Upgrade">>},
                {<<"sec-websocket-accept">>, Accept} | Extra],
+    ok = hornbeam_metrics:http_response(S#s.ref, 101),
     case send(S, hornbeam_http_response:build(101, Headers, <<>>)) of
         ok ->
             %% From here on this process is the WebSocket process; the handler
@@ -275,6 +276,7 @@ loop_answer({stream, Status, Headers, State}, L = #loop{framing = head}, S)
   when is_integer(Status), Status >= 200, Status =< 599, is_list(Headers) ->
     case stream_head(Status, Headers, L#loop.req) of
         {ok, Framing, Close, Head} ->
+            ok = hornbeam_metrics:http_response(S#s.ref, Status),
             case send(S, Head) of
                 ok -> loop(L#loop{state = State, framing = Framing, close = Close}, S);
                 {error, _} -> client_gone(L#loop{state = State}, S)
@@ -445,6 +447,7 @@ write_checked(Status, Headers0, Body, Req, Close0, S) ->
               end,
     case Encoded of
         {ok, Close, Data} ->
+            ok = hornbeam_metrics:http_response(S#s.ref, Status),
             case send(S, Data) of
                 ok when Close -> close(S);
                 ok -> wait_request(S);
@@ -458,6 +461,7 @@ write_checked(Status, Headers0, Body, Req, Close0, S) ->
 reject(Status, Why, S) ->
     Body = [hornbeam_http_response:reason(Status), <<": ">>, Why, <<"\n">>],
     Data = encode(Status, [{<<"content-type">>, <<"text/plain">>}], Body, #{}, true),
+    ok = hornbeam_metrics:http_response(S#s.ref, Status),
     _ = send(S, Data),
     close(S).
 

@@ -388,7 +388,12 @@ frame({log, Level, Message}, St) when is_binary(Message) ->
               info -> info;
               _ -> debug
           end,
-    ?LOG(Lvl, "python worker ~b: ~ts", [St#st.ix, Message]),
+    %% a handler's traceback: at most traceback_log_limit per handler and minute
+    _ = case hornbeam_log_limiter:python_log_key(Message) of
+            none -> ?LOG(Lvl, "python worker ~b: ~ts", [St#st.ix, Message]);
+            Key -> hornbeam_log_limiter:allow(Key)
+                       andalso ?LOG(Lvl, "python worker ~b: ~ts", [St#st.ix, Message])
+        end,
     St;
 frame({init_ok, Info}, #st{status = starting} = St) ->
     cancel(St#st.init_timer),

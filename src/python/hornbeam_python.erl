@@ -55,11 +55,21 @@ call(Kind, Args, Timeout0) ->
             Ix = pick(Load, N),
             atomics:add(Load, Ix, 1),
             Name = element(Ix, Names),
+            T0 = erlang:monotonic_time(microsecond),
             Result = call_worker(Name, Ix, Load, {call, Kind, Args, Timeout}),
+            ok = hornbeam_metrics:python_call(hornbeam_metrics:handler_label(Kind, Args),
+                                              erlang:monotonic_time(microsecond) - T0,
+                                              outcome(Result)),
             %% the worker sent this call's emits before its reply
             apply_emits(Emits, Ix),
             Result
     end.
+
+%% How a call ended, for hornbeam_metrics.
+outcome({error, overloaded}) -> refused;
+outcome({error, _}) -> error;
+outcome({ok, {crash, _}}) -> error;
+outcome({ok, _}) -> ok.
 
 call_worker(Name, Ix, Load, Request) ->
     %% No deadline here: the worker answers every call it took (a result,

@@ -34,6 +34,10 @@ defmodule Mix.Tasks.Hornbeam.Run do
     * `--join-dns NAME` - cluster with `BASE@IP` for each address of DNS `NAME` (repeatable)
     * `--join-retry-interval MS` - reconnection period (default 2000)
     * `--log-level LEVEL` - `debug | info | notice | warning | error` (default `notice`)
+    * `--metrics-bind HOST:PORT` - Prometheus `/metrics` and the dashboard there (default: off;
+      never the `--bind` port)
+    * `--log-format text|json` - the format of OTP's `default` log handler (Elixir's
+      `Logger`, which replaces that handler under Mix, keeps its own format)
 
   The task serves until the VM stops (Ctrl-C). Under `iex -S mix hornbeam.run ...`
   it returns to the shell instead. Errors (a Python import error, a port in
