@@ -20,7 +20,8 @@
 %% <li>Backpressure: each channel acknowledges every event it handled
 %%     (`{'$hb_done', Pid}'). When one channel has `max_pending_events'
 %%     events sent and not yet handled, this process stops handling frames
-%%     and stops reading the socket (no `{active, once}'), so the client's
+%%     and stops reading the socket (`{active, false}'; it reads in
+%%     `{active, 16}' otherwise), so the client's
 %%     sends wait in TCP instead of in the channel's mailbox. The frames of
 %%     the read in progress are held, in order, and handled once the channel
 %%     is below its bound again (or gone). The heartbeat and fragment timers
@@ -45,6 +46,10 @@
     endpoint := hornbeam_endpoint:config()
 }.
 -export_type([conn_info/0]).
+
+%% Reads delivered as messages before the socket goes passive and is re-armed:
+%% `{active, once}' cost a port control call and two epoll_ctl calls per read.
+-define(ACTIVE_N, 16).
 
 -record(channel, {
     pid :: pid(),
@@ -79,7 +84,11 @@
     %% the channel at max_pending_events: frames and reads wait for it
     paused_on = undefined :: pid() | undefined,
     %% runs while a message has partly arrived (fragment_timeout)
-    fragment_timer = undefined :: reference() | undefined
+    fragment_timer = undefined :: reference() | undefined,
+    %% the socket is in `{active, ?ACTIVE_N}' (not passive, not paused)
+    active = false :: boolean(),
+    %% port_commands whose inet_reply has not arrived yet
+    unacked = 0 :: non_neg_integer()
 }).
 
 %% @doc Become the WebSocket process for Sock (already upgraded). Never returns.
@@ -123,9 +132,10 @@ handle_cast(_Msg, State) ->
     {noreply, #state{}} | {noreply, #state{}, hibernate} | {stop, term(), #state{}}.
 handle_info({tcp, Sock, Data}, State = #state{sock = Sock}) ->
     received(Data, State#state{last_recv = now_ms()});
-handle_info({'$hb_data', <<>>}, State = #state{sock = Sock}) ->
-    ok = inet:setopts(Sock, [{active, once}]),
-    {noreply, State};
+handle_info({'$hb_data', <<>>}, State) ->
+    handle_held(State);
+handle_info({tcp_passive, Sock}, State = #state{sock = Sock}) ->
+    handle_held(State#state{active = false});
 handle_info({'$hb_data', Data}, State) ->
     received(Data, State);
 handle_info({tcp_closed, Sock}, State = #state{sock = Sock}) ->
@@ -134,18 +144,19 @@ handle_info({tcp_closed, Sock}, State = #state{sock = Sock}) ->
 handle_info({tcp_error, Sock, Reason}, State = #state{sock = Sock}) ->
     logger:info("connection error: ~0p", [Reason]),
     {stop, normal, State};
-handle_info({inet_reply, _Sock, ok}, State = #state{hibernate_now = true}) ->
+handle_info({inet_reply, _Sock, ok}, State = #state{unacked = 1, hibernate_now = true}) ->
     %% Idle connections only join and then heartbeat (every 30 s with
     %% phoenix.js). Hibernating when the last write of the answer is
     %% acknowledged, instead of hibernate_after later, keeps 10,000 of them
     %% at their hibernated size. (Hibernating before the inet_reply would
-    %% only be woken up by it.)
+    %% only be woken up by it; an answer of several writes, such as a join's
+    %% reply and presence_state, waits for the last one.)
     case erlang:process_info(self(), message_queue_len) of
-        {message_queue_len, 0} -> {noreply, State#state{hibernate_now = false}, hibernate};
-        _ -> {noreply, State}
+        {message_queue_len, 0} -> {noreply, State#state{unacked = 0, hibernate_now = false}, hibernate};
+        _ -> {noreply, State#state{unacked = 0}}
     end;
-handle_info({inet_reply, _Sock, ok}, State) ->
-    {noreply, State};
+handle_info({inet_reply, _Sock, ok}, State = #state{unacked = N}) ->
+    {noreply, State#state{unacked = max(0, N - 1)}};
 handle_info({inet_reply, _Sock, {error, Reason}}, State) ->
     logger:info("write failed: ~0p", [Reason]),
     {stop, normal, State};
@@ -237,20 +248,30 @@ received(Data, State = #state{decoder = Decoder, held = Held}) ->
 %% a channel reached max_pending_events (then wait for its '$hb_done').
 handle_held(State = #state{paused_on = Pid}) when is_pid(Pid) ->
     {noreply, State};
-handle_held(State = #state{held = [], sock = Sock}) ->
-    ok = setopts_active(Sock),
+handle_held(State = #state{held = [], active = true}) ->
     {noreply, State};
+handle_held(State = #state{held = [], sock = Sock}) ->
+    ok = setopts_active(Sock, ?ACTIVE_N),
+    {noreply, State#state{active = true}};
 handle_held(State = #state{held = [Frame | Rest]}) ->
     case handle_frame(Frame, State#state{held = Rest}) of
         {noreply, State1} -> handle_held(State1);
         Stop -> Stop
     end.
 
-setopts_active(Sock) ->
-    case inet:setopts(Sock, [{active, once}]) of
+setopts_active(Sock, Active) ->
+    case inet:setopts(Sock, [{active, Active}]) of
         ok -> ok;
         {error, _} -> self() ! {tcp_closed, Sock}, ok
     end.
+
+%% Stop reading (paused on a channel): `{active, false}' at once, so at most
+%% the reads already delivered reach the mailbox.
+stop_reading(State = #state{active = false}) ->
+    State;
+stop_reading(State = #state{sock = Sock}) ->
+    ok = setopts_active(Sock, false),
+    State#state{active = false}.
 
 %% A channel acknowledged an event: below the bound again, reading resumes.
 event_done(Pid, State = #state{by_pid = ByPid, channels = Channels}) ->
@@ -460,7 +481,7 @@ event(JoinRef, Ref, Topic, Event, Payload, State = #state{channels = Channels, c
                 true ->
                     logger:debug("channel ~s has ~b events pending (max_pending_events); "
                                  "reading paused", [Topic, N + 1]),
-                    {noreply, State1#state{paused_on = Pid}};
+                    {noreply, stop_reading(State1#state{paused_on = Pid})};
                 false ->
                     {noreply, State1}
             end;
@@ -588,7 +609,9 @@ do_write(_Frame, _N, State = #state{closing = true}) ->
     State;
 do_write(Frame, N, State = #state{sock = Sock}) ->
     case send_now(Frame, State) of
-        true -> hornbeam_metrics:messages_out(N, Frame), State;
+        true ->
+            hornbeam_metrics:messages_out(N, Frame),
+            State#state{unacked = State#state.unacked + 1};
         false ->
             ok = hornbeam_metrics:inc(slow_consumer_closes),
             #{max_send_queue := Max} = State#state.config,
