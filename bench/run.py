@@ -45,12 +45,14 @@ LOG_DIR = ROOT / "_build" / "bench_logs"
 
 HORNBEAM = ("hornbeam-erlang", "hornbeam-python", "hornbeam-python-tuned")
 
-SCENARIOS = ("fanout", "roundtrip", "idle", "presence", "blocking")
+SCENARIOS = ("fanout", "paced", "roundtrip", "idle", "presence", "blocking")
 #: What every server runs; "blocking" only where the server says so.
-COMMON_SCENARIOS = ("fanout", "roundtrip", "idle", "presence")
+COMMON_SCENARIOS = ("fanout", "paced", "roundtrip", "idle", "presence")
 #: The load generator's scenario for each of ours ("blocking" is a round trip
 #: of the `block` event, whose handler sleeps 5 ms in every peer).
-LOADGEN_SCENARIO = {"blocking": "roundtrip"}
+#: "paced" is fan-out with an open-loop publisher at a fixed rate (issue 14:
+#: 1,000 subscribers x 100 msg/s must keep up with p99 < 50 ms).
+LOADGEN_SCENARIO = {"blocking": "roundtrip", "paced": "fanout"}
 #: hornbeam-python-tuned: the best settings we measured for the blocking
 #: scenario on one core (bench/README.md); HORNBEAM_PY_BEST replaces them.
 BEST_SETTINGS = "--workers 2 --threads 32"
@@ -295,6 +297,8 @@ PROFILES: Dict[str, Dict[str, Any]] = {
         "servers": list(SERVERS),
         "fanout": [(s, ["--subscribers", s, "--messages", "1000000", "--duration-ms", "10000"])
                    for s in ("1000", "5000", "10000")],
+        "paced": [("1000", ["--subscribers", "1000", "--rate", "100", "--messages", "1000000",
+                            "--duration-ms", "10000"])],
         "roundtrip": [(c, ["--clients", c, "--duration-ms", "6000", "--warmup-ms", "1000"])
                       for c in ("1", "100", "1000")],
         "idle": [(n, ["--conns", n, "--hold-ms", "15000", "--settle-ms", "3000", "--heartbeat-ms", "10000"])
@@ -305,6 +309,8 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     "quick": {
         "servers": list(SERVERS),
         "fanout": [("1000", ["--subscribers", "1000", "--messages", "1000000", "--duration-ms", "3000"])],
+        "paced": [("1000", ["--subscribers", "1000", "--rate", "100", "--messages", "1000000",
+                            "--duration-ms", "5000"])],
         "roundtrip": [("100", ["--clients", "100", "--duration-ms", "2500", "--warmup-ms", "500"])],
         "idle": [("2000", ["--conns", "2000", "--hold-ms", "3000", "--settle-ms", "1500"])],
         "presence": [("100", ["--clients", "100", "--timeout-ms", "10000"])],
@@ -313,6 +319,7 @@ PROFILES: Dict[str, Dict[str, Any]] = {
     "smoke": {
         "servers": ["hornbeam-erlang", "hornbeam-python", "rust-fanout"],
         "fanout": [("50", ["--subscribers", "50", "--messages", "20", "--drain-ms", "2000"])],
+        "paced": [("50", ["--subscribers", "50", "--rate", "20", "--messages", "1000", "--duration-ms", "800"])],
         "roundtrip": [("5", ["--clients", "5", "--duration-ms", "800", "--warmup-ms", "200"])],
         "idle": [("100", ["--conns", "100", "--hold-ms", "800", "--settle-ms", "300"])],
         "presence": [("10", ["--clients", "10", "--timeout-ms", "3000"])],
@@ -323,10 +330,10 @@ PROFILES: Dict[str, Dict[str, Any]] = {
 # Servers that failed to start once are not tried again in the same run.
 START_FAILED: Dict[str, str] = {}
 
-SIZE_NAME = {"fanout": "subscribers", "roundtrip": "clients", "idle": "connections", "presence": "clients",
+SIZE_NAME = {"fanout": "subscribers", "paced": "subscribers (paced)", "roundtrip": "clients", "idle": "connections", "presence": "clients",
              "blocking": "clients"}
 # The load generator option that carries a scenario's size (for --sizes).
-SIZE_OPT = {"fanout": "--subscribers", "roundtrip": "--clients", "idle": "--conns", "presence": "--clients",
+SIZE_OPT = {"fanout": "--subscribers", "paced": "--subscribers", "roundtrip": "--clients", "idle": "--conns", "presence": "--clients",
             "blocking": "--clients"}
 
 
@@ -386,6 +393,10 @@ def run_one(server: Server, scenario: str, opts: List[str], pin_server: List[str
 
 def primary(scenario: str, result: Dict[str, Any]) -> Optional[float]:
     f = result.get("figures", {})
+    if scenario == "paced":  # p99 publish->receive latency (lower is better)
+        lat = f.get("latency")
+        v = lat.get("p99_ms") if isinstance(lat, dict) else None
+        return float(v) if isinstance(v, (int, float)) and result.get("status") == "ok" else None
     key = {"fanout": "delivered_per_s", "roundtrip": "replies_per_s", "idle": "server_kib_per_conn",
            "presence": "convergence_ms", "blocking": "replies_per_s"}[scenario]
     v = f.get(key)
@@ -460,7 +471,7 @@ def cell(scenario: str, r: Optional[Dict[str, Any]]) -> str:
     if st != "ok" and not f:
         return "error"
     bad = "" if st == "ok" else " ⚠"
-    if scenario == "fanout":
+    if scenario in ("fanout", "paced"):
         loss = f.get("delivery_ratio")
         loss_s = "" if loss == 1.0 else f", delivered {fmt(loss * 100 if loss is not None else None, 2)}%"
         return f"{fmt(f.get('delivered_per_s'))}/s, p50 {fmt(lat.get('p50_ms'), 1)} ms, p99 {fmt(lat.get('p99_ms'), 1)} ms{loss_s}{bad}"
@@ -512,6 +523,36 @@ def targets(results: List[Dict[str, Any]]) -> List[Tuple[str, str, str]]:
         out.append((f"fan-out 5,000 subs ({hb}): ≥ 0.8× raw Rust ceiling",
                     f"{fmt(r2, 2)}×" if r2 else "no Rust figure", verdict(r2, lambda x: x >= 0.8)))
         out.append((f"fan-out 5,000 subs ({hb}): p99 < 100 ms", f"{fmt(lat, 1)} ms", verdict(lat, lambda x: x < 100)))
+    # issue 14
+    for hb in HORNBEAM:
+        d, rust = prim("fanout", "5000", hb), prim("fanout", "5000", "rust-fanout")
+        r = ratio(d, rust)
+        if d is not None:
+            out.append((f"fan-out 5,000 subs ({hb}): ≥ 0.5× the batched raw Rust server",
+                        f"{fmt(r, 2)}×" if r else "no Rust figure", verdict(r, lambda x: x >= 0.5)))
+        pr = find(results, "paced", "1000", hb)
+        if pr is not None:
+            f = pr.get("figures", {})
+            lat = prim("paced", "1000", hb)
+            kept = pr.get("status") == "ok" and f.get("lost") == 0 and f.get("delivery_ratio") == 1.0
+            out.append((f"fan-out 1,000 subs × 100 msg/s ({hb}): nothing lost, p99 < 50 ms",
+                        f"p99 {fmt(lat, 1)} ms, lost {fmt(f.get('lost'))}",
+                        verdict(lat, lambda x: x < 50) if kept else "**not met**"))
+    erl_rt, rust_rt = prim("roundtrip", "100", "hornbeam-erlang"), prim("roundtrip", "100", "rust-fanout")
+    r_rt = ratio(erl_rt, rust_rt)
+    if erl_rt is not None:
+        out.append(("round trips, 100 clients (hornbeam-erlang): ≥ 0.6× the raw Rust server",
+                    f"{fmt(r_rt, 2)}×" if r_rt else "no Rust figure", verdict(r_rt, lambda x: x >= 0.6)))
+    py_rt, pyws = prim("roundtrip", "100", "hornbeam-python"), prim("roundtrip", "100", "python-websockets")
+    r_pw = ratio(py_rt, pyws)
+    if py_rt is not None:
+        out.append(("round trips, 100 clients (hornbeam-python): ≥ 1× python websockets",
+                    f"{fmt(r_pw, 2)}×" if r_pw else "no python-websockets figure", verdict(r_pw, lambda x: x >= 1)))
+    for hb in HORNBEAM:
+        kib = prim("idle", "10000", hb)
+        if kib is not None:
+            out.append((f"idle 10,000 connections ({hb}): ≤ 11 KiB server memory per connection",
+                        f"{fmt(kib, 1)} KiB", verdict(kib, lambda x: x <= 11)))
     py = prim("roundtrip", "100", "hornbeam-python")
     r_sio, r_dj = ratio(py, prim("roundtrip", "100", "python-socketio")), ratio(py, prim("roundtrip", "100", "django-channels"))
     out.append(("Python round trips/s, 100 clients: ≥ 3× python-socketio",
@@ -569,7 +610,7 @@ def markdown(meta: Dict[str, Any], results: List[Dict[str, Any]], plot: Optional
             lines.append(f"| {srv} | " + " | ".join(cell(scn, find(results, scn, s, srv)) for s in sizes) + " |")
         lines.append("")
         # Ratios hornbeam / peer on the scenario's main figure.
-        key = {"fanout": "delivered/s", "roundtrip": "replies/s", "idle": "KiB per connection (lower is better)",
+        key = {"fanout": "delivered/s", "paced": "p99 latency (lower is better)", "roundtrip": "replies/s", "idle": "KiB per connection (lower is better)",
                "presence": "convergence time (lower is better)", "blocking": "replies/s"}[scn]
         rows = []
         for hb in HORNBEAM:
