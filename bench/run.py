@@ -117,7 +117,8 @@ def hornbeam_erlang_cmd(port: int, extra: str = "") -> Tuple[List[str], Path]:
         "[erlang:system_info(schedulers_online)]); "
         "E -> io:format(standard_error, \"cannot start: ~p~n\", [E]), halt(1) end." % (port, extra)
     )
-    return (["erl", "-noshell", "-noinput", "+Bi", "-pa", str(HB_EBIN), "-pa", str(PEER_EBIN),
+    # the VM flags bin/hornbeam and the release use
+    return (["erl", "-noshell", "-noinput", "+Bi", "+MHas", "aobf", "-pa", str(HB_EBIN), "-pa", str(PEER_EBIN),
              "-eval", start], ROOT)
 
 
