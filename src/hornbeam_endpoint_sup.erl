@@ -1,6 +1,7 @@
 %% @doc One serving endpoint, one_for_one, in start order:
 %%   presence   hornbeam_presence_sup   the presence shards
 %%   python     hornbeam_python_sup     the worker pool (only when there is Python to run)
+%%   longpoll   hornbeam_longpoll_sup   long-poll sessions and their token table
 %%   listener   hornbeam_listener_sup   the HTTP listener and its connections
 %%
 %% The child spec knows every option (`start_link(Opts)', built once by
@@ -78,7 +79,9 @@ init(Opts = #{presence := PresenceOpts, python := Python}) ->
                  type => supervisor, shutdown => infinity},
     Pool = [#{id => python, start => {hornbeam_python_sup, start_link, [Python]},
               type => supervisor, shutdown => infinity} || Python =/= none],
+    LongPoll = #{id => longpoll, start => {hornbeam_longpoll_sup, start_link, []},
+                 type => supervisor, shutdown => infinity},
     Listener = #{id => listener, start => {?MODULE, start_listener, [Opts]},
                  type => supervisor, shutdown => infinity},
     {ok, {#{strategy => one_for_one, intensity => 5, period => 30},
-          [Presence] ++ Pool ++ [Listener]}}.
+          [Presence] ++ Pool ++ [LongPoll, Listener]}}.
