@@ -1,0 +1,166 @@
+// The long-poll transport (issue 15) with the official phoenix.js 1.8
+// `LongPoll` against the REAL server (support/server.mjs), over real HTTP
+// (Node's fetch, which phoenix.js 1.8 uses where there is no XMLHttpRequest):
+//   * join, push and reply, server pushes, broadcasts between a long-poll
+//     client and a WebSocket client, presence sync;
+//   * an ArrayBuffer push travels (base64, as phoenix.js sends it);
+//   * `longPollFallbackMs`: a WebSocket whose upgrade the server refuses
+//     makes phoenix.js fall back to LongPoll, and remember it;
+//   * a session the server ended (longpoll_timeout while the client sleeps)
+//     makes phoenix.js open a new one and rejoin.
+// phoenix.js 1.6 and 1.7 poll with XMLHttpRequest only, which Node lacks:
+// they are checked in Chromium (test/browser/longpoll.test.mjs).
+import { describe, it, before, after, afterEach } from 'node:test'
+import assert from 'node:assert/strict'
+import WebSocket from 'ws'
+import { Socket, LongPoll, Presence } from 'phoenix'
+import { startServer, waitFor, outcome } from './support/server.mjs'
+
+const sockets = []
+afterEach(() => {
+  for (const socket of sockets.splice(0)) socket.disconnect()
+})
+
+function open(url, opts = {}) {
+  const socket = new Socket(url, { transport: LongPoll, ...opts })
+  sockets.push(socket)
+  socket.connect()
+  return socket
+}
+
+async function join(socket, topic, params = {}) {
+  const channel = socket.channel(topic, params)
+  const result = await outcome(channel.join())
+  assert.equal(result.status, 'ok', `join ${topic}: ${JSON.stringify(result)}`)
+  return channel
+}
+
+describe('phoenix.js 1.8 LongPoll', { timeout: 60000 }, () => {
+  let server
+  before(async () => { server = await startServer('longpoll_poll_timeout => 2000') })
+  after(async () => { await server?.stop() })
+
+  it('joins, pushes and gets replies and server pushes over long-poll', async () => {
+    const socket = open(server.url, { params: { user: 'lp' } })
+    const channel = await join(socket, 'room:lp1', { hello: 1 })
+    assert.equal(socket.transport, LongPoll)
+    assert.ok(socket.conn instanceof LongPoll)
+    const echo = await outcome(channel.push('echo', { n: 1, s: 'é' }))
+    assert.deepEqual(echo, { status: 'ok', response: { n: 1, s: 'é' } })
+    const pushed = new Promise((resolve) => channel.on('told', resolve))
+    assert.equal((await outcome(channel.push('push', { event: 'told', payload: { x: 2 } }))).status, 'ok')
+    assert.deepEqual(await pushed, { x: 2 })
+    // several pushes in one tick go in one ndjson POST; each gets its reply, in order
+    const many = await Promise.all([1, 2, 3, 4, 5].map((n) => outcome(channel.push('echo', { n }))))
+    assert.deepEqual(many.map((r) => r.response.n), [1, 2, 3, 4, 5])
+    // connect params reached the server (the test channel's join reply shows them)
+    const params = await outcome(socket.channel('room:lp1b', {}).join())
+    assert.equal(params.response.params.user, 'lp')
+  })
+
+  it('a broadcast reaches a long-poll client and a WebSocket client alike, both ways', async () => {
+    const lp = open(server.url)
+    const ws = new Socket(server.url, { transport: WebSocket })
+    sockets.push(ws)
+    ws.connect()
+    const lpChan = await join(lp, 'room:mix')
+    const wsChan = await join(ws, 'room:mix')
+    const atLp = []
+    const atWs = []
+    lpChan.on('said', (p) => atLp.push(p.from))
+    wsChan.on('said', (p) => atWs.push(p.from))
+    await outcome(lpChan.push('broadcast', { event: 'said', payload: { from: 'lp' } }))
+    await outcome(wsChan.push('broadcast', { event: 'said', payload: { from: 'ws' } }))
+    await waitFor(() => atLp.length === 2 && atWs.length === 2, 10000, 'both broadcasts at both clients')
+    assert.deepEqual(atLp.sort(), ['lp', 'ws'])
+    assert.deepEqual(atWs.sort(), ['lp', 'ws'])
+  })
+
+  it('presence syncs over long-poll (state, then diffs)', async () => {
+    const lp = open(server.url)
+    const ws = new Socket(server.url, { transport: WebSocket })
+    sockets.push(ws)
+    ws.connect()
+    const lpChan = lp.channel('room:pres', { presence: { key: 'ana', meta: { via: 'longpoll' } } })
+    const presence = new Presence(lpChan)
+    let names = []
+    presence.onSync(() => { names = presence.list((key) => key).sort() })
+    assert.equal((await outcome(lpChan.join())).status, 'ok')
+    await waitFor(() => names.includes('ana'), 10000, 'ana in the long-poll client presence')
+    await join(ws, 'room:pres', { presence: { key: 'bob', meta: {} } })
+    await waitFor(() => names.includes('bob'), 10000, 'bob (a WebSocket client) in the diff')
+    ws.disconnect()
+    await waitFor(() => !names.includes('bob'), 10000, 'bob gone after his WebSocket closed')
+  })
+
+  it('an ArrayBuffer push travels over long-poll (base64) to a WebSocket client as bytes', async () => {
+    const lp = open(server.url)
+    const ws = new Socket(server.url, { transport: WebSocket })
+    sockets.push(ws)
+    ws.connect()
+    const lpChan = await join(lp, 'room:bytes')
+    const wsChan = await join(ws, 'room:bytes')
+    const got = new Promise((resolve) => wsChan.on('bin', resolve))
+    const bytes = new Uint8Array([0, 1, 2, 254, 255]).buffer
+    assert.equal((await outcome(lpChan.push('broadcast_binary', bytes))).status, 'ok')
+    assert.deepEqual([...new Uint8Array(await got)], [0, 1, 2, 254, 255])
+  })
+})
+
+describe('phoenix.js 1.8 longPollFallbackMs', { timeout: 60000 }, () => {
+  let server
+  before(async () => { server = await startServer() })
+  after(async () => { await server?.stop() })
+
+  // A real WebSocket (the `ws` package) whose upgrade the server refuses:
+  // it asks for a path the endpoint does not serve (404 to the upgrade), as
+  // a proxy that strips Upgrade headers would make it fail.
+  class RefusedWebSocket extends WebSocket {
+    constructor(url, protocols) { super(url.replace('/ws/websocket', '/no-ws-here/websocket'), protocols) }
+  }
+
+  it('falls back to LongPoll when the WebSocket upgrade fails, works, and remembers it', async () => {
+    const store = new Map()
+    const sessionStorage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v), removeItem: (k) => store.delete(k) }
+    const socket = new Socket(server.url, { transport: RefusedWebSocket, longPollFallbackMs: 5000, sessionStorage })
+    sockets.push(socket)
+    const errors = []
+    socket.onError((e) => errors.push(e))
+    socket.connect()
+    const channel = await join(socket, 'room:fallback')
+    assert.equal(socket.transport, LongPoll)
+    assert.ok(errors.length >= 1, 'the refused WebSocket reported an error first')
+    assert.deepEqual(await outcome(channel.push('echo', { ok: true })), { status: 'ok', response: { ok: true } })
+    await waitFor(() => store.get('phx:fallback:LongPoll') === 'true', 5000, 'the fallback memorized')
+    // a new socket of this session goes straight to LongPoll
+    const again = new Socket(server.url, { transport: RefusedWebSocket, longPollFallbackMs: 5000, sessionStorage })
+    sockets.push(again)
+    again.connect()
+    await join(again, 'room:fallback')
+    assert.equal(again.transport, LongPoll)
+  })
+})
+
+describe('a session the server ended', { timeout: 60000 }, () => {
+  let server
+  before(async () => { server = await startServer('longpoll_timeout => 1500, longpoll_poll_timeout => 500') })
+  after(async () => { await server?.stop() })
+
+  it('phoenix.js gets 410, opens a new session and rejoins', async () => {
+    const socket = open(server.url, { reconnectAfterMs: () => 50, rejoinAfterMs: () => 50 })
+    const channel = await join(socket, 'room:gone')
+    let joins = 0
+    channel.joinPush.receive('ok', () => joins++)
+    const closes = []
+    socket.onClose((e) => closes.push(e.code))
+    // Stop polling (as a frozen tab does) past longpoll_timeout: the server ends the session.
+    const token = socket.conn.token
+    socket.conn.stop(1) // cancels the pending poll without closing the socket
+    await new Promise((r) => setTimeout(r, 3500))
+    socket.conn.poll()
+    await waitFor(() => joins >= 2, 15000, 'rejoined on a new session')
+    assert.ok(closes.includes(3410), `closed with 3410 (session_gone): ${closes}`)
+    assert.notEqual(socket.conn.token, token)
+    assert.equal((await outcome(channel.push('echo', { back: 1 }))).status, 'ok')
+  })
+})
