@@ -29,6 +29,7 @@ all() ->
      connect_refusal_is_403_and_connect_info_names_the_transport,
      longpoll_max_sessions_refuses_more_sessions,
      other_methods_are_405_and_options_is_a_cors_preflight,
+     killed_session_supervisor_means_410_then_a_new_session_works,
      {group, cluster}].
 
 groups() ->
@@ -322,6 +323,21 @@ other_methods_are_405_and_options_is_a_cors_preflight(Config) ->
     ?assertEqual(<<"x-phoenix-authtoken">>,
                  proplists:get_value(<<"access-control-allow-headers">>, Headers)),
     ?assertEqual(<<"*">>, proplists:get_value(<<"access-control-allow-origin">>, Headers)).
+
+killed_session_supervisor_means_410_then_a_new_session_works(Config) ->
+    Port = port(Config),
+    Token = joined_session(Port, <<"room:k">>),
+    Chan = channel_pid(<<"room:k">>),
+    Mon = monitor(process, Chan),
+    Sup = whereis(hornbeam_longpoll_sup),
+    exit(Sup, kill),
+    receive {'DOWN', Mon, process, Chan, _} -> ok after ?TIMEOUT -> ct:fail(channel_still_there) end,
+    ok = wait_until(fun() -> is_pid(whereis(hornbeam_longpoll_sup)) andalso
+                                 whereis(hornbeam_longpoll_sup) =/= Sup end),
+    ?assertMatch(#{<<"status">> := 410}, poll(Port, Token)),
+    _ = joined_session(Port, <<"room:k">>),
+    %% the listener and WebSocket side did not restart
+    {ok, _Ws} = ?C:connect(Port, "/ws?vsn=2.0.0").
 
 session_on_one_node_is_reached_through_another(Config) ->
     [{_, A, APort}, {_, B, BPort}] = ?config(peers, Config),
