@@ -8,12 +8,13 @@
 //     makes phoenix.js fall back to LongPoll, and remember it;
 //   * a session the server ended (longpoll_timeout while the client sleeps)
 //     makes phoenix.js open a new one and rejoin.
-// phoenix.js 1.6 and 1.7 poll with XMLHttpRequest only, which Node lacks:
-// they are checked in Chromium (test/browser/longpoll.test.mjs).
+// and our client's `LongPoll` (priv/static) the same way.
+// phoenix.js 1.6 and 1.7 poll with XMLHttpRequest only, which Node lacks.
 import { describe, it, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
 import { Socket, LongPoll, Presence } from 'phoenix'
+import * as Hornbeam from '../../priv/static/hornbeam.mjs'
 import { startServer, waitFor, outcome } from './support/server.mjs'
 
 const sockets = []
@@ -162,5 +163,65 @@ describe('a session the server ended', { timeout: 60000 }, () => {
     assert.ok(closes.includes(3410), `closed with 3410 (session_gone): ${closes}`)
     assert.notEqual(socket.conn.token, token)
     assert.equal((await outcome(channel.push('echo', { back: 1 }))).status, 'ok')
+  })
+})
+
+describe('our client (hornbeam.mjs) LongPoll', { timeout: 60000 }, () => {
+  let server
+  before(async () => {
+    server = await startServer('longpoll_timeout => 1500, longpoll_poll_timeout => 500, ' +
+      'connect => fun(_Params, #{auth_token := T, transport := Tr}) -> ' +
+      '{ok, #{<<"auth_token">> => case T of undefined -> null; _ -> T end, <<"transport">> => Tr}} end')
+  })
+  after(async () => { await server?.stop() })
+
+  function ours(opts = {}) {
+    const socket = new Hornbeam.Socket(server.url, { transport: Hornbeam.LongPoll, ...opts })
+    sockets.push(socket)
+    socket.connect()
+    return socket
+  }
+
+  it('joins, gets replies, pushes and broadcasts with a WebSocket client, sends bytes; authToken reaches connect', async () => {
+    const socket = ours({ authToken: 'user-7' })
+    const channel = await join(socket, 'room:ours')
+    assert.ok(socket.conn instanceof Hornbeam.LongPoll)
+    assert.deepEqual(await outcome(channel.push('assigns', {})),
+      { status: 'ok', response: { auth_token: 'user-7', transport: 'longpoll' } })
+    const ws = new Socket(server.url, { transport: WebSocket })
+    sockets.push(ws)
+    ws.connect()
+    const wsChan = await join(ws, 'room:ours')
+    const atOurs = []
+    channel.on('said', (p) => atOurs.push(p.n))
+    await outcome(wsChan.push('broadcast', { event: 'said', payload: { n: 1 } }))
+    await outcome(channel.push('broadcast', { event: 'said', payload: { n: 2 } }))
+    await waitFor(() => atOurs.length === 2, 10000, 'both broadcasts at the long-poll client')
+    const bin = new Promise((resolve) => wsChan.on('bin', resolve))
+    assert.equal((await outcome(channel.push('broadcast_binary', new Uint8Array([9, 8, 7]).buffer))).status, 'ok')
+    assert.deepEqual([...new Uint8Array(await bin)], [9, 8, 7])
+  })
+
+  it('is the default where there is no WebSocket, and rejoins on a new session after the old one expired', async () => {
+    const socket = new Hornbeam.Socket(server.url, { reconnectAfterMs: () => 50, rejoinAfterMs: () => 50 })
+    sockets.push(socket)
+    const saved = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket') // Node 22 has one
+    delete globalThis.WebSocket
+    try { socket.connect() } finally { if (saved) Object.defineProperty(globalThis, 'WebSocket', saved) }
+    const channel = await join(socket, 'room:ours2')
+    assert.ok(socket.conn instanceof Hornbeam.LongPoll)
+    let joins = 0
+    socket.onOpen(() => joins++)
+    const conn = socket.conn
+    const token = conn.token
+    // freeze the client's polling past longpoll_timeout
+    for (const c of conn.requests) c.abort()
+    conn.readyState = 2
+    await new Promise((r) => setTimeout(r, 3000))
+    conn.readyState = 1
+    conn.poll()
+    await waitFor(() => joins >= 1 && socket.conn && socket.conn.token && socket.conn.token !== token, 15000, 'a new session')
+    await waitFor(() => channel.state === 'joined', 15000, 'rejoined')
+    assert.equal((await outcome(channel.push('echo', { again: true }))).status, 'ok')
   })
 })
