@@ -28,6 +28,7 @@ all() ->
      origin_check_applies_403,
      connect_refusal_is_403_and_connect_info_names_the_transport,
      longpoll_max_sessions_refuses_more_sessions,
+     a_token_connect_param_is_not_taken_for_a_session_token,
      other_methods_are_405_and_options_is_a_cors_preflight,
      killed_session_supervisor_means_410_then_a_new_session_works,
      {group, cluster}].
@@ -86,6 +87,9 @@ testcase_opts(connect_refusal_is_403_and_connect_info_names_the_transport) ->
     #{connect => fun(#{<<"user">> := <<"mallory">>}, _Info) -> {error, banned};
                     (Params, Info) -> Observer ! {connect, Params, Info}, {ok, #{}}
                  end};
+testcase_opts(a_token_connect_param_is_not_taken_for_a_session_token) ->
+    Observer = self(),
+    #{connect => fun(Params, Info) -> Observer ! {connect, Params, Info}, {ok, #{}} end};
 testcase_opts(longpoll_max_sessions_refuses_more_sessions) ->
     #{longpoll_max_sessions => 1};
 testcase_opts(_) ->
@@ -207,13 +211,23 @@ unknown_or_malformed_token_is_410(Config) ->
     Forged = b64url_encode(<<(binary:part(Raw, 0, byte_size(Raw) - 24))/binary,
                              (crypto:strong_rand_bytes(24))/binary>>),
     NoNode = b64url_encode(<<1, 9, "nobody@xy", (crypto:strong_rand_bytes(24))/binary>>),
+    Heartbeat = <<"[null,\"1\",\"phoenix\",\"heartbeat\",{}]">>,
+    %% session tokens whose session does not exist: 410, no new session
     lists:foreach(
-      fun(Bad) ->
-              Q = "/ws/longpoll?vsn=2.0.0&token=" ++ uri_string:quote(Bad),
+      fun(Dead) ->
+              Q = "/ws/longpoll?vsn=2.0.0&token=" ++ uri_string:quote(Dead),
               ?assertEqual({200, #{<<"status">> => 410}}, strip(request(Port, "GET", Q, [], <<>>))),
-              ?assertEqual({200, #{<<"status">> => 410}},
-                           strip(request(Port, "POST", Q, ndjson(), <<"[null,\"1\",\"phoenix\",\"heartbeat\",{}]">>)))
-      end, [Forged, NoNode, <<"garbage">>, <<>>, <<"%%%">>]),
+              ?assertEqual({200, #{<<"status">> => 410}}, strip(request(Port, "POST", Q, ndjson(), Heartbeat)))
+      end, [Forged, NoNode]),
+    ?assertEqual(1, ets:info(hornbeam_longpoll:table(), size)),
+    %% anything else is no session token: a POST gets 410, a GET is a first
+    %% contact (the app's own `token' connect param, as phoenix.js sends it)
+    lists:foreach(
+      fun(Other) ->
+              Q = "/ws/longpoll?vsn=2.0.0&token=" ++ uri_string:quote(Other),
+              ?assertEqual({200, #{<<"status">> => 410}}, strip(request(Port, "POST", Q, ndjson(), Heartbeat))),
+              ?assertMatch({200, #{<<"status">> := 410, <<"token">> := _}}, strip(request(Port, "GET", Q, [], <<>>)))
+      end, [<<"garbage">>, <<>>, <<"%%%">>]),
     %% POST without a token
     ?assertEqual({200, #{<<"status">> => 410}},
                  strip(request(Port, "POST", "/ws/longpoll?vsn=2.0.0", ndjson(), <<"[]">>))),
@@ -307,6 +321,21 @@ connect_refusal_is_403_and_connect_info_names_the_transport(Config) ->
     receive {connect, _, WsInfo} -> ?assertMatch(#{transport := websocket}, WsInfo)
     after ?TIMEOUT -> ct:fail(no_connect)
     end.
+
+a_token_connect_param_is_not_taken_for_a_session_token(Config) ->
+    Port = port(Config),
+    %% phoenix.js with params {token: "user-1"}: the first GET, then polls
+    %% and POSTs with the session token appended after the user's
+    {200, _, #{<<"status">> := 410, <<"token">> := Session}} =
+        request(Port, "GET", "/ws/longpoll?token=user-1&vsn=2.0.0&", [], <<>>),
+    receive {connect, #{<<"token">> := <<"user-1">>}, _} -> ok after ?TIMEOUT -> ct:fail(no_connect) end,
+    Q = "/ws/longpoll?token=user-1&vsn=2.0.0&token=" ++ binary_to_list(Session),
+    {200, _, #{<<"status">> := 200}} =
+        request(Port, "POST", Q, ndjson(), json([<<"1">>, <<"1">>, <<"room:t">>, <<"phx_join">>, #{}])),
+    {200, _, #{<<"status">> := 200, <<"messages">> := [Reply | _]}} = request(Port, "GET", Q, [], <<>>),
+    ?assertMatch([<<"1">>, <<"1">>, <<"room:t">>, <<"phx_reply">>, #{<<"status">> := <<"ok">>}], decode(Reply)),
+    %% no second session was started
+    ?assertEqual(1, ets:info(hornbeam_longpoll:table(), size)).
 
 longpoll_max_sessions_refuses_more_sessions(Config) ->
     Port = port(Config),

@@ -13,8 +13,10 @@
 %% <li>`POST ?token=T': messages, one per line (`application/x-ndjson', as
 %%     phoenix.js 1.7+ batches them) or the whole body as one (older clients):
 %%     `{"status":200}' once the session handled them.</li>
-%% <li>A token whose session is gone (expired, closed, never existed): 410,
-%%     and phoenix.js reconnects with a new session and rejoins.</li>
+%% <li>A session token whose session is gone (expired, closed, never
+%%     existed): 410, and phoenix.js reconnects with a new session and
+%%     rejoins. A `token' param that is no session token at all (the app's
+%%     own connect param) is a first contact.</li>
 %% </ul>
 %%
 %% A session is a `hornbeam_socket' process with the long-poll transport,
@@ -78,9 +80,19 @@ handle(Req = #{method := Method}, Config = #{check_origin := Policy}) ->
             logger:info("long-poll refused: unsupported vsn ~0p", [maps:get(<<"vsn">>, Params)]),
             status(403);
         {ok, true} ->
+            %% `token' is also a common connect param (phoenix.js then sends
+            %% `?token=USER&vsn=2.0.0&token=SESSION': the last one wins, as in
+            %% Plug). A GET whose token is not a session token at all is a
+            %% first contact: a new session. One that is, but whose session is
+            %% gone, gets 410: phoenix.js then starts afresh, and its next GET
+            %% carries only the user's params.
             case {Method, maps:find(<<"token">>, Params)} of
                 {<<"GET">>, error} -> new_session(Req, Params, Config);
-                {<<"GET">>, {ok, Token}} -> wait(poll, Token, [], Config);
+                {<<"GET">>, {ok, Token}} ->
+                    case decode_token(Token) of
+                        {ok, _, _} -> wait(poll, Token, [], Config);
+                        error -> new_session(Req, Params, Config)
+                    end;
                 {<<"POST">>, {ok, Token}} -> wait(post, Token, post_lines(Req), Config);
                 {<<"POST">>, error} -> status(410);
                 _ -> {405, [{<<"allow">>, <<"GET, POST, OPTIONS">>} | cors()], <<>>}
@@ -216,13 +228,15 @@ new_token() ->
     Token = b64url_encode(<<1, (byte_size(Node)):8, Node/binary, Secret/binary>>),
     {Token, key(Secret)}.
 
-%% @doc The owner node and key of a token; `error' for anything else
-%% (never creates an atom).
--spec decode_token(binary()) -> {ok, node(), binary()} | error.
+%% @doc The owner node and key of a session token (`unknown' for a node
+%% name that is no atom here: no such node); `error' for anything that is
+%% not a session token. Never creates an atom.
+-spec decode_token(binary()) -> {ok, node() | unknown, binary()} | error.
 decode_token(Token) ->
     try
         <<1, Len:8, NodeBin:Len/binary, Secret:?SECRET_BYTES/binary>> = b64url_decode(Token),
-        {ok, binary_to_existing_atom(NodeBin), key(Secret)}
+        Node = try binary_to_existing_atom(NodeBin) catch error:badarg -> unknown end,
+        {ok, Node, key(Secret)}
     catch _:_ ->
         error
     end.
@@ -244,6 +258,8 @@ find(Token) ->
     case decode_token(Token) of
         {ok, Node, Key} when Node =:= node() ->
             lookup_local(Key);
+        {ok, unknown, _Key} ->
+            error;
         {ok, Node, Key} ->
             case lists:member(Node, nodes()) of
                 true ->

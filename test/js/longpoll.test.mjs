@@ -148,7 +148,8 @@ describe('a session the server ended', { timeout: 60000 }, () => {
   after(async () => { await server?.stop() })
 
   it('phoenix.js gets 410, opens a new session and rejoins', async () => {
-    const socket = open(server.url, { reconnectAfterMs: () => 50, rejoinAfterMs: () => 50 })
+    // with a `token` connect param, as apps often have: not the session's token
+    const socket = open(server.url, { params: { token: 'user-1' }, reconnectAfterMs: () => 50, rejoinAfterMs: () => 50 })
     const channel = await join(socket, 'room:gone')
     let joins = 0
     channel.joinPush.receive('ok', () => joins++)
@@ -163,6 +164,8 @@ describe('a session the server ended', { timeout: 60000 }, () => {
     assert.ok(closes.includes(3410), `closed with 3410 (session_gone): ${closes}`)
     assert.notEqual(socket.conn.token, token)
     assert.equal((await outcome(channel.push('echo', { back: 1 }))).status, 'ok')
+    const rejoined = await outcome(socket.channel('room:gone2', {}).join())
+    assert.equal(rejoined.response.params.token, 'user-1')
   })
 })
 
