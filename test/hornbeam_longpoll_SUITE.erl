@@ -29,6 +29,7 @@ all() ->
      connect_refusal_is_403_and_connect_info_names_the_transport,
      longpoll_max_sessions_refuses_more_sessions,
      a_token_connect_param_is_not_taken_for_a_session_token,
+     python_on_connect_and_channels_serve_longpoll_clients,
      other_methods_are_405_and_options_is_a_cors_preflight,
      killed_session_supervisor_means_410_then_a_new_session_works,
      {group, cluster}].
@@ -90,6 +91,10 @@ testcase_opts(connect_refusal_is_403_and_connect_info_names_the_transport) ->
 testcase_opts(a_token_connect_param_is_not_taken_for_a_session_token) ->
     Observer = self(),
     #{connect => fun(Params, Info) -> Observer ! {connect, Params, Info}, {ok, #{}} end};
+testcase_opts(python_on_connect_and_channels_serve_longpoll_clients) ->
+    Src = proplists:get_value(source, ?MODULE:module_info(compile)),
+    #{channels => [], workers => 1, channel_modules => ["fx_room", "fx_connect"],
+      pythonpath => [filename:join([filename:dirname(Src), "python", "fixtures"])]};
 testcase_opts(longpoll_max_sessions_refuses_more_sessions) ->
     #{longpoll_max_sessions => 1};
 testcase_opts(_) ->
@@ -336,6 +341,25 @@ a_token_connect_param_is_not_taken_for_a_session_token(Config) ->
     ?assertMatch([<<"1">>, <<"1">>, <<"room:t">>, <<"phx_reply">>, #{<<"status">> := <<"ok">>}], decode(Reply)),
     %% no second session was started
     ?assertEqual(1, ets:info(hornbeam_longpoll:table(), size)).
+
+python_on_connect_and_channels_serve_longpoll_clients(Config) ->
+    Port = port(Config),
+    %% @on_connect sees connect_info["transport"]; a Python channel answers
+    {200, _, #{<<"status">> := 410, <<"token">> := Token}} =
+        request(Port, "GET", "/ws/longpoll?token=transport&vsn=2.0.0&", [], <<>>),
+    post(Port, Token, [[<<"1">>, <<"1">>, <<"room:py">>, <<"phx_join">>, #{<<"mode">> => <<"socket_info">>}]]),
+    [Reply | _] = poll_messages(Port, Token, 1),
+    ?assertMatch([<<"1">>, <<"1">>, <<"room:py">>, <<"phx_reply">>,
+                  #{<<"status">> := <<"ok">>,
+                    <<"response">> := #{<<"assigns">> := #{<<"transport">> := <<"longpoll">>}}}], Reply),
+    {ok, Ws} = ?C:connect(Port, "/ws?token=transport&vsn=2.0.0"),
+    ok = ?C:push(Ws, <<"1">>, <<"1">>, <<"room:py">>, <<"phx_join">>, #{<<"mode">> => <<"socket_info">>}),
+    ?assertMatch([_, _, _, <<"phx_reply">>,
+                  #{<<"response">> := #{<<"assigns">> := #{<<"transport">> := <<"websocket">>}}}],
+                 ?C:recv_json(Ws)),
+    %% refused by @on_connect: 403
+    ?assertEqual({200, #{<<"status">> => 403}},
+                 strip(request(Port, "GET", "/ws/longpoll?token=bad&vsn=2.0.0", [], <<>>))).
 
 longpoll_max_sessions_refuses_more_sessions(Config) ->
     Port = port(Config),
