@@ -22,6 +22,7 @@ all() ->
      heartbeat_over_post_is_answered,
      unknown_or_malformed_token_is_410,
      idle_session_expires_and_its_channels_leave,
+     a_poll_the_client_abandoned_does_not_keep_the_session_alive,
      buffer_over_max_send_queue_ends_the_session,
      invalid_message_in_a_post_ends_only_that_session,
      binary_push_arrives_base64_and_binary_replies_are_not_polled,
@@ -79,6 +80,8 @@ testcase_opts(waiting_poll_is_answered_as_soon_as_a_message_arrives) ->
     #{longpoll_poll_timeout => 30000};
 testcase_opts(idle_session_expires_and_its_channels_leave) ->
     #{longpoll_timeout => 1500};
+testcase_opts(a_poll_the_client_abandoned_does_not_keep_the_session_alive) ->
+    #{longpoll_timeout => 1500, longpoll_poll_timeout => 60000};
 testcase_opts(buffer_over_max_send_queue_ends_the_session) ->
     #{max_send_queue => 4096};
 testcase_opts(origin_check_applies_403) ->
@@ -248,6 +251,19 @@ idle_session_expires_and_its_channels_leave(Config) ->
     receive {'DOWN', Mon, process, Chan, _} -> ok after ?TIMEOUT -> ct:fail(channel_still_there) end,
     ?assertMatch(#{<<"status">> := 410}, poll(Port, Token)),
     ?assertEqual(0, ets:info(hornbeam_longpoll:table(), size)).
+
+a_poll_the_client_abandoned_does_not_keep_the_session_alive(Config) ->
+    Port = port(Config),
+    Token = joined_session(Port, <<"room:gone">>),
+    Chan = channel_pid(<<"room:gone">>),
+    Mon = monitor(process, Chan),
+    %% a poll (it would wait 60 s), and the client closes its connection
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], ?TIMEOUT),
+    ok = gen_tcp:send(S, ["GET /ws/longpoll?vsn=2.0.0&token=", Token, " HTTP/1.1\r\nhost: x\r\n\r\n"]),
+    timer:sleep(500),
+    ok = gen_tcp:close(S),
+    %% the session stops counting that poll as alive: it expires after longpoll_timeout
+    receive {'DOWN', Mon, process, Chan, _} -> ok after ?TIMEOUT -> ct:fail(session_kept_alive) end.
 
 buffer_over_max_send_queue_ends_the_session(Config) ->
     Port = port(Config),

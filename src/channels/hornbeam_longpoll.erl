@@ -171,7 +171,7 @@ info({timeout, Timer, '$hb_lp_guard'}, W = #wait{timer = Timer, kind = Kind}) ->
 info({hornbeam_http_conn, closed}, W = #wait{kind = poll, session = Pid, ref = Ref}) ->
     %% The client gave up on its poll: the session stops waiting for it, so
     %% its idle clock (longpoll_timeout) runs.
-    Pid ! {timeout, undefined, {lp_poll_timeout, Ref}},
+    Pid ! {'$hb_lp_cancel', Ref},
     done(W),
     {noreply, W};
 info(_Stale, W) ->

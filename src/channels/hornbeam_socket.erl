@@ -221,6 +221,16 @@ handle_info({timeout, _Timer, {lp_poll_timeout, Ref}}, State = #state{sock = lon
         _ ->
             {noreply, State}
     end;
+handle_info({'$hb_lp_cancel', Ref}, State = #state{sock = longpoll, lp = Buf}) ->
+    %% The client went away from its poll: from now on the idle clock runs.
+    case hornbeam_longpoll_buffer:poll(Buf) of
+        {_From, Ref, Timer} ->
+            cancel_timer(Timer),
+            {noreply, State#state{lp = hornbeam_longpoll_buffer:set_poll(undefined, Buf),
+                                  last_recv = now_ms()}};
+        _ ->
+            {noreply, State}
+    end;
 handle_info({timeout, _, heartbeat_check}, State = #state{sock = longpoll, config = Config,
                                                           last_recv = Last, lp = Buf}) ->
     %% phoenix.js sends no heartbeat over long-poll: the polls are the sign
