@@ -7,10 +7,12 @@
 //   * messages go both ways between the long-poll page and the WebSocket page;
 //   * a status change on the long-poll page shows on the other;
 //   * the WebSocket page closes: the long-poll page sees the leave;
-//   * the long-poll page never opened a WebSocket and did poll; no page errors.
+//   * the long-poll page never opened a WebSocket and did poll; no page errors;
+//   * phoenix.js 1.6, 1.7 and 1.8's own LongPoll (XMLHttpRequest, which
+//     Node lacks) in a page of the same origin chats with the chat page.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -99,6 +101,53 @@ describe('chat example over long-poll in headless Chromium (WebSocket blocked)',
       const got = await page.locator('#online li').allTextContents()
       throw new Error(`online list: wanted ${JSON.stringify(want)}, have ${JSON.stringify(got)} (${err.message})`)
     }
+  }
+
+  const PHOENIX = { '1.6': 'phoenix16', '1.7': 'phoenix17', '1.8': 'phoenix' }
+  for (const [version, pkg] of Object.entries(PHOENIX)) {
+    it(`phoenix.js ${version} LongPoll in the browser chats with the chat page`, async () => {
+      const room = `phx${version.replace('.', '')}${process.pid}`
+      const chat = await openChat('erin', { blockWebSocket: false })
+      await joinRoom(chat, room)
+      const context = await browser.newContext()
+      context.setDefaultTimeout(STEP)
+      const page = await context.newPage()
+      page.on('pageerror', (err) => problems.push(`phoenix.js ${version}: page error: ${err.message}`))
+      const script = readFileSync(join(repoRoot, 'test', 'js', 'node_modules', pkg, 'priv', 'static', 'phoenix.js'), 'utf8')
+      // phoenix.js, served from the server's origin (the chat app does not serve it)
+      await page.route('**/__phoenix.js', (route) => route.fulfill({ contentType: 'text/javascript', body: script }))
+      await page.route('**/__phoenix.html', (route) => route.fulfill({
+        contentType: 'text/html', body: '<!doctype html><title>phx</title><script src="/__phoenix.js"></script>',
+      }))
+      let polls = 0
+      page.on('request', (req) => { if (new URL(req.url()).pathname === '/ws/longpoll') polls++ })
+      await page.goto(server.url + '/__phoenix.html')
+      const joined = await page.evaluate(async (room) => {
+        const P = /** @type {any} */ (window).Phoenix
+        const socket = new P.Socket('/ws', { transport: P.LongPoll })
+        socket.connect()
+        const channel = socket.channel(`room:${room}`, { username: 'frank' })
+        const got = []
+        channel.on('new_msg', (m) => got.push(`${m.username}: ${m.body}`))
+        Object.assign(window, { channel, got })
+        return new Promise((resolve) => channel.join()
+          .receive('ok', () => resolve(socket.conn instanceof P.LongPoll ? 'ok over LongPoll' : 'not LongPoll'))
+          .receive('error', (e) => resolve(`error ${JSON.stringify(e)}`))
+          .receive('timeout', () => resolve('timeout')))
+      }, room)
+      assert.equal(joined, 'ok over LongPoll')
+      await seesOnline(chat, [['erin', 'online'], ['frank', 'online']])
+      await send(chat, `hello frank (${version})`)
+      await page.waitForFunction((body) => /** @type {any} */ (window).got.includes(body), `erin: hello frank (${version})`)
+      const reply = await page.evaluate((body) => new Promise((resolve) => /** @type {any} */ (window).channel
+        .push('new_msg', { body }).receive('ok', (r) => resolve(r)).receive('error', (e) => resolve(e))), `hi erin (${version})`)
+      assert.deepEqual(reply, { status: 'ok' })
+      await seesMessage(chat, 'frank', `hi erin (${version})`)
+      assert.ok(polls >= 2)
+      await context.close()
+      await chat.context.close()
+      assert.deepEqual(problems, [], 'errors in the pages')
+    })
   }
 
   it('a long-poll page and a WebSocket page chat, see presence, and see a leave', async () => {
