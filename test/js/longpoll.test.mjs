@@ -205,6 +205,13 @@ describe('our client (hornbeam.mjs) LongPoll', { timeout: 60000 }, () => {
     assert.deepEqual([...new Uint8Array(await bin)], [9, 8, 7])
   })
 
+  it('phoenix.js 1.8 authToken over LongPoll (X-Phoenix-AuthToken) reaches connect', async () => {
+    const socket = open(server.url, { authToken: 'phx-token-9' })
+    const channel = await join(socket, 'room:phxauth')
+    assert.deepEqual(await outcome(channel.push('assigns', {})),
+      { status: 'ok', response: { auth_token: 'phx-token-9', transport: 'longpoll' } })
+  })
+
   it('is the default where there is no WebSocket, and rejoins on a new session after the old one expired', async () => {
     const socket = new Hornbeam.Socket(server.url, { reconnectAfterMs: () => 50, rejoinAfterMs: () => 50 })
     sockets.push(socket)
