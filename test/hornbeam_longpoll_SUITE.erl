@@ -219,6 +219,9 @@ unknown_or_malformed_token_is_410(Config) ->
     Forged = b64url_encode(<<(binary:part(Raw, 0, byte_size(Raw) - 24))/binary,
                              (crypto:strong_rand_bytes(24))/binary>>),
     NoNode = b64url_encode(<<1, 9, "nobody@xy", (crypto:strong_rand_bytes(24))/binary>>),
+    %% a node name that exists as an atom but is no connected node
+    Ghost = atom_to_binary(list_to_atom("ghost@127.0.0.1")),
+    NotConnected = b64url_encode(<<1, (byte_size(Ghost)), Ghost/binary, (crypto:strong_rand_bytes(24))/binary>>),
     Heartbeat = <<"[null,\"1\",\"phoenix\",\"heartbeat\",{}]">>,
     %% session tokens whose session does not exist: 410, no new session
     lists:foreach(
@@ -226,7 +229,7 @@ unknown_or_malformed_token_is_410(Config) ->
               Q = "/ws/longpoll?vsn=2.0.0&token=" ++ uri_string:quote(Dead),
               ?assertEqual({200, #{<<"status">> => 410}}, strip(request(Port, "GET", Q, [], <<>>))),
               ?assertEqual({200, #{<<"status">> => 410}}, strip(request(Port, "POST", Q, ndjson(), Heartbeat)))
-      end, [Forged, NoNode]),
+      end, [Forged, NoNode, NotConnected]),
     ?assertEqual(1, ets:info(hornbeam_longpoll:table(), size)),
     %% anything else is no session token: a POST gets 410, a GET is a first
     %% contact (the app's own `token' connect param, as phoenix.js sends it)
@@ -425,7 +428,10 @@ session_on_one_node_is_reached_through_another(Config) ->
     ok = erpc:call(B, hornbeam, broadcast, [<<"room:x">>, <<"one">>, #{}]),
     ?assertMatch([[null, null, <<"room:x">>, <<"one">>, #{}]], poll_messages(BPort, Token, 1)),
     ok = erpc:call(B, hornbeam, broadcast, [<<"room:x">>, <<"two">>, #{}]),
-    ?assertMatch([[null, null, <<"room:x">>, <<"two">>, #{}]], poll_messages(APort, Token, 1)).
+    ?assertMatch([[null, null, <<"room:x">>, <<"two">>, #{}]], poll_messages(APort, Token, 1)),
+    %% the owner's endpoint stopped: its sessions are gone, 410 through B too
+    ok = erpc:call(A, hornbeam, stop, []),
+    ?assertMatch(#{<<"status">> := 410}, poll(BPort, Token)).
 
 %% --- helpers ---------------------------------------------------------------------------
 

@@ -153,8 +153,7 @@ wait(Kind, Token, Lines, #{longpoll_poll_timeout := PollTimeout, longpoll_timeou
     {noreply, #wait{}} | {reply, 100..599, [{binary(), iodata()}], iodata()}.
 info({'$hb_lp_messages', Ref, Messages}, W = #wait{ref = Ref, token = Token}) ->
     done(W),
-    Status = case Messages of [] -> 204; _ -> 200 end,
-    reply(json(#{<<"status">> => Status, <<"token">> => Token, <<"messages">> => Messages}));
+    reply(messages_json(Token, Messages));
 info({'$hb_lp_posted', Ref}, W = #wait{ref = Ref}) ->
     done(W),
     reply(status(200));
@@ -308,6 +307,19 @@ table() -> ?TABLE.
 
 status(Status) ->
     json(#{<<"status">> => Status}).
+
+%% `{"status":200|204,"token":T,"messages":[...]}', each message (a JSON
+%% text) encoded as a JSON string by its own NIF call, so no call works on
+%% more than one message (at most max_frame_size bytes).
+messages_json(Token, Messages) ->
+    Status = case Messages of [] -> <<"204">>; _ -> <<"200">> end,
+    Body = [<<"{\"status\":">>, Status, <<",\"token\":">>, string_json(Token),
+            <<",\"messages\":[">>, lists:join($,, [string_json(M) || M <- Messages]), <<"]}">>],
+    {200, [{<<"content-type">>, <<"application/json; charset=utf-8">>} | cors()], Body}.
+
+string_json(Text) ->
+    {ok, Json} = hornbeam_nif:json_encode(Text),
+    Json.
 
 json(Map) ->
     {ok, Body} = hornbeam_nif:json_encode(Map),
