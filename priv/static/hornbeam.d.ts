@@ -19,6 +19,12 @@ export class Socket {
     reconnectAfterMs: Backoff;
     rejoinAfterMs: Backoff;
     transport: Transport | null;
+    /** @type {number | null} */
+    longPollFallbackMs: number | null;
+    /** @private @type {any} */
+    private fallbackTimer;
+    /** @private whether the current connection has opened */
+    private connOpened;
     vsn: string;
     /** @type {(() => string) | null} */
     authToken: (() => string) | null;
@@ -94,6 +100,12 @@ export class Socket {
     private addCallback;
     /** @private @param {'open' | 'close' | 'error' | 'message'} kind @param {any} [arg] */
     private trigger;
+    /**
+     * The WebSocket did not open in time, or failed before it opened: use
+     * LongPoll from now on (longPollFallbackMs). @private
+     * @param {TransportConnection} conn @param {any} reason
+     */
+    private fallBack;
     /** @private */
     private onConnOpen;
     /** @private @param {any} error */
@@ -446,6 +458,12 @@ export type SocketOptions = {
      * or `LongPoll` where there is none); `LongPoll` always long-polls.
      */
     transport?: Transport | undefined;
+    /**
+     * As phoenix.js 1.8: when the WebSocket has not
+     * opened within this many ms, or fails before it opened, switch to `LongPoll` (for
+     * this socket's reconnects too). Off by default.
+     */
+    longPollFallbackMs?: number | undefined;
     /**
      * Protocol version sent as `vsn` (`"2.0.0"`).
      */

@@ -56,6 +56,9 @@
  * @property {Backoff} [rejoinAfterMs] Delay before rejoin try n of a channel.
  * @property {Transport} [transport] WebSocket constructor (default `globalThis.WebSocket`,
  *   or `LongPoll` where there is none); `LongPoll` always long-polls.
+ * @property {number} [longPollFallbackMs] As phoenix.js 1.8: when the WebSocket has not
+ *   opened within this many ms, or fails before it opened, switch to `LongPoll` (for
+ *   this socket's reconnects too). Off by default.
  * @property {string} [vsn] Protocol version sent as `vsn` (`"2.0.0"`).
  * @property {string | (() => string)} [authToken] A token for the server's connect
  *   handler (`connect_info["auth_token"]`), sent as phoenix.js does: in the
@@ -243,6 +246,12 @@ class Socket {
     this.reconnectAfterMs = opts.reconnectAfterMs || stepsThen([10, 50, 100, 150, 200, 250, 500, 1000, 2000], 5000)
     this.rejoinAfterMs = opts.rejoinAfterMs || stepsThen([1000, 2000, 5000], 10000)
     this.transport = opts.transport || null
+    /** @type {number | null} */
+    this.longPollFallbackMs = opts.longPollFallbackMs ?? null
+    /** @private @type {any} */
+    this.fallbackTimer = null
+    /** @private whether the current connection has opened */
+    this.connOpened = false
     this.vsn = opts.vsn || DEFAULT_VSN
     /** @type {(() => string) | null} */
     this.authToken = opts.authToken ? asFunction(opts.authToken) : null
@@ -284,9 +293,14 @@ class Socket {
       : new Transport(url))
     conn.binaryType = 'arraybuffer'
     this.conn = conn
+    this.connOpened = false
+    const fallbackMs = Transport === LongPoll ? null : this.longPollFallbackMs
+    if (fallbackMs !== null) this.fallbackTimer = setTimeout(() => this.fallBack(conn, 'timeout'), fallbackMs)
+    // Before it opened, a failing WebSocket means: long-poll (with longPollFallbackMs).
+    const failsOver = () => fallbackMs !== null && !this.connOpened
     conn.onopen = () => conn === this.conn && this.onConnOpen()
-    conn.onclose = (event) => conn === this.conn && this.onConnLost(event)
-    conn.onerror = (error) => conn === this.conn && this.onConnError(error)
+    conn.onclose = (event) => conn === this.conn && (failsOver() ? this.fallBack(conn, event) : this.onConnLost(event))
+    conn.onerror = (error) => conn === this.conn && (failsOver() ? this.fallBack(conn, error) : this.onConnError(error))
     conn.onmessage = (event) => conn === this.conn && this.onConnMessage(event)
   }
 
@@ -394,8 +408,26 @@ class Socket {
     for (const [, callback] of this.callbacks[kind]) callback(arg)
   }
 
+  /**
+   * The WebSocket did not open in time, or failed before it opened: use
+   * LongPoll from now on (longPollFallbackMs). @private
+   * @param {TransportConnection} conn @param {any} reason
+   */
+  fallBack(conn, reason) {
+    if (conn !== this.conn) return
+    this.log('transport', 'falling back to LongPoll', reason)
+    clearTimeout(this.fallbackTimer)
+    this.conn = null // its events are ignored from now on
+    try { conn.close() } catch (_) { /* not open */ }
+    this.transport = LongPoll
+    this.trigger('error', reason)
+    this.connect()
+  }
+
   /** @private */
   onConnOpen() {
+    clearTimeout(this.fallbackTimer)
+    this.connOpened = true
     this.log('transport', 'connected')
     this.reconnectTimer.reset()
     const buffered = this.sendBuffer

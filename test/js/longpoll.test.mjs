@@ -12,6 +12,7 @@
 // phoenix.js 1.6 and 1.7 poll with XMLHttpRequest only, which Node lacks.
 import { describe, it, before, after, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
+import { createServer } from 'node:net'
 import WebSocket from 'ws'
 import { Socket, LongPoll, Presence } from 'phoenix'
 import * as Hornbeam from '../../priv/static/hornbeam.mjs'
@@ -203,6 +204,48 @@ describe('our client (hornbeam.mjs) LongPoll', { timeout: 60000 }, () => {
     const bin = new Promise((resolve) => wsChan.on('bin', resolve))
     assert.equal((await outcome(channel.push('broadcast_binary', new Uint8Array([9, 8, 7]).buffer))).status, 'ok')
     assert.deepEqual([...new Uint8Array(await bin)], [9, 8, 7])
+  })
+
+  it('longPollFallbackMs: a refused upgrade, and an upgrade that never completes, switch to LongPoll', async () => {
+    // refused: the server answers the upgrade with 404 (a path it does not serve)
+    class Refused extends WebSocket {
+      constructor(url, protocols) { super(url.replace('/ws/websocket', '/no-ws-here/websocket'), protocols) }
+    }
+    const refused = new Hornbeam.Socket(server.url, { transport: Refused, longPollFallbackMs: 10000 })
+    sockets.push(refused)
+    const errors = []
+    refused.onError((e) => errors.push(e))
+    refused.connect()
+    const channel = await join(refused, 'room:fb1')
+    assert.ok(refused.conn instanceof Hornbeam.LongPoll)
+    assert.equal(refused.transport, Hornbeam.LongPoll)
+    assert.ok(errors.length >= 1)
+    assert.equal((await outcome(channel.push('echo', { a: 1 }))).status, 'ok')
+    // hanging: a TCP server that accepts and never answers the upgrade
+    const hang = createServer(() => {})
+    await new Promise((r) => hang.listen(0, '127.0.0.1', r))
+    const hangPort = hang.address().port
+    class Hanging extends WebSocket {
+      constructor(url, protocols) { super(url.replace(/:\d+\//, `:${hangPort}/`), protocols) }
+    }
+    try {
+      const t0 = Date.now()
+      const slow = new Hornbeam.Socket(server.url, { transport: Hanging, longPollFallbackMs: 300 })
+      sockets.push(slow)
+      slow.connect()
+      await join(slow, 'room:fb2')
+      assert.ok(slow.conn instanceof Hornbeam.LongPoll)
+      assert.ok(Date.now() - t0 >= 300, 'not before longPollFallbackMs')
+    } finally {
+      hang.close()
+    }
+    // without the option nothing falls back
+    const plain = new Hornbeam.Socket(server.url, { transport: Refused, reconnectAfterMs: () => 100000 })
+    sockets.push(plain)
+    const closed = new Promise((resolve) => plain.onClose(resolve))
+    plain.connect()
+    await closed
+    assert.equal(plain.transport, Refused)
   })
 
   it('phoenix.js 1.8 authToken over LongPoll (X-Phoenix-AuthToken) reaches connect', async () => {
