@@ -8,6 +8,9 @@
 //   * a status change on the long-poll page shows on the other;
 //   * the WebSocket page closes: the long-poll page sees the leave;
 //   * the long-poll page never opened a WebSocket and did poll; no page errors;
+//   * a page whose WebSocket upgrade the server refuses (sent to a path it
+//     does not serve) falls back to long-poll (the example's
+//     longPollFallbackMs) and chats;
 //   * phoenix.js 1.6, 1.7 and 1.8's own LongPoll (XMLHttpRequest, which
 //     Node lacks) in a page of the same origin chats with the chat page.
 import { describe, it, before, after } from 'node:test'
@@ -49,20 +52,34 @@ describe('chat example over long-poll in headless Chromium (WebSocket blocked)',
     }
   })
 
-  /** The chat page in a fresh context; `blockWebSocket` removes window.WebSocket before any script. */
+  /**
+   * The chat page in a fresh context. `blockWebSocket`: `true` removes
+   * window.WebSocket before any script; `'refused'` keeps it but sends its
+   * upgrade to a path the server refuses (404, as a proxy that strips the
+   * upgrade would make it fail), so the page's longPollFallbackMs must act.
+   */
   async function openChat(name, { blockWebSocket }) {
     const context = await browser.newContext({ viewport: { width: 900, height: 560 } })
     context.setDefaultTimeout(STEP)
     const page = await context.newPage()
     const seen = { websockets: 0, polls: 0, posts: 0 }
-    if (blockWebSocket) await page.addInitScript(() => { delete window.WebSocket })
+    if (blockWebSocket === true) await page.addInitScript(() => { delete window.WebSocket })
+    if (blockWebSocket === 'refused') {
+      await page.addInitScript(() => {
+        const Real = window.WebSocket
+        window.WebSocket = class extends Real {
+          constructor(url, protocols) { super(String(url).replace('/ws/websocket', '/refused/websocket'), protocols) }
+        }
+      })
+    }
     page.on('websocket', () => seen.websockets++)
     page.on('request', (req) => {
       if (new URL(req.url()).pathname === '/ws/longpoll') seen[req.method() === 'POST' ? 'posts' : 'polls']++
     })
     page.on('pageerror', (err) => problems.push(`${name}: page error: ${err.message}`))
     page.on('console', (msg) => {
-      if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) problems.push(`${name}: console error: ${msg.text()}`)
+      if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource') &&
+          !(blockWebSocket === 'refused' && msg.text().includes('/refused/websocket'))) problems.push(`${name}: console error: ${msg.text()}`)
     })
     page.on('response', (res) => {
       if (res.status() >= 400 && new URL(res.url()).pathname !== '/favicon.ico') problems.push(`${name}: HTTP ${res.status()} for ${res.url()}`)
@@ -149,6 +166,25 @@ describe('chat example over long-poll in headless Chromium (WebSocket blocked)',
       assert.deepEqual(problems, [], 'errors in the pages')
     })
   }
+
+  it('a page whose WebSocket upgrade is refused falls back to long-poll (longPollFallbackMs) and chats', async () => {
+    const room = `fb${process.pid}`
+    const blocked = await openChat('gina', { blockWebSocket: 'refused' })
+    const ws = await openChat('hal', { blockWebSocket: false })
+    await joinRoom(blocked, room)
+    await joinRoom(ws, room)
+    await seesOnline(blocked, [['gina', 'online'], ['hal', 'online']])
+    await send(blocked, 'made it through')
+    await seesMessage(ws, 'gina', 'made it through')
+    await send(ws, 'welcome')
+    await seesMessage(blocked, 'hal', 'welcome')
+    assert.ok(blocked.seen.polls >= 2 && blocked.seen.posts >= 1, `long-poll traffic: ${JSON.stringify(blocked.seen)}`)
+    assert.ok(blocked.seen.websockets >= 1, 'the page tried WebSocket first')
+    assert.equal(ws.seen.polls, 0, 'the unblocked page long-polled')
+    await blocked.context.close()
+    await ws.context.close()
+    assert.deepEqual(problems, [], 'errors in the pages')
+  })
 
   it('a long-poll page and a WebSocket page chat, see presence, and see a leave', async () => {
     const room = `lp${process.pid}`
