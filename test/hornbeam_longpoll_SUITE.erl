@@ -25,6 +25,7 @@ all() ->
      a_poll_the_client_abandoned_does_not_keep_the_session_alive,
      buffer_over_max_send_queue_ends_the_session,
      invalid_message_in_a_post_ends_only_that_session,
+     slow_channel_holds_posts_and_too_many_waiting_posts_end_the_session,
      binary_push_arrives_base64_and_binary_replies_are_not_polled,
      origin_check_applies_403,
      connect_refusal_is_403_and_connect_info_names_the_transport,
@@ -84,6 +85,8 @@ testcase_opts(a_poll_the_client_abandoned_does_not_keep_the_session_alive) ->
     #{longpoll_timeout => 1500, longpoll_poll_timeout => 60000};
 testcase_opts(buffer_over_max_send_queue_ends_the_session) ->
     #{max_send_queue => 4096};
+testcase_opts(slow_channel_holds_posts_and_too_many_waiting_posts_end_the_session) ->
+    #{max_pending_events => 2};
 testcase_opts(origin_check_applies_403) ->
     #{public_hosts => [<<"chat.example.com">>]};
 testcase_opts(connect_refusal_is_403_and_connect_info_names_the_transport) ->
@@ -289,6 +292,34 @@ invalid_message_in_a_post_ends_only_that_session(Config) ->
     ?assertEqual(410, Status),
     ?assertMatch(#{<<"status">> := 410}, poll(Port, Bad)),
     ?assertMatch(#{<<"status">> := 204}, poll(Port, Other)).
+
+slow_channel_holds_posts_and_too_many_waiting_posts_end_the_session(Config) ->
+    Port = port(Config),
+    Token = joined_session(Port, <<"room:slow">>),
+    Self = self(),
+    PostAsync = fun(Tag, Msg) ->
+                        spawn_link(fun() -> Self ! {Tag, catch post(Port, Token, [Msg])} end),
+                        timer:sleep(200)
+                end,
+    %% the channel sleeps on the first event; the second reaches
+    %% max_pending_events (2): its POST waits until the channel catches up
+    PostAsync(a, [<<"1">>, <<"2">>, <<"room:slow">>, <<"sleep">>, #{<<"ms">> => 3000}]),
+    receive {a, #{<<"status">> := 200}} -> ok after ?TIMEOUT -> ct:fail(first_post_not_answered) end,
+    PostAsync(b, [<<"1">>, <<"3">>, <<"room:slow">>, <<"echo">>, #{}]),
+    receive {b, _} -> ct:fail(answered_while_the_channel_is_busy) after 500 -> ok end,
+    receive {b, #{<<"status">> := 200}} -> ok after ?TIMEOUT -> ct:fail(second_post_not_answered) end,
+    ?assertMatch([[_, <<"2">>, _, <<"phx_reply">>, _], [_, <<"3">>, _, <<"phx_reply">>, _]],
+                 poll_messages(Port, Token, 2)),
+    %% with the channel busy again, a third waiting POST is over the bound: the session ends
+    Chan = channel_pid(<<"room:slow">>),
+    Mon = monitor(process, Chan),
+    PostAsync(c, [<<"1">>, <<"4">>, <<"room:slow">>, <<"sleep">>, #{<<"ms">> => 3000}]),
+    PostAsync(d, [<<"1">>, <<"5">>, <<"room:slow">>, <<"echo">>, #{}]),
+    PostAsync(e, [<<"1">>, <<"6">>, <<"room:slow">>, <<"echo">>, #{}]),
+    PostAsync(f, [<<"1">>, <<"7">>, <<"room:slow">>, <<"echo">>, #{}]),
+    receive {'DOWN', Mon, process, Chan, _} -> ok after ?TIMEOUT -> ct:fail(session_not_ended) end,
+    [receive {T, R} -> R after ?TIMEOUT -> ct:fail({no_answer, T}) end || T <- [c, d, e, f]],
+    ?assertMatch(#{<<"status">> := 410}, poll(Port, Token)).
 
 binary_push_arrives_base64_and_binary_replies_are_not_polled(Config) ->
     Port = port(Config),

@@ -33,7 +33,7 @@
 %%
 %% A long-poll session (`hornbeam_longpoll') is this same process with
 %% another transport: no TCP socket (`sock = longpoll'), started by
-%% `start_longpoll/1' under `hornbeam_longpoll_sup'. Its writes go to a
+%% `start_longpoll/2' under `hornbeam_longpoll_sup'. Its writes go to a
 %% `hornbeam_longpoll_buffer' that the client's GETs drain, its frames come
 %% from the client's POSTs (`{'$hb_lp_post', ...}'), and the session ends
 %% when nobody polled for `longpoll_timeout'. Everything between (joins,
@@ -204,12 +204,24 @@ handle_info({timeout, _Stale, fragment_timeout}, State) ->
     {noreply, State};
 handle_info({'$hb_lp_poll', From, Ref}, State = #state{sock = longpoll}) ->
     {noreply, lp_poll(From, Ref, State#state{last_recv = now_ms()})};
-handle_info({'$hb_lp_post', From, Ref, Lines}, State = #state{sock = longpoll, held = Held}) ->
+handle_info({'$hb_lp_post', From, Ref, Lines}, State = #state{sock = longpoll, held = Held,
+                                                               lp_posts = Posts, config = Config}) ->
     %% The lines enter as text (or binary) frames would; the POST is answered
-    %% once they are handled (after a max_pending_events pause too).
-    Frames = hornbeam_longpoll:post_frames(Lines, maps:get(max_frame_size, State#state.config)),
-    handle_held(State#state{held = Held ++ Frames, last_recv = now_ms(),
-                            lp_posts = State#state.lp_posts ++ [{From, Ref}]});
+    %% once they are handled (after a max_pending_events pause too). Where a
+    %% WebSocket client's sends wait in TCP, a long-poll client's wait in
+    %% unanswered POSTs: at most max_pending_events of them (phoenix.js 1.7+
+    %% has one at a time, 1.6 one per message).
+    #{max_frame_size := MaxFrame, max_pending_events := MaxPending} = Config,
+    case length(Posts) >= MaxPending of
+        true ->
+            logger:warning("long-poll client has ~b POSTs waiting (max_pending_events); "
+                           "ending the session", [length(Posts) + 1]),
+            {stop, normal, State#state{closing = true}};
+        false ->
+            Frames = hornbeam_longpoll:post_frames(Lines, MaxFrame),
+            handle_held(State#state{held = Held ++ Frames, last_recv = now_ms(),
+                                    lp_posts = Posts ++ [{From, Ref}]})
+    end;
 handle_info('$hb_lp_flush', State = #state{sock = longpoll, lp = Buf}) ->
     {noreply, lp_flush(State#state{lp = hornbeam_longpoll_buffer:set_flush(false, Buf)})};
 handle_info({timeout, _Timer, {lp_poll_timeout, Ref}}, State = #state{sock = longpoll, lp = Buf}) ->
