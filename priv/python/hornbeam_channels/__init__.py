@@ -429,7 +429,8 @@ def channels() -> Mapping[str, Channel]:
 
 def on_connect(fn: F) -> F:
     """``fn(params, connect_info) -> ('ok', assigns) | ('error', reason)``:
-    accepts or refuses a WebSocket before any channel is joined."""
+    accepts or refuses a connection (a WebSocket, or a long-poll session:
+    ``connect_info["transport"]`` says which) before any channel is joined."""
     global _connect_handler
     if _connect_handler is not None:
         raise ValueError(f"on_connect is already registered ({handler_name(_connect_handler)})")
