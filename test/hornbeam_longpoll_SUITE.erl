@@ -303,7 +303,7 @@ slow_channel_holds_posts_and_too_many_waiting_posts_end_the_session(Config) ->
                 end,
     %% the channel sleeps on the first event; the second reaches
     %% max_pending_events (2): its POST waits until the channel catches up
-    PostAsync(a, [<<"1">>, <<"2">>, <<"room:slow">>, <<"sleep">>, #{<<"ms">> => 3000}]),
+    PostAsync(a, [<<"1">>, <<"2">>, <<"room:slow">>, <<"sleep">>, #{<<"ms">> => 5000}]),
     receive {a, #{<<"status">> := 200}} -> ok after ?TIMEOUT -> ct:fail(first_post_not_answered) end,
     PostAsync(b, [<<"1">>, <<"3">>, <<"room:slow">>, <<"echo">>, #{}]),
     receive {b, _} -> ct:fail(answered_while_the_channel_is_busy) after 500 -> ok end,
@@ -313,7 +313,7 @@ slow_channel_holds_posts_and_too_many_waiting_posts_end_the_session(Config) ->
     %% with the channel busy again, a third waiting POST is over the bound: the session ends
     Chan = channel_pid(<<"room:slow">>),
     Mon = monitor(process, Chan),
-    PostAsync(c, [<<"1">>, <<"4">>, <<"room:slow">>, <<"sleep">>, #{<<"ms">> => 3000}]),
+    PostAsync(c, [<<"1">>, <<"4">>, <<"room:slow">>, <<"sleep">>, #{<<"ms">> => 10000}]),
     PostAsync(d, [<<"1">>, <<"5">>, <<"room:slow">>, <<"echo">>, #{}]),
     PostAsync(e, [<<"1">>, <<"6">>, <<"room:slow">>, <<"echo">>, #{}]),
     PostAsync(f, [<<"1">>, <<"7">>, <<"room:slow">>, <<"echo">>, #{}]),
