@@ -1,6 +1,7 @@
 %% @doc One serving endpoint, one_for_one, in start order:
 %%   presence   hornbeam_presence_sup   the presence shards
 %%   python     hornbeam_python_sup     the worker pool (only when there is Python to run)
+%%   longpoll   hornbeam_longpoll_sup   long-poll sessions and their token table
 %%   listener   hornbeam_listener_sup   the HTTP listener and its connections
 %%   drainer    hornbeam_drainer        on shutdown, first: stops accepting and closes
 %%                                      the connections in batches (drain_* options)
@@ -81,10 +82,12 @@ init(Opts = #{presence := PresenceOpts, python := Python}) ->
                  type => supervisor, shutdown => infinity},
     Pool = [#{id => python, start => {hornbeam_python_sup, start_link, [Python]},
               type => supervisor, shutdown => infinity} || Python =/= none],
+    LongPoll = #{id => longpoll, start => {hornbeam_longpoll_sup, start_link, []},
+                 type => supervisor, shutdown => infinity},
     Listener = #{id => listener, start => {?MODULE, start_listener, [Opts]},
                  type => supervisor, shutdown => infinity},
     %% Last, so it terminates first: it drains the listener's connections.
     {ok, Drain} = hornbeam_drainer:options(maps:get(drain, Opts, #{})),
     Drainer = hornbeam_drainer:child_spec(maps:get(ref, maps:get(listener, Opts)), Drain),
     {ok, {#{strategy => one_for_one, intensity => 5, period => 30},
-          [Presence] ++ Pool ++ [Listener, Drainer]}}.
+          [Presence] ++ Pool ++ [LongPoll, Listener, Drainer]}}.

@@ -19,6 +19,12 @@ export class Socket {
     reconnectAfterMs: Backoff;
     rejoinAfterMs: Backoff;
     transport: Transport | null;
+    /** @type {number | null} */
+    longPollFallbackMs: number | null;
+    /** @private @type {any} */
+    private fallbackTimer;
+    /** @private whether the current connection has opened */
+    private connOpened;
     vsn: string;
     /** @type {(() => string) | null} */
     authToken: (() => string) | null;
@@ -94,6 +100,12 @@ export class Socket {
     private addCallback;
     /** @private @param {'open' | 'close' | 'error' | 'message'} kind @param {any} [arg] */
     private trigger;
+    /**
+     * The WebSocket did not open in time, or failed before it opened: use
+     * LongPoll from now on (longPollFallbackMs). @private
+     * @param {TransportConnection} conn @param {any} reason
+     */
+    private fallBack;
     /** @private */
     private onConnOpen;
     /** @private @param {any} error */
@@ -109,6 +121,65 @@ export class Socket {
     private scheduleHeartbeat;
     /** @private */
     private heartbeat;
+}
+/**
+ * phoenix.js's long-poll protocol (`<endpoint>/longpoll`) behind the
+ * WebSocket API, so `Socket` uses it as it uses a WebSocket: a GET without
+ * a token opens a session (`{status: 410, token}`), each GET with it waits
+ * for messages (200, or 204 for none), sends are batched into ndjson POSTs
+ * (an ArrayBuffer as its binary frame in base64). The session's end (410),
+ * a refusal (403) or a failed request closes it, and `Socket` reconnects.
+ * The server sends no binary message over long-poll. `authToken` goes in the
+ * `X-Phoenix-AuthToken` header, so over long-poll it must be Latin-1 text.
+ * Needs `fetch` and `AbortController` (browsers, Node 18+).
+ */
+export class LongPoll {
+    /** @param {string} url a `ws(s)://host/path/websocket?...` URL @param {string[]} [protocols] */
+    constructor(url: string, protocols?: string[]);
+    /** @private */
+    private url;
+    /** @private @type {string | null} */
+    private authToken;
+    /** @type {string | null} the session's token, once the server gave one */
+    token: string | null;
+    readyState: number;
+    binaryType: string;
+    /** Milliseconds a request may take (a poll waits up to the server's longpoll_poll_timeout). */
+    timeout: number;
+    /** @type {((event: any) => void) | null} */
+    onopen: ((event: any) => void) | null;
+    /** @type {((event: any) => void) | null} */
+    onclose: ((event: any) => void) | null;
+    /** @type {((event: any) => void) | null} */
+    onerror: ((event: any) => void) | null;
+    /** @type {((event: { data: any }) => void) | null} */
+    onmessage: ((event: {
+        data: any;
+    }) => void) | null;
+    /** @private @type {string[]} */
+    private outbox;
+    /** @private */
+    private posting;
+    /** @private @type {Set<AbortController>} */
+    private requests;
+    /** @param {string | ArrayBuffer} data */
+    send(data: string | ArrayBuffer): void;
+    /** @param {number} [code] @param {string} [reason] */
+    close(code?: number, reason?: string): void;
+    /** @private @param {number} code @param {string} reason @param {boolean} wasClean */
+    private end;
+    /** @private @param {any} error @param {number} code @param {string} reason */
+    private fail;
+    /** @private */
+    private poll;
+    /** @private */
+    private post;
+    /**
+     * One request; its JSON answer, or null when it failed or timed out.
+     * @private @param {string} method @param {Record<string, string>} headers @param {string} [body]
+     * @returns {Promise<any>}
+     */
+    private request;
 }
 /**
  * A message sent on a channel, and what came back: `receive(status, cb)`
@@ -389,9 +460,16 @@ export type SocketOptions = {
      */
     rejoinAfterMs?: Backoff | undefined;
     /**
-     * WebSocket constructor (default `globalThis.WebSocket`).
+     * WebSocket constructor (default `globalThis.WebSocket`,
+     * or `LongPoll` where there is none); `LongPoll` always long-polls.
      */
     transport?: Transport | undefined;
+    /**
+     * As phoenix.js 1.8: when the WebSocket has not
+     * opened within this many ms, or fails before it opened, switch to `LongPoll` (for
+     * this socket's reconnects too). Off by default.
+     */
+    longPollFallbackMs?: number | undefined;
     /**
      * Protocol version sent as `vsn` (`"2.0.0"`).
      */

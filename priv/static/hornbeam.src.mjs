@@ -52,7 +52,11 @@
  *   ±this fraction of it (0.5: 50–150 %), so the clients of a server that closed them
  *   all (a deploy, a restart) do not come back in the same instant; 0 turns it off.
  * @property {Backoff} [rejoinAfterMs] Delay before rejoin try n of a channel.
- * @property {Transport} [transport] WebSocket constructor (default `globalThis.WebSocket`).
+ * @property {Transport} [transport] WebSocket constructor (default `globalThis.WebSocket`,
+ *   or `LongPoll` where there is none); `LongPoll` always long-polls.
+ * @property {number} [longPollFallbackMs] As phoenix.js 1.8: when the WebSocket has not
+ *   opened within this many ms, or fails before it opened, switch to `LongPoll` (for
+ *   this socket's reconnects too). Off by default.
  * @property {string} [vsn] Protocol version sent as `vsn` (`"2.0.0"`).
  * @property {string | (() => string)} [authToken] A token for the server's connect
  *   handler (`connect_info["auth_token"]`), sent as phoenix.js does: in the
@@ -248,6 +252,12 @@ export class Socket {
     this.reconnectAfterMs = opts.reconnectAfterMs || stepsThen([10, 50, 100, 150, 200, 250, 500, 1000, 2000], 5000)
     this.rejoinAfterMs = opts.rejoinAfterMs || stepsThen([1000, 2000, 5000], 10000)
     this.transport = opts.transport || null
+    /** @type {number | null} */
+    this.longPollFallbackMs = opts.longPollFallbackMs ?? null
+    /** @private @type {any} */
+    this.fallbackTimer = null
+    /** @private whether the current connection has opened */
+    this.connOpened = false
     this.vsn = opts.vsn || DEFAULT_VSN
     /** @type {(() => string) | null} */
     this.authToken = opts.authToken ? asFunction(opts.authToken) : null
@@ -286,8 +296,7 @@ export class Socket {
   connect() {
     this.closeRequested = false
     if (this.conn) return
-    const Transport = this.transport || /** @type {any} */ (globalThis).WebSocket
-    if (!Transport) throw new Error('Hornbeam: no WebSocket here; pass { transport: WebSocket } (from the ws package in Node)')
+    const Transport = this.transport || /** @type {any} */ (globalThis).WebSocket || LongPoll
     const url = this.endPointURL()
     this.log('transport', `connecting to ${url}`)
     const conn = /** @type {TransportConnection} */ (this.authToken
@@ -295,9 +304,14 @@ export class Socket {
       : new Transport(url))
     conn.binaryType = 'arraybuffer'
     this.conn = conn
+    this.connOpened = false
+    const fallbackMs = Transport === LongPoll ? null : this.longPollFallbackMs
+    if (fallbackMs !== null) this.fallbackTimer = setTimeout(() => this.fallBack(conn, 'timeout'), fallbackMs)
+    // Before it opened, a failing WebSocket means: long-poll (with longPollFallbackMs).
+    const failsOver = () => fallbackMs !== null && !this.connOpened
     conn.onopen = () => conn === this.conn && this.onConnOpen()
-    conn.onclose = (event) => conn === this.conn && this.onConnLost(event)
-    conn.onerror = (error) => conn === this.conn && this.onConnError(error)
+    conn.onclose = (event) => conn === this.conn && (failsOver() ? this.fallBack(conn, event) : this.onConnLost(event))
+    conn.onerror = (error) => conn === this.conn && (failsOver() ? this.fallBack(conn, error) : this.onConnError(error))
     conn.onmessage = (event) => conn === this.conn && this.onConnMessage(event)
   }
 
@@ -405,8 +419,26 @@ export class Socket {
     for (const [, callback] of this.callbacks[kind]) callback(arg)
   }
 
+  /**
+   * The WebSocket did not open in time, or failed before it opened: use
+   * LongPoll from now on (longPollFallbackMs). @private
+   * @param {TransportConnection} conn @param {any} reason
+   */
+  fallBack(conn, reason) {
+    if (conn !== this.conn) return
+    this.log('transport', 'falling back to LongPoll', reason)
+    clearTimeout(this.fallbackTimer)
+    this.conn = null // its events are ignored from now on
+    try { conn.close() } catch (_) { /* not open */ }
+    this.transport = LongPoll
+    this.trigger('error', reason)
+    this.connect()
+  }
+
   /** @private */
   onConnOpen() {
+    clearTimeout(this.fallbackTimer)
+    this.connOpened = true
     this.log('transport', 'connected')
     this.reconnectTimer.reset()
     const buffered = this.sendBuffer
@@ -484,6 +516,157 @@ export class Socket {
     this.push({ join_ref: null, ref: this.pendingHeartbeatRef, topic: 'phoenix', event: 'heartbeat', payload: {} })
     this.scheduleHeartbeat()
   }
+}
+
+const MAX_LONGPOLL_BATCH = 100 // messages per POST, as phoenix.js
+
+/**
+ * phoenix.js's long-poll protocol (`<endpoint>/longpoll`) behind the
+ * WebSocket API, so `Socket` uses it as it uses a WebSocket: a GET without
+ * a token opens a session (`{status: 410, token}`), each GET with it waits
+ * for messages (200, or 204 for none), sends are batched into ndjson POSTs
+ * (an ArrayBuffer as its binary frame in base64). The session's end (410),
+ * a refusal (403) or a failed request closes it, and `Socket` reconnects.
+ * The server sends no binary message over long-poll. `authToken` goes in the
+ * `X-Phoenix-AuthToken` header, so over long-poll it must be Latin-1 text.
+ * Needs `fetch` and `AbortController` (browsers, Node 18+).
+ */
+export class LongPoll {
+  /** @param {string} url a `ws(s)://host/path/websocket?...` URL @param {string[]} [protocols] */
+  constructor(url, protocols) {
+    const target = new URL(url)
+    target.protocol = target.protocol === 'wss:' ? 'https:' : 'http:'
+    target.pathname = target.pathname.replace(/\/websocket$/, '/longpoll')
+    /** @private */
+    this.url = target
+    /** @private @type {string | null} */
+    this.authToken = null
+    const offered = protocols && protocols[1]
+    if (offered && offered.startsWith(AUTH_TOKEN_PREFIX)) this.authToken = fromBase64url(offered.slice(AUTH_TOKEN_PREFIX.length))
+    /** @type {string | null} the session's token, once the server gave one */
+    this.token = null
+    this.readyState = 0
+    this.binaryType = 'arraybuffer'
+    /** Milliseconds a request may take (a poll waits up to the server's longpoll_poll_timeout). */
+    this.timeout = 20000
+    /** @type {((event: any) => void) | null} */
+    this.onopen = null
+    /** @type {((event: any) => void) | null} */
+    this.onclose = null
+    /** @type {((event: any) => void) | null} */
+    this.onerror = null
+    /** @type {((event: { data: any }) => void) | null} */
+    this.onmessage = null
+    /** @private @type {string[]} */
+    this.outbox = []
+    /** @private */
+    this.posting = false
+    /** @private @type {Set<AbortController>} */
+    this.requests = new Set()
+    setTimeout(() => this.poll(), 0)
+  }
+
+  /** @param {string | ArrayBuffer} data */
+  send(data) {
+    this.outbox.push(typeof data === 'string' ? data : toBase64(data))
+    if (!this.posting) {
+      this.posting = true
+      setTimeout(() => this.post(), 0) // one POST for what this tick sends
+    }
+  }
+
+  /** @param {number} [code] @param {string} [reason] */
+  close(code = WS_CLOSE_NORMAL, reason = '') {
+    this.end(code, reason, true)
+  }
+
+  /** @private @param {number} code @param {string} reason @param {boolean} wasClean */
+  end(code, reason, wasClean) {
+    if (this.readyState === 3) return
+    this.readyState = 3
+    for (const controller of this.requests) controller.abort()
+    this.requests.clear()
+    this.outbox = []
+    // asynchronous, like a WebSocket's close event
+    setTimeout(() => this.onclose && this.onclose({ code, reason, wasClean }), 0)
+  }
+
+  /** @private @param {any} error @param {number} code @param {string} reason */
+  fail(error, code, reason) {
+    if (this.readyState === 3) return
+    if (this.onerror) this.onerror(error)
+    this.end(code, reason, false)
+  }
+
+  /** @private */
+  async poll() {
+    if (this.readyState > 1) return
+    const resp = await this.request('GET', { Accept: 'application/json' })
+    if (this.readyState > 1) return
+    const status = resp ? resp.status : 0
+    if (status === 410 && this.token !== null) return this.fail('session gone', 3410, 'session_gone')
+    if (resp && resp.token) this.token = resp.token
+    if (status === 410) {
+      this.readyState = 1
+      if (this.onopen) this.onopen({})
+    } else if (status === 200) {
+      for (const data of resp.messages) {
+        if (this.readyState !== 1) return
+        if (this.onmessage) this.onmessage({ data })
+      }
+    } else if (status === 403) {
+      return this.fail(403, 1008, 'forbidden')
+    } else if (status !== 204) {
+      return this.fail(status || 'network error', 1011, 'internal server error')
+    }
+    this.poll()
+  }
+
+  /** @private */
+  async post() {
+    while (this.outbox.length > 0 && this.readyState === 1) {
+      const batch = this.outbox.splice(0, MAX_LONGPOLL_BATCH)
+      const resp = await this.request('POST', { 'Content-Type': 'application/x-ndjson' }, batch.join('\n'))
+      if (!resp || resp.status !== 200) return this.fail(resp ? resp.status : 'network error', 1011, 'internal server error')
+    }
+    this.posting = false
+  }
+
+  /**
+   * One request; its JSON answer, or null when it failed or timed out.
+   * @private @param {string} method @param {Record<string, string>} headers @param {string} [body]
+   * @returns {Promise<any>}
+   */
+  async request(method, headers, body) {
+    const url = new URL(this.url.href)
+    if (this.token) url.searchParams.set('token', this.token)
+    if (this.authToken) headers['X-Phoenix-AuthToken'] = this.authToken
+    const controller = new AbortController()
+    this.requests.add(controller)
+    const timer = setTimeout(() => controller.abort(), this.timeout)
+    try {
+      const response = await fetch(url.href, { method, headers, body, signal: controller.signal })
+      return JSON.parse(await response.text())
+    } catch (_) {
+      return null
+    } finally {
+      clearTimeout(timer)
+      this.requests.delete(controller)
+    }
+  }
+}
+
+/** @param {string} text unpadded base64url of UTF-8 bytes @returns {string} */
+function fromBase64url(text) {
+  const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/'))
+  return new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)))
+}
+
+/** @param {ArrayBuffer} buffer @returns {string} */
+function toBase64(buffer) {
+  let binary = ''
+  for (const byte of new Uint8Array(buffer)) binary += String.fromCharCode(byte)
+  return btoa(binary)
 }
 
 /**

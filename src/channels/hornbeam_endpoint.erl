@@ -1,12 +1,13 @@
 %% @doc The endpoint: what the HTTP layer calls for each request. WebSocket
 %% upgrades on `ws_path' (and `ws_path ++ "/websocket"', for phoenix.js)
-%% become `hornbeam_socket' processes; other paths answer 404 until an app
+%% become `hornbeam_socket' processes; `ws_path ++ "/longpoll"' is the
+%% long-poll transport (`hornbeam_longpoll'); other paths answer 404 until an app
 %% serves HTTP. Holds the endpoint's configuration (limits, routes) in one
 %% map, built once by `config/1' and stored in `persistent_term'.
 -module(hornbeam_endpoint).
 -behaviour(hornbeam_http_handler).
 
--export([config/1, defaults/0, route/2, check_socket_id/1]).
+-export([config/1, defaults/0, route/2, check_socket_id/1, vsn_ok/1, connect_conn/5]).
 -export([handle_http/2, websocket_upgrade/2, websocket_enter/3]).
 
 -type config() :: #{
@@ -23,6 +24,9 @@
     hibernate_after := timeout(),
     write_batch_frames := pos_integer(),
     write_batch_bytes := pos_integer(),
+    longpoll_timeout := pos_integer(),
+    longpoll_poll_timeout := pos_integer(),
+    longpoll_max_sessions := non_neg_integer(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
     %% {ok, Assigns, SocketId}: the socket id (hornbeam:disconnect/1), binary or undefined
@@ -49,6 +53,9 @@ defaults() ->
       hibernate_after => 5000,                 %% ms idle before a socket/channel process hibernates
       write_batch_frames => 64,                %% frames already waiting that one socket write takes
       write_batch_bytes => 65536,              %% bytes one socket write takes (stops after the frame past it)
+      longpoll_timeout => 20000,               %% ms a long-poll session lives without a poll → it ends
+      longpoll_poll_timeout => 10000,          %% ms a poll waits for messages → answered 204 (none)
+      longpoll_max_sessions => 100000,         %% long-poll sessions on this node → new ones refused
       channels => [],                          %% [{Pattern, Module}] Erlang channels
       connect => undefined,
       api_key => undefined}.                   %% HTTP publishing API key (hornbeam_api); none: no API
@@ -134,6 +141,12 @@ route(#{router := Router, handlers := Handlers}, Topic) ->
 -spec handle_http(hornbeam_http_req:req(), config()) ->
     {100..599, [{binary(), iodata()}], iodata()} | {loop, module(), term()}.
 handle_http(Req = #{path := Path}, Config) ->
+    case hornbeam_longpoll:is_longpoll_path(Path, Config) of
+        true -> hornbeam_longpoll:handle(Req, Config);
+        false -> handle_other_http(Req, Path, Config)
+    end.
+
+handle_other_http(Req, Path, Config) ->
     case is_ws_path(Path, Config) of
         true -> {400, [{<<"content-type">>, <<"text/plain">>}],
                  <<"this endpoint speaks WebSocket only\n">>};
@@ -171,11 +184,8 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
     end.
 
 connect_upgrade(Req, Params, Echo, AuthToken, Config) ->
-    ConnectInfo = (connect_info(Req))#{auth_token => AuthToken},
-    case connect(Config, Params, ConnectInfo) of
-        {ok, Assigns, SocketId} ->
-            Conn = #{id => new_id(), socket_id => SocketId, params => Params, assigns => Assigns,
-                     connect_info => ConnectInfo, endpoint => Config},
+    case connect_conn(Req, Params, AuthToken, websocket, Config) of
+        {ok, Conn} ->
             %% The client offered `phoenix' (and its token): name the one we
             %% speak, or `ws' and browsers abort the handshake.
             Headers = case Echo of
@@ -185,9 +195,28 @@ connect_upgrade(Req, Params, Echo, AuthToken, Config) ->
             {ok, Conn, Headers};
         {error, overloaded} ->
             refuse(503, <<"server overloaded, try again later\n">>);
-        {error, Reason} ->
-            logger:info("WebSocket refused by connect: ~0p", [Reason]),
+        {error, _} ->
             refuse(403, <<"connection refused\n">>)
+    end.
+
+%% @doc Run the endpoint's `connect' for a new connection over Transport and
+%% build its conn_info (`connect_info' carries `transport').
+-spec connect_conn(hornbeam_http_req:req(), map(), binary() | undefined,
+                   websocket | longpoll, config()) ->
+    {ok, hornbeam_socket:conn_info()} | {error, term()}.
+connect_conn(Req, Params, AuthToken, Transport, Config) ->
+    ConnectInfo = (connect_info(Req))#{auth_token => AuthToken, transport => Transport},
+    case connect(Config, Params, ConnectInfo) of
+        {ok, Assigns, SocketId} ->
+            {ok, #{id => new_id(), socket_id => SocketId, params => Params, assigns => Assigns,
+                   connect_info => ConnectInfo, endpoint => Config}};
+        {error, overloaded} ->
+            {error, overloaded};
+        {error, Reason} ->
+            logger:info("~s refused by connect: ~0p",
+                        [case Transport of websocket -> "WebSocket"; longpoll -> "long-poll" end,
+                         Reason]),
+            {error, Reason}
     end.
 
 -spec websocket_enter(gen_tcp:socket(), binary(), hornbeam_socket:conn_info()) -> no_return().
@@ -208,6 +237,8 @@ trim_slash(Path) ->
         _ -> Path
     end.
 
+%% @doc Whether the client's `vsn' param (if any) is one we speak (2.x).
+-spec vsn_ok(map()) -> boolean().
 vsn_ok(#{<<"vsn">> := <<"2.", _/binary>>}) -> true;
 vsn_ok(#{<<"vsn">> := <<"2">>}) -> true;
 vsn_ok(#{<<"vsn">> := _}) -> false;

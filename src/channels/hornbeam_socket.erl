@@ -31,10 +31,18 @@
 %%     else the client is closed with 1008. The clock restarts when a message
 %%     completes, not when a ping arrives between fragments.</li>
 %% </ul>
+%%
+%% A long-poll session (`hornbeam_longpoll') is this same process with
+%% another transport: no TCP socket (`sock = longpoll'), started by
+%% `start_longpoll/2' under `hornbeam_longpoll_sup'. Its writes go to a
+%% `hornbeam_longpoll_buffer' that the client's GETs drain, its frames come
+%% from the client's POSTs (`{'$hb_lp_post', ...}'), and the session ends
+%% when nobody polled for `longpoll_timeout'. Everything between (joins,
+%% events, broadcasts, limits) is the code below, shared.
 -module(hornbeam_socket).
 -behaviour(gen_server).
 
--export([enter/3]).
+-export([enter/3, start_longpoll/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -type conn_info() :: #{
@@ -64,8 +72,9 @@
 }).
 
 -record(state, {
-    sock :: gen_tcp:socket(),
-    decoder :: hornbeam_nif:ws_decoder(),
+    %% the transport: a TCP socket, or a long-poll session's buffer in `lp'
+    sock :: gen_tcp:socket() | longpoll,
+    decoder :: hornbeam_nif:ws_decoder() | undefined,
     id :: binary(),
     socket_id :: hornbeam_endpoint:socket_id(),
     params :: map(),
@@ -88,7 +97,12 @@
     %% the socket is in `{active, ?ACTIVE_N}' (not passive, not paused)
     active = false :: boolean(),
     %% port_commands whose inet_reply has not arrived yet
-    unacked = 0 :: non_neg_integer()
+    unacked = 0 :: non_neg_integer(),
+    %% long-poll only: what the next poll takes, the POSTs waiting for their
+    %% answer (after their messages are handled), the session's registry key
+    lp = undefined :: hornbeam_longpoll_buffer:buf() | undefined,
+    lp_posts = [] :: [{pid(), reference()}],
+    lp_key = undefined :: binary() | undefined
 }).
 
 %% @doc Become the WebSocket process for Sock (already upgraded). Never returns.
@@ -108,14 +122,31 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     State = #state{sock = Sock, decoder = hornbeam_nif:ws_decoder_new(MaxFrame),
                    id = Id, socket_id = SocketId, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
                    config = Config, last_recv = now_ms()},
-    schedule_heartbeat_check(Config),
+    schedule_heartbeat_check(State),
     self() ! {'$hb_data', Buffered},
     %% Drop what the HTTP request left on the heap; idle connections
     %% hibernate (most of a socket's life is waiting for a heartbeat).
     erlang:garbage_collect(),
     gen_server:enter_loop(?MODULE, [{hibernate_after, maps:get(hibernate_after, Config)}], State).
 
--spec init(term()) -> {stop, not_started_this_way}.
+%% @doc Start a long-poll session (from `hornbeam_longpoll_sup'); Key is its
+%% registry key (`hornbeam_longpoll:register/2').
+-spec start_longpoll(conn_info(), binary()) -> {ok, pid()} | {error, term()}.
+start_longpoll(Conn = #{endpoint := Config}, Key) ->
+    gen_server:start_link(?MODULE, {longpoll, Conn, Key},
+                          [{hibernate_after, maps:get(hibernate_after, Config)}]).
+
+-spec init(term()) -> {ok, #state{}} | {stop, not_started_this_way}.
+init({longpoll, Conn = #{id := Id, endpoint := Config}, Key}) ->
+    logger:update_process_metadata(#{conn_id => Id, transport => longpoll}),
+    process_flag(trap_exit, true),
+    ok = hornbeam_longpoll:register(Key, self()),
+    State = #state{sock = longpoll, decoder = undefined, id = Id,
+                   params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
+                   config = Config, last_recv = now_ms(),
+                   lp = hornbeam_longpoll_buffer:new(), lp_key = Key},
+    schedule_heartbeat_check(State),
+    {ok, State};
 init(_) -> {stop, not_started_this_way}.
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
@@ -189,6 +220,62 @@ handle_info({timeout, Timer, fragment_timeout}, State = #state{fragment_timer = 
     end;
 handle_info({timeout, _Stale, fragment_timeout}, State) ->
     {noreply, State};
+handle_info({'$hb_lp_poll', From, Ref}, State = #state{sock = longpoll}) ->
+    {noreply, lp_poll(From, Ref, State#state{last_recv = now_ms()})};
+handle_info({'$hb_lp_post', From, Ref, Lines}, State = #state{sock = longpoll, held = Held,
+                                                               lp_posts = Posts, config = Config}) ->
+    %% The lines enter as text (or binary) frames would; the POST is answered
+    %% once they are handled (after a max_pending_events pause too). Where a
+    %% WebSocket client's sends wait in TCP, a long-poll client's wait in
+    %% unanswered POSTs: at most max_pending_events of them (phoenix.js 1.7+
+    %% has one at a time, 1.6 one per message).
+    #{max_frame_size := MaxFrame, max_pending_events := MaxPending} = Config,
+    case length(Posts) >= MaxPending of
+        true ->
+            logger:warning("long-poll client has ~b POSTs waiting (max_pending_events); "
+                           "ending the session", [length(Posts) + 1]),
+            {stop, normal, State#state{closing = true}};
+        false ->
+            Frames = hornbeam_longpoll:post_frames(Lines, MaxFrame),
+            handle_held(State#state{held = Held ++ Frames, last_recv = now_ms(),
+                                    lp_posts = Posts ++ [{From, Ref}]})
+    end;
+handle_info('$hb_lp_flush', State = #state{sock = longpoll, lp = Buf}) ->
+    {noreply, lp_flush(State#state{lp = hornbeam_longpoll_buffer:set_flush(false, Buf)})};
+handle_info({timeout, _Timer, {lp_poll_timeout, Ref}}, State = #state{sock = longpoll, lp = Buf}) ->
+    case hornbeam_longpoll_buffer:poll(Buf) of
+        {From, Ref, _} ->
+            From ! {'$hb_lp_messages', Ref, []},
+            {noreply, State#state{lp = hornbeam_longpoll_buffer:set_poll(undefined, Buf),
+                                  last_recv = now_ms()}};
+        _ ->
+            {noreply, State}
+    end;
+handle_info({'$hb_lp_cancel', Ref}, State = #state{sock = longpoll, lp = Buf}) ->
+    %% The client went away from its poll: from now on the idle clock runs.
+    case hornbeam_longpoll_buffer:poll(Buf) of
+        {_From, Ref, Timer} ->
+            cancel_timer(Timer),
+            {noreply, State#state{lp = hornbeam_longpoll_buffer:set_poll(undefined, Buf),
+                                  last_recv = now_ms()}};
+        _ ->
+            {noreply, State}
+    end;
+handle_info({timeout, _, heartbeat_check}, State = #state{sock = longpoll, config = Config,
+                                                          last_recv = Last, lp = Buf}) ->
+    %% phoenix.js sends no heartbeat over long-poll: the polls are the sign
+    %% of life. A session nobody polled for longpoll_timeout ends (its
+    %% channels leave, as on a closed WebSocket).
+    #{longpoll_timeout := Timeout} = Config,
+    Polling = hornbeam_longpoll_buffer:poll(Buf) =/= undefined,
+    case not Polling andalso now_ms() - Last >= Timeout andalso State#state.paused_on =:= undefined of
+        true ->
+            logger:info("long-poll session not polled for ~b ms (longpoll_timeout); ending", [Timeout]),
+            {stop, normal, State#state{closing = true}};
+        false ->
+            schedule_heartbeat_check(State),
+            {noreply, State}
+    end;
 handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_recv = Last}) ->
     #{heartbeat_timeout := Timeout} = Config,
     %% While paused on a channel the client's messages wait unread: not its silence.
@@ -201,7 +288,7 @@ handle_info({timeout, _, heartbeat_check}, State = #state{config = Config, last_
             logger:info("no message for ~b ms (heartbeat_timeout); closing with 1008", [Timeout]),
             close(1008, <<"heartbeat timeout">>, State);
         false ->
-            schedule_heartbeat_check(Config),
+            schedule_heartbeat_check(State),
             {noreply, State}
     end;
 handle_info({'$hb_disconnect', SocketId}, State = #state{socket_id = SocketId}) ->
@@ -221,6 +308,10 @@ handle_info(Msg, State) ->
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
+terminate(_Reason, #state{sock = longpoll, lp_key = Key}) ->
+    %% A waiting GET sees this process go (its monitor): 410, the client's
+    %% sign that the session is gone, after which it reconnects and rejoins.
+    hornbeam_longpoll:unregister(Key);
 terminate(Reason, State = #state{sock = Sock, closing = Closing}) ->
     case {Closing, Reason} of
         {false, shutdown} -> going_away(State);
@@ -248,6 +339,9 @@ received(Data, State = #state{decoder = Decoder, held = Held}) ->
 %% a channel reached max_pending_events (then wait for its '$hb_done').
 handle_held(State = #state{paused_on = Pid}) when is_pid(Pid) ->
     {noreply, State};
+handle_held(State = #state{held = [], sock = longpoll, lp_posts = Posts}) ->
+    _ = [From ! {'$hb_lp_posted', Ref} || {From, Ref} <- Posts],
+    {noreply, State#state{lp_posts = []}};
 handle_held(State = #state{held = [], active = true}) ->
     {noreply, State};
 handle_held(State = #state{held = [], sock = Sock}) ->
@@ -607,6 +701,8 @@ do_write(Frame, State) ->
 %% N: how many frames Frame holds (hornbeam_messages_out_total).
 do_write(_Frame, _N, State = #state{closing = true}) ->
     State;
+do_write(Frames, _N, State = #state{sock = longpoll}) ->
+    lp_write(Frames, State);
 do_write(Frame, N, State = #state{sock = Sock}) ->
     case send_now(Frame, State) of
         true ->
@@ -621,6 +717,8 @@ do_write(Frame, N, State = #state{sock = Sock}) ->
             State#state{closing = true}
     end.
 
+send_now(_Frame, #state{sock = longpoll}) ->
+    true;   %% close frames: a session that ends answers its waiting GET with 410
 send_now(Frame, #state{sock = Sock}) ->
     try erlang:port_command(Sock, Frame, [nosuspend])
     catch error:badarg -> true   %% socket already closed; tcp_closed follows
@@ -640,7 +738,68 @@ valid_utf8_prefix(Bin) ->
         {_, Good, _} -> Good
     end.
 
-schedule_heartbeat_check(#{heartbeat_timeout := Timeout}) ->
+schedule_heartbeat_check(#state{sock = longpoll, config = #{longpoll_timeout := Timeout}}) ->
+    erlang:start_timer(max(100, Timeout div 2), self(), heartbeat_check);
+schedule_heartbeat_check(#state{config = #{heartbeat_timeout := Timeout}}) ->
     erlang:start_timer(max(100, Timeout div 2), self(), heartbeat_check).
+
+%% --- the long-poll transport ------------------------------------------------------
+
+%% A poll: answer it with what waits, or keep it until something comes or
+%% longpoll_poll_timeout (then it gets no messages: 204). A second poll
+%% while one waits answers the first with nothing.
+lp_poll(From, Ref, State = #state{lp = Buf0, config = Config}) ->
+    Buf = case hornbeam_longpoll_buffer:poll(Buf0) of
+              undefined -> Buf0;
+              {OldFrom, OldRef, OldTimer} ->
+                  cancel_timer(OldTimer),
+                  OldFrom ! {'$hb_lp_messages', OldRef, []},
+                  hornbeam_longpoll_buffer:set_poll(undefined, Buf0)
+          end,
+    case hornbeam_longpoll_buffer:take(Buf) of
+        {[], _} ->
+            #{longpoll_poll_timeout := PollTimeout} = Config,
+            Timer = erlang:start_timer(PollTimeout, self(), {lp_poll_timeout, Ref}),
+            State#state{lp = hornbeam_longpoll_buffer:set_poll({From, Ref, Timer}, Buf)};
+        {Messages, Buf1} ->
+            From ! {'$hb_lp_messages', Ref, Messages},
+            State#state{lp = Buf1}
+    end.
+
+%% The waiting poll takes everything buffered. Called through a message to
+%% self: the frames already in the mailbox are buffered first and go with it.
+lp_flush(State = #state{lp = Buf}) ->
+    case hornbeam_longpoll_buffer:poll(Buf) of
+        {From, Ref, Timer} ->
+            case hornbeam_longpoll_buffer:take(Buf) of
+                {[], _} -> State;
+                {Messages, Buf1} ->
+                    cancel_timer(Timer),
+                    From ! {'$hb_lp_messages', Ref, Messages},
+                    State#state{lp = hornbeam_longpoll_buffer:set_poll(undefined, Buf1),
+                                last_recv = now_ms()}
+            end;
+        undefined ->
+            State
+    end.
+
+lp_write(Frames, State = #state{lp = Buf, config = #{max_send_queue := Max}}) ->
+    case hornbeam_longpoll_buffer:add(Frames, Max, Buf) of
+        {overflow, Buf1} ->
+            logger:warning("long-poll client is not polling: buffer over max_send_queue (~b bytes); "
+                           "ending the session", [Max]),
+            State#state{lp = Buf1, closing = true};
+        {Outcome, Buf1} ->
+            _ = Outcome =:= ok orelse
+                logger:info("a binary frame cannot travel over long-poll (phoenix.js parses every "
+                            "polled message as JSON); dropped"),
+            case hornbeam_longpoll_buffer:needs_flush(Buf1) of
+                true ->
+                    self() ! '$hb_lp_flush',
+                    State#state{lp = hornbeam_longpoll_buffer:set_flush(true, Buf1)};
+                false ->
+                    State#state{lp = Buf1}
+            end
+    end.
 
 now_ms() -> erlang:monotonic_time(millisecond).

@@ -48,7 +48,8 @@ connect_info(Info) ->
                     T -> T
                 end,
     #{<<"peer">> => Peer, <<"origin">> => Origin, <<"headers">> => Headers,
-      <<"auth_token">> => AuthToken}.
+      <<"auth_token">> => AuthToken,
+      <<"transport">> => atom_to_binary(maps:get(transport, Info, websocket))}.
 
 json(Term) ->
     case hornbeam_nif:json_encode(Term) of

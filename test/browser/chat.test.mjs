@@ -20,68 +20,20 @@
 // scripts/bootstrap.sh); this test reuses that install.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { startChatServer, STEP } from './chat_server.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repoRoot = join(here, '..', '..')
 const CHROMIUM = '/usr/bin/chromium'
-const STEP = 10_000 // the longest any single step may take, in ms
 const SCREENSHOT = join(repoRoot, '_build', 'browser', 'chat.png')
 
 const skip = existsSync(CHROMIUM)
   ? false
   : `${CHROMIUM} is missing (Debian package "chromium", installed by \`make bootstrap\`): browser test skipped`
-
-/**
- * Start the chat example on a free port; resolve once it prints its URL.
- * @returns {Promise<{ url: string, output: () => string, stop: () => Promise<number|string> }>}
- */
-async function startChatServer() {
-  const proc = spawn(join(repoRoot, 'bin', 'hornbeam'), [
-    'run', 'app:app', '--bind', '127.0.0.1:0', '--workers', '1',
-    '--pythonpath', 'examples/channels_chat', '--channel-module', 'app',
-  ], {
-    cwd: repoRoot,
-    env: { ...process.env, ERL_CRASH_DUMP_SECONDS: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  proc.stdout.on('data', (d) => { output += d })
-  proc.stderr.on('data', (d) => { output += d })
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal)))
-
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`bin/hornbeam did not start in ${STEP} ms:\n${output}`)), STEP)
-    const onData = () => {
-      const m = output.match(/hornbeam: serving app:app on (http:\/\/127\.0\.0\.1:\d+)/)
-      if (m) {
-        clearTimeout(timer)
-        proc.stdout.off('data', onData)
-        resolve(m[1])
-      }
-    }
-    proc.stdout.on('data', onData)
-    exited.then((status) => {
-      clearTimeout(timer)
-      reject(new Error(`bin/hornbeam exited (${status}) before it listened:\n${output}`))
-    })
-  })
-
-  /** SIGINT (a graceful stop), then wait for the exit; SIGKILL only if it hangs. */
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return exited
-    proc.kill('SIGINT')
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 2 * STEP)
-    const status = await exited
-    clearTimeout(timer)
-    return status
-  }
-  return { url, output: () => output, stop }
-}
 
 describe('channels chat example in headless Chromium', { skip, timeout: 120_000 }, () => {
   let server

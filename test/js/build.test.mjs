@@ -19,15 +19,15 @@ describe('priv/static', () => {
     assert.deepEqual(staleFiles(), [])
   })
 
-  it('hornbeam.mjs exports Socket, Channel, Push and Presence', () => {
-    assert.deepEqual(Object.keys(esm).sort(), ['Channel', 'Presence', 'Push', 'Socket'])
+  it('hornbeam.mjs exports Socket, Channel, Push, Presence and LongPoll', () => {
+    assert.deepEqual(Object.keys(esm).sort(), ['Channel', 'LongPoll', 'Presence', 'Push', 'Socket'])
   })
 
   it('hornbeam.js, run as a plain <script>, defines the global Hornbeam', () => {
     const page = vm.createContext({ location: new URL('https://app.test/chat'), URL })
     vm.runInContext(readFileSync(join(staticDir, 'hornbeam.js'), 'utf8'), page, { filename: 'hornbeam.js' })
     const Hornbeam = vm.runInContext('Hornbeam', page)
-    assert.deepEqual(Object.keys(Hornbeam).sort(), ['Channel', 'Presence', 'Push', 'Socket'])
+    assert.deepEqual(Object.keys(Hornbeam).sort(), ['Channel', 'LongPoll', 'Presence', 'Push', 'Socket'])
     assert.equal(new Hornbeam.Socket('/ws', { params: { token: 't' } }).endPointURL(), 'wss://app.test/ws/websocket?token=t&vsn=2.0.0')
     const state = Hornbeam.Presence.syncDiff({}, { joins: { a: { metas: [{ phx_ref: '1' }] } }, leaves: {} })
     assert.deepEqual(Object.keys(state), ['a'])
@@ -35,7 +35,7 @@ describe('priv/static', () => {
 
   it('hornbeam.js under CommonJS require() exports the same four classes', () => {
     const cjs = createRequire(import.meta.url)('../../priv/static/hornbeam.js')
-    assert.deepEqual(Object.keys(cjs).sort(), ['Channel', 'Presence', 'Push', 'Socket'])
+    assert.deepEqual(Object.keys(cjs).sort(), ['Channel', 'LongPoll', 'Presence', 'Push', 'Socket'])
   })
 })
 

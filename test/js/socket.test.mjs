@@ -2,7 +2,7 @@
 // callbacks. Fake transport and fake clock: no network, no sleeps.
 import { describe, it, beforeEach, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
-import { Socket } from '../../priv/static/hornbeam.mjs'
+import { Socket, LongPoll } from '../../priv/static/hornbeam.mjs'
 import { FakeClock } from './support/fake_clock.mjs'
 import { FakeWebSocket } from './support/fake_transport.mjs'
 
@@ -77,7 +77,11 @@ describe('Socket URL', () => {
     } finally {
       delete globalThis.WebSocket
     }
-    assert.throws(() => new Socket('ws://example.test/ws').connect(), /no WebSocket here/)
+    // none: it long-polls (closed at once here, before its first request)
+    const polling = new Socket('ws://example.test/ws')
+    polling.connect()
+    assert.ok(polling.conn instanceof LongPoll)
+    polling.disconnect()
   })
 })
 

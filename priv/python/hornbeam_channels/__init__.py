@@ -503,9 +503,11 @@ def channels() -> Mapping[str, Channel]:
 
 def on_connect(fn: F) -> F:
     """``fn(params, connect_info) -> ('ok', assigns) | ('ok', assigns, socket_id)
-    | ('error', reason)``: accepts or refuses a WebSocket before any channel
-    is joined. ``socket_id`` (a non-empty str of at most 255 bytes, or None)
-    names the connection for :func:`disconnect`, e.g. ``"user:42"``."""
+    | ('error', reason)``: accepts or refuses a connection (a WebSocket, or a
+    long-poll session: ``connect_info["transport"]`` says which) before any
+    channel is joined. ``socket_id`` (a non-empty str of at most 255 bytes,
+    or None) names the connection for :func:`disconnect`, e.g.
+    ``"user:42"``."""
     global _connect_handler
     if _connect_handler is not None:
         raise ValueError(f"on_connect is already registered ({handler_name(_connect_handler)})")
