@@ -141,7 +141,10 @@ init({longpoll, Conn = #{id := Id, endpoint := Config}, Key}) ->
     logger:update_process_metadata(#{conn_id => Id, transport => longpoll}),
     process_flag(trap_exit, true),
     ok = hornbeam_longpoll:register(Key, self()),
-    State = #state{sock = longpoll, decoder = undefined, id = Id,
+    ok = hornbeam_metrics:connection_opened(),
+    SocketId = maps:get(socket_id, Conn, undefined),
+    _ = is_binary(SocketId) andalso pg:join(hornbeam_pubsub:scope(), {socket_id, SocketId}, self()),
+    State = #state{sock = longpoll, decoder = undefined, id = Id, socket_id = SocketId,
                    params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
                    config = Config, last_recv = now_ms(),
                    lp = hornbeam_longpoll_buffer:new(), lp_key = Key},
@@ -311,6 +314,7 @@ handle_info(Msg, State) ->
 terminate(_Reason, #state{sock = longpoll, lp_key = Key}) ->
     %% A waiting GET sees this process go (its monitor): 410, the client's
     %% sign that the session is gone, after which it reconnects and rejoins.
+    hornbeam_metrics:forget(),
     hornbeam_longpoll:unregister(Key);
 terminate(Reason, State = #state{sock = Sock, closing = Closing}) ->
     case {Closing, Reason} of
