@@ -6,7 +6,9 @@
 %% events to joined channels, writes what channels and broadcasts send back,
 %% answers heartbeats, and enforces the connection's limits. A broadcast
 %% arrives already encoded (`{'$hb_broadcast', Topic, Frame, Exclude}') and is
-%% written as it is.
+%% written as it is; on a connection that negotiated permessage-deflate each
+%% frame is rewritten compressed just before the write (`ws_deflate/2'), and
+%% the decoder inflates what the client compressed (README "Compression").
 %%
 %% Writes use `port_command/3' with `nosuspend': when the kernel buffer and
 %% the port queue (`max_send_queue' bytes, the socket's high watermark) are
@@ -41,7 +43,8 @@
     params := map(),
     assigns := map(),
     connect_info := map(),
-    endpoint := hornbeam_endpoint:config()
+    endpoint := hornbeam_endpoint:config(),
+    deflate => none | hornbeam_ws_deflate:agreed()   %% permessage-deflate, if negotiated
 }.
 -export_type([conn_info/0]).
 
@@ -60,6 +63,8 @@
 -record(state, {
     sock :: gen_tcp:socket(),
     decoder :: hornbeam_nif:ws_decoder(),
+    %% permessage-deflate's outgoing half; none: frames go as encoded
+    deflater = none :: none | hornbeam_nif:ws_deflater(),
     id :: binary(),
     params :: map(),
     assigns :: map(),
@@ -89,7 +94,8 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     process_flag(trap_exit, true),
     ok = inet:setopts(Sock, [{high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
                              {send_timeout, 30000}, {send_timeout_close, true}]),
-    State = #state{sock = Sock, decoder = hornbeam_nif:ws_decoder_new(MaxFrame),
+    {Decoder, Deflater} = codec(MaxFrame, maps:get(deflate, Conn, none), Config),
+    State = #state{sock = Sock, decoder = Decoder, deflater = Deflater,
                    id = Id, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
                    config = Config, last_recv = now_ms()},
     schedule_heartbeat_check(Config),
@@ -98,6 +104,16 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     %% hibernate (most of a socket's life is waiting for a heartbeat).
     erlang:garbage_collect(),
     gen_server:enter_loop(?MODULE, [{hibernate_after, maps:get(hibernate_after, Config)}], State).
+
+%% The frame decoder, and the deflater when permessage-deflate was agreed.
+codec(MaxFrame, none, _Config) ->
+    {hornbeam_nif:ws_decoder_new(MaxFrame), none};
+codec(MaxFrame, #{server_window_bits := ServerBits, client_window_bits := ClientBits,
+                  server_no_context_takeover := ServerNoTakeover,
+                  client_no_context_takeover := ClientNoTakeover}, Config) ->
+    #{compress_level := Level, compress_threshold := Threshold} = Config,
+    {hornbeam_nif:ws_decoder_new_deflate(MaxFrame, ClientBits, ClientNoTakeover),
+     hornbeam_nif:ws_deflater_new(ServerBits, Level, ServerNoTakeover, Threshold)}.
 
 -spec init(term()) -> {stop, not_started_this_way}.
 init(_) -> {stop, not_started_this_way}.
@@ -134,7 +150,11 @@ handle_info({inet_reply, _Sock, ok}, State = #state{hibernate_now = true}) ->
     %% at their hibernated size. (Hibernating before the inet_reply would
     %% only be woken up by it.)
     case erlang:process_info(self(), message_queue_len) of
-        {message_queue_len, 0} -> {noreply, State#state{hibernate_now = false}, hibernate};
+        {message_queue_len, 0} ->
+            %% A quiet spell: the deflate context (~260 KiB of zlib state)
+            %% goes too; the next message starts a fresh DEFLATE stream.
+            _ = State#state.deflater =:= none orelse hornbeam_nif:ws_deflater_release(State#state.deflater),
+            {noreply, State#state{hibernate_now = false}, hibernate};
         _ -> {noreply, State}
     end;
 handle_info({inet_reply, _Sock, ok}, State) ->
@@ -520,7 +540,11 @@ wants_broadcast(Topic, Exclude, #state{channels = Channels}) ->
 write_batch(First, State = #state{config = Config}) ->
     #{write_batch_frames := MaxFrames, write_batch_bytes := MaxBytes} = Config,
     {Frames, Next} = collect_frames([First], 1, iolist_size(First), MaxFrames, MaxBytes, State),
-    case {after_write(do_write(Frames, State)), Next} of
+    Out = case State#state.deflater of
+              none -> Frames;
+              Deflater -> [hornbeam_nif:ws_deflate(Deflater, F) || F <- Frames]
+          end,
+    case {after_write(queue_bytes(Out, State)), Next} of
         {{noreply, State1}, none} -> {noreply, State1};
         {{noreply, State1}, Msg} -> handle_info(Msg, State1);
         {Stop, _} -> Stop
@@ -547,12 +571,18 @@ collect_frames(Acc, N, Bytes, MaxFrames, MaxBytes, State) ->
         {lists:reverse(Acc), none}
     end.
 
-%% Queue Frame on the socket without blocking; a full queue marks the
-%% connection for closing (checked by after_write/1).
-do_write(_Frame, State = #state{closing = true}) ->
+%% Queue Frame on the socket without blocking (compressed first where
+%% permessage-deflate was agreed); a full queue marks the connection for
+%% closing (checked by after_write/1).
+do_write(Frame, State = #state{deflater = none}) ->
+    queue_bytes(Frame, State);
+do_write(Frame, State = #state{deflater = Deflater}) ->
+    queue_bytes(hornbeam_nif:ws_deflate(Deflater, Frame), State).
+
+queue_bytes(_Bytes, State = #state{closing = true}) ->
     State;
-do_write(Frame, State = #state{sock = Sock}) ->
-    case send_now(Frame, State) of
+queue_bytes(Bytes, State = #state{sock = Sock}) ->
+    case send_now(Bytes, State) of
         true -> State;
         false ->
             #{max_send_queue := Max} = State#state.config,
