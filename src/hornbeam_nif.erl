@@ -11,7 +11,7 @@
 -module(hornbeam_nif).
 
 -export([ws_decoder_new/1, ws_decode/2, ws_buffered/1, ws_pending/1,
-         ws_decoder_new_deflate/3, ws_deflater_new/4, ws_deflate/2, ws_deflater_release/1,
+         ws_decoder_new_deflate/3, ws_deflater_new/4, ws_deflate/2, ws_deflater_release/1, ws_deflate_contexts/0,
          nif_ws_deflate/2, nif_ws_deflate_dirty/2,
          nif_ws_decode/2, nif_ws_decode_dirty/2, nif_msg_decode/2, nif_msg_decode_dirty/2,
          ws_encode/2, ws_encode_close/2,
@@ -116,6 +116,12 @@ nif_ws_deflate_dirty(_Deflater, _Frame) -> ?NOT_LOADED.
 %% starts a fresh stream; valid whatever was negotiated).
 -spec ws_deflater_release(ws_deflater()) -> ok.
 ws_deflater_release(_Deflater) -> ?NOT_LOADED.
+
+%% @doc `{Deflate, Inflate}': zlib contexts allocated now in this VM, over
+%% all connections (each deflate context ~262 KiB at 15 window bits, each
+%% inflate context ~39 KiB; README "Compression").
+-spec ws_deflate_contexts() -> {non_neg_integer(), non_neg_integer()}.
+ws_deflate_contexts() -> ?NOT_LOADED.
 
 %% @doc Feed bytes; get every complete message, and the protocol error that
 %% stopped decoding, if any (with its RFC 6455 close code).

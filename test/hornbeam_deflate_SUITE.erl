@@ -18,7 +18,8 @@ all() ->
      uncompressed_client_frames_still_work, fragmented_compressed_message_is_inflated,
      compressed_bomb_closes_1009, corrupt_compressed_data_closes_1007,
      rsv1_without_negotiation_closes_1002, rsv1_on_a_control_frame_closes_1002,
-     broadcasts_reach_compressed_and_plain_clients].
+     broadcasts_reach_compressed_and_plain_clients, quiet_connection_holds_no_zlib_context,
+     client_context_takeover_keeps_one_inflate_context].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -42,6 +43,8 @@ testcase_opts(compress_false_never_negotiates) -> #{compress => false};
 testcase_opts(frames_under_compress_threshold_go_uncompressed) -> #{compress_threshold => 1000};
 testcase_opts(compressed_bomb_closes_1009) -> #{max_frame_size => 100000};
 testcase_opts(negotiation_answers_follow_rfc7692) -> #{compress_window_bits => 12};
+testcase_opts(client_context_takeover_keeps_one_inflate_context) ->
+    #{compress_client_context_takeover => true};
 testcase_opts(_) -> #{}.
 
 %% --- a raw client: upgrade, masked frames out, frames with their RSV1 in ------
@@ -321,4 +324,53 @@ recv_until_shout(Sock, Buf, Inf) ->
     case binary:match(Payload, <<"shout">>) of
         nomatch -> recv_until_shout(Sock, Rest, Inf);
         _ -> Frame
+    end.
+
+%% The deflate context is allocated at the first compressed message and
+%% dropped when the socket goes quiet (it hibernates after answering a
+%% heartbeat); with client_no_context_takeover (the default) no inflate
+%% context outlives a message.
+quiet_connection_holds_no_zlib_context(Config) ->
+    {D0, I0} = hornbeam_nif:ws_deflate_contexts(),
+    {Sock, _, Buf0} = open(Config, ["permessage-deflate; client_max_window_bits"]),
+    Inf = inflater(),
+    {ok, Buf1} = join_compressed(Sock, Buf0, deflater(), Inf),
+    send_frame(Sock, 1, deflate(deflater(), msg(<<"1">>, <<"2">>, <<"room:1">>, <<"echo">>, #{<<"a">> => 1})),
+               true, 4),
+    {1, 1, Echo, Buf2} = recv_frame(Sock, Buf1),
+    ?assertMatch([_, <<"2">>, _, _, _], json(inflate(Inf, Echo))),
+    ?assertEqual({D0 + 1, I0}, hornbeam_nif:ws_deflate_contexts()),
+    send_frame(Sock, 1, deflate(deflater(), msg(null, <<"3">>, <<"phoenix">>, <<"heartbeat">>, #{})), true, 4),
+    {1, 1, Reply, _} = recv_frame(Sock, Buf2),
+    ?assertMatch([null, <<"3">>, <<"phoenix">>, <<"phx_reply">>, _], json(inflate(Inf, Reply))),
+    wait_until(fun() -> hornbeam_nif:ws_deflate_contexts() =:= {D0, I0} end, 5000).
+
+client_context_takeover_keeps_one_inflate_context(Config) ->
+    {D0, I0} = hornbeam_nif:ws_deflate_contexts(),
+    {Sock, Answer, Buf0} = open(Config, ["permessage-deflate"]),
+    ?assertEqual(<<"permessage-deflate">>, Answer),
+    Def = deflater(),
+    Inf = inflater(),
+    {ok, Buf1} = join_compressed(Sock, Buf0, Def, Inf),
+    %% the client's context carries over: the second message refers back
+    Line = #{<<"text">> => <<"a line that repeats, a line that repeats">>},
+    lists:foldl(fun(Ref, Buf) ->
+                        send_frame(Sock, 1, deflate(Def, msg(<<"1">>, Ref, <<"room:1">>, <<"echo">>, Line)), true, 4),
+                        {1, 1, W, Rest} = recv_frame(Sock, Buf),
+                        ?assertMatch([_, Ref, _, _, #{<<"response">> := Line}], json(inflate(Inf, W))),
+                        Rest
+                end, Buf1, [<<"7">>, <<"8">>]),
+    {_, I1} = hornbeam_nif:ws_deflate_contexts(),
+    ?assertEqual(I0 + 1, I1),
+    _ = D0,
+    gen_tcp:close(Sock),
+    %% the connection's end frees it (the resource is garbage collected)
+    wait_until(fun() -> element(2, hornbeam_nif:ws_deflate_contexts()) =:= I0 end, 5000).
+
+wait_until(Check, Ms) when Ms =< 0 ->
+    ?assert(Check());
+wait_until(Check, Ms) ->
+    case Check() of
+        true -> ok;
+        false -> timer:sleep(20), wait_until(Check, Ms - 20)
     end.

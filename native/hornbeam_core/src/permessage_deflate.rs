@@ -26,7 +26,58 @@
 //! `server_max_window_bits=8` gets that offer declined (the handshake code
 //! does that).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// zlib contexts alive in this process (deflate, inflate): what idle
+/// connections hold is read from here (tests, `ws_deflate_contexts/0`).
+static LIVE_DEFLATE: AtomicUsize = AtomicUsize::new(0);
+static LIVE_INFLATE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many deflate and inflate contexts are allocated now, process-wide.
+pub fn live_contexts() -> (usize, usize) {
+    (
+        LIVE_DEFLATE.load(Ordering::Relaxed),
+        LIVE_INFLATE.load(Ordering::Relaxed),
+    )
+}
+
+/// A zlib deflate context, counted in [`live_contexts`].
+struct DeflateCtx(Compress);
+
+impl DeflateCtx {
+    fn new(level: u32, bits: u8) -> Self {
+        LIVE_DEFLATE.fetch_add(1, Ordering::Relaxed);
+        DeflateCtx(Compress::new_with_window_bits(
+            Compression::new(level),
+            false,
+            bits,
+        ))
+    }
+}
+
+impl Drop for DeflateCtx {
+    fn drop(&mut self) {
+        LIVE_DEFLATE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A zlib inflate context, counted in [`live_contexts`].
+struct InflateCtx(Decompress);
+
+impl InflateCtx {
+    fn new(bits: u8) -> Self {
+        LIVE_INFLATE.fetch_add(1, Ordering::Relaxed);
+        InflateCtx(Decompress::new_with_window_bits(false, bits))
+    }
+}
+
+impl Drop for InflateCtx {
+    fn drop(&mut self) {
+        LIVE_INFLATE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The four bytes every `Z_SYNC_FLUSH` ends with, removed on the wire (§7.2.1).
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -42,7 +93,7 @@ fn clamp_bits(bits: u8) -> u8 {
 
 /// Compresses outgoing messages of one connection.
 pub struct Deflater {
-    ctx: Option<Compress>,
+    ctx: Option<DeflateCtx>,
     window_bits: u8,
     level: u32,
     no_context_takeover: bool,
@@ -95,9 +146,10 @@ impl Deflater {
             return;
         }
         let (level, bits) = (self.level, self.window_bits);
-        let ctx = self.ctx.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
-        });
+        let ctx = &mut self
+            .ctx
+            .get_or_insert_with(|| DeflateCtx::new(level, bits))
+            .0;
         let start = out.len();
         let mut input = payload;
         loop {
@@ -184,7 +236,7 @@ pub enum InflateError {
 
 /// Inflates the client's compressed messages on one connection.
 pub struct Inflater {
-    ctx: Option<Decompress>,
+    ctx: Option<InflateCtx>,
     window_bits: u8,
     no_context_takeover: bool,
 }
@@ -225,9 +277,7 @@ impl Inflater {
     /// is gone (the connection is closed anyway).
     pub fn inflate(&mut self, compressed: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
         let bits = self.window_bits;
-        let ctx = self
-            .ctx
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let ctx = &mut self.ctx.get_or_insert_with(|| InflateCtx::new(bits)).0;
         let mut out = Vec::new();
         let result = feed(ctx, compressed, &mut out, max).and_then(|ended| {
             if ended {

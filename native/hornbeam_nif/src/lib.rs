@@ -118,6 +118,13 @@ fn ws_deflater_release(deflater: ResourceArc<WsDeflater>) -> NifResult<Atom> {
     Ok(atoms::ok())
 }
 
+/// `{Deflate, Inflate}`: zlib contexts allocated now in this VM (all
+/// connections), for memory checks and tests.
+#[rustler::nif]
+fn ws_deflate_contexts() -> (usize, usize) {
+    hornbeam_core::permessage_deflate::live_contexts()
+}
+
 fn bin<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     let mut out = NewBinary::new(env, bytes.len());
     out.as_mut_slice().copy_from_slice(bytes);
