@@ -3,8 +3,8 @@
 //   node bench/deflate.mjs                 # 40 clients x 25 messages, then 1000 idle
 //   node bench/deflate.mjs --clients 100 --messages 20 --idle 2000
 //
-// For `--compress off` and `--compress on` in turn it serves the chat example
-// (examples/channels_chat, Python handlers and presence) with bin/hornbeam,
+// For compression off and four ways on (VARIANTS below) it serves the chat
+// example (examples/channels_chat: Python handlers and presence, one worker),
 // connects N clients with the official phoenix.js over `ws` offering
 // permessage-deflate as browsers do (threshold 0: every message compressed
 // by the client), joins them to room:lobby, and has each send M chat lines
@@ -14,10 +14,14 @@
 //   * server CPU: user+system time of the BEAM process (/proc/PID/stat)
 //     during the chat phase (the Python worker's CPU is not counted: it
 //     does the same work either way);
-//   * memory: the BEAM's RSS with `--idle` more connections joined and
-//     each sent and received one message (contexts allocated), and again after
-//     each sent a heartbeat (the socket hibernates and drops its deflate
-//     context; the client's context was never kept: client_no_context_takeover).
+//   * memory: the BEAM's RSS with `--idle` more connections (a room each)
+//     joined and each sent and received one message (contexts allocated),
+//     and again after each sent a heartbeat (the socket hibernates and drops
+//     its deflate context; the client's context was never kept:
+//     client_no_context_takeover). RSS is coarse: freed zlib state stays in
+//     the C allocator for reuse, so it seldom drops; the exact bytes a context
+//     holds are measured in native/hornbeam_core/tests/deflate_memory.rs.
+// Results and the reading of them: README "Compression"; bench/README.md.
 // Needs `make build` and test/js/node_modules (npm ci in test/js).
 import { spawn } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
@@ -86,10 +90,13 @@ function rssMiB(pid) {
   return Number(m[1]) / 1024
 }
 
-async function serve(compress) {
-  const proc = spawn(join(root, 'bin', 'hornbeam'), ['run', 'app:app', '--pythonpath', 'examples/channels_chat',
-    '--channel-module', 'app', '--bind', `127.0.0.1:${PORT}`, '--workers', '1', '--compress', compress,
-    '--log-level', 'warning'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+async function serve(opts) {
+  const ebin = join(root, '_build', 'default', 'lib', 'hornbeam', 'ebin')
+  const all = [`bind => "127.0.0.1:${PORT}"`, 'pythonpath => ["examples/channels_chat"]', 'channel_modules => ["app"]',
+    'workers => 1', ...(opts ? [opts] : [])].join(', ')
+  const script = `logger:set_primary_config(level, warning), ok = hornbeam:start("app:app", #{${all}}), ` +
+    '_ = io:get_line(""), erlang:halt().'
+  const proc = spawn('erl', ['-noshell', '-pa', ebin, '-eval', script], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] })
   let output = ''
   proc.stdout.on('data', (d) => { output += d })
   proc.stderr.on('data', (d) => { output += d })
@@ -101,13 +108,13 @@ async function serve(compress) {
     await sleep(200)
   }
   const beam = beamPid(proc.pid)
-  return { beam, stop: () => new Promise((r) => { proc.once('exit', r); proc.kill('SIGTERM') }) }
+  return { beam, stop: () => new Promise((r) => { proc.once('exit', r); proc.kill('SIGKILL') }) }
 }
 
-async function connect(username, onMsg) {
+async function connect(username, onMsg, room = 'lobby') {
   const socket = new Socket(`ws://127.0.0.1:${PORT}/ws`, { transport: DeflateWebSocket, heartbeatIntervalMs: 3600000 })
   socket.connect()
-  const channel = socket.channel('room:lobby', { username })
+  const channel = socket.channel(`room:${room}`, { username })
   if (onMsg) channel.on('new_msg', onMsg)
   await new Promise((resolve, reject) => channel.join().receive('ok', resolve).receive('error', reject))
   return { socket, channel, ws: socket.conn }
@@ -118,8 +125,8 @@ const wire = (clients) => clients.reduce((s, c) => s + c.ws._socket.bytesRead + 
 const LINES = ['hi all', 'anyone around for the standup?', 'pushed the fix for the login bug, please review',
   'lunch at 12:30?', 'the build is green again', 'I will be 5 minutes late', 'thanks!', 'see the doc I shared in the channel']
 
-async function run(compress) {
-  const server = await serve(compress)
+async function run([name, opts]) {
+  const server = await serve(opts)
   try {
     let received = 0
     const clients = []
@@ -143,7 +150,7 @@ async function run(compress) {
     // Memory: IDLE connections, each joined, sent and received one message.
     const rss0 = rssMiB(server.beam)
     const idle = []
-    for (let i = 0; i < IDLE; i++) idle.push(await connect(`idle${i}`))
+    for (let i = 0; i < IDLE; i++) idle.push(await connect(`idle${i}`, null, `idle${i}`)) // a room each
     await Promise.all(idle.map((c) => new Promise((resolve) => c.channel.push('new_msg', { body: 'hello' }).receive('ok', resolve))))
     await sleep(2000)
     const rssActive = rssMiB(server.beam)
@@ -156,14 +163,21 @@ async function run(compress) {
     await sleep(2000)
     const rssIdle = rssMiB(server.beam)
     for (const c of idle) c.socket.disconnect()
-    return { compress, extensions, chat, memory: { before: rss0, active: rssActive, idle: rssIdle } }
+    return { name, extensions, chat, memory: { before: rss0, active: rssActive, idle: rssIdle } }
   } finally {
     await server.stop()
   }
 }
 
+const VARIANTS = [
+  ['off', 'compress => false'],
+  ['on (other options default: level 1, server takeover)', 'compress => true'],
+  ['on, server_no_context_takeover', 'compress => true, compress_server_context_takeover => false'],
+  ['on, level 6', 'compress => true, compress_level => 6'],
+  ['on, window bits 10', 'compress => true, compress_window_bits => 10'],
+]
 const results = []
-for (const compress of ['off', 'on']) results.push(await run(compress))
+for (const v of VARIANTS) results.push(await run(v))
 console.log(`chat example: ${CLIENTS} clients in room:lobby, ${MESSAGES} messages each (each broadcast to ${CLIENTS - 1}); ${IDLE} more connections for memory`)
 console.log('| compress | negotiated | wire bytes (chat phase) | bytes/delivery | BEAM CPU s | CPU µs/delivery | RSS +MiB, idle conns after a message | after a heartbeat (hibernated) | KiB/conn active | KiB/conn idle |')
 console.log('|---|---|---|---|---|---|---|---|---|---|')
@@ -171,6 +185,6 @@ for (const r of results) {
   const { chat, memory } = r
   const active = memory.active - memory.before
   const idle = memory.idle - memory.before
-  console.log(`| ${r.compress} | ${r.extensions} | ${chat.bytes} | ${(chat.bytes / chat.deliveries).toFixed(1)} | ${chat.cpu.toFixed(2)} | ${(chat.cpu * 1e6 / chat.deliveries).toFixed(1)} | ${active.toFixed(1)} | ${idle.toFixed(1)} | ${(active * 1024 / IDLE).toFixed(1)} | ${(idle * 1024 / IDLE).toFixed(1)} |`)
+  console.log(`| ${r.name} | ${r.extensions} | ${chat.bytes} | ${(chat.bytes / chat.deliveries).toFixed(1)} | ${chat.cpu.toFixed(2)} | ${(chat.cpu * 1e6 / chat.deliveries).toFixed(1)} | ${active.toFixed(1)} | ${idle.toFixed(1)} | ${(active * 1024 / IDLE).toFixed(1)} | ${(idle * 1024 / IDLE).toFixed(1)} |`)
 }
 process.exit(0)

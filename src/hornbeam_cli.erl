@@ -32,7 +32,7 @@ run_usage() ->
     "  --max-connections N     live connections before acceptors pause (default 16384)\n"
     "  --public-host HOST      host (or host:port) browsers reach this server by, for the\n"
     "                          WebSocket Origin check (repeatable; default: the --bind host)\n"
-    "  --compress on|off       permessage-deflate for clients that offer it (default on)\n"
+    "  --compress on|off       permessage-deflate for clients that offer it (default off)\n"
     "  --name NODE             Erlang node name, e.g. a@127.0.0.1 (enables clustering)\n"
     "  --cookie-file PATH      file holding the distribution cookie (mode 600); default:\n"
     "                          $HORNBEAM_COOKIE, else ~/.erlang.cookie (random, made once)\n"

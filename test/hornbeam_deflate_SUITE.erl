@@ -19,6 +19,7 @@ all() ->
      compressed_bomb_closes_1009, corrupt_compressed_data_closes_1007,
      rsv1_without_negotiation_closes_1002, rsv1_on_a_control_frame_closes_1002,
      broadcasts_reach_compressed_and_plain_clients, quiet_connection_holds_no_zlib_context,
+     compress_is_off_by_default,
      client_context_takeover_keeps_one_inflate_context].
 
 init_per_suite(Config) ->
@@ -30,7 +31,8 @@ end_per_suite(_Config) ->
 
 init_per_testcase(TC, Config) ->
     _ = hornbeam:stop(),
-    Opts = maps:merge(#{bind => "127.0.0.1:0", channels => [{<<"room:*">>, hornbeam_test_channel}]},
+    Opts = maps:merge(#{bind => "127.0.0.1:0", channels => [{<<"room:*">>, hornbeam_test_channel}],
+                        compress => true},
                       testcase_opts(TC)),
     ok = hornbeam:start(none, Opts),
     [{port, hornbeam:port()} | Config].
@@ -46,6 +48,13 @@ testcase_opts(negotiation_answers_follow_rfc7692) -> #{compress_window_bits => 1
 testcase_opts(client_context_takeover_keeps_one_inflate_context) ->
     #{compress_client_context_takeover => true};
 testcase_opts(_) -> #{}.
+
+%% Off unless asked for (README "Compression" gives the measured reasons).
+compress_is_off_by_default(Config) ->
+    _ = hornbeam:stop(),
+    ok = hornbeam:start(none, #{bind => "127.0.0.1:0", channels => [{<<"room:*">>, hornbeam_test_channel}]}),
+    ?assertEqual(none, answer([{port, hornbeam:port()} | Config], "permessage-deflate; client_max_window_bits")),
+    ?assertEqual(false, maps:get(compress, hornbeam_endpoint:defaults())).
 
 %% --- a raw client: upgrade, masked frames out, frames with their RSV1 in ------
 

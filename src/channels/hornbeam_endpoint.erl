@@ -54,7 +54,7 @@ defaults() ->
       write_batch_frames => 64,                %% frames already waiting that one socket write takes
       write_batch_bytes => 65536,              %% bytes one socket write takes (stops after the frame past it)
       %% permessage-deflate (RFC 7692; README "Compression", hornbeam_ws_deflate)
-      compress => true,                        %% accept a client's permessage-deflate offer
+      compress => false,                       %% accept a client's permessage-deflate offer (README "Compression": why off)
       compress_threshold => 32,                %% payload bytes under which a frame goes uncompressed
       compress_level => 1,                     %% zlib level 0-9
       compress_window_bits => 15,              %% our window, and the client's when it lets us choose (9-15)

@@ -48,9 +48,9 @@ async function join(socket, topic) {
 
 const wire = (ws) => ({ read: ws._socket.bytesRead, written: ws._socket.bytesWritten })
 
-describe('permessage-deflate with compress on (the default)', { timeout: 30000 }, () => {
+describe('permessage-deflate with compress => true', { timeout: 30000 }, () => {
   let server
-  before(async () => { server = await startServer() })
+  before(async () => { server = await startServer('compress => true') })
   after(async () => { await server?.stop() })
 
   for (const [name, SocketClass] of [['phoenix.js 1.8', Phx18], ['our client', Socket]]) {
@@ -90,9 +90,9 @@ describe('permessage-deflate with compress on (the default)', { timeout: 30000 }
   })
 })
 
-describe('permessage-deflate with compress => false', { timeout: 20000 }, () => {
+describe('permessage-deflate with compress off (the default)', { timeout: 20000 }, () => {
   let server
-  before(async () => { server = await startServer('compress => false') })
+  before(async () => { server = await startServer() })
   after(async () => { await server?.stop() })
 
   it('phoenix.js offers, the server declines, and messages go uncompressed', async () => {
