@@ -316,7 +316,10 @@ fn feed(
             if out.len() > max {
                 return Err(InflateError::TooLarge);
             }
-            let room = (max + 1 - out.len()).min(INFLATE_STEP);
+            let room = max
+                .saturating_add(1)
+                .saturating_sub(out.len())
+                .min(INFLATE_STEP);
             out.reserve_exact(room);
         }
         let before_in = ctx.total_in();

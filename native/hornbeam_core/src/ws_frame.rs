@@ -709,7 +709,9 @@ fn encode_client_frame(b0: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>)
 
 /// Body of the `frame_decoder` fuzz target, also run by the property tests.
 ///
-/// `data[0]` picks `max_frame_size` and the chunk sizes, `data[1..5]` seed the
+/// `data[0]` picks `max_frame_size`, the chunk sizes and whether the decoder
+/// has permessage-deflate (then RSV1 messages are inflated, within at most
+/// 1 MiB so a fuzzed bomb stays small), `data[1..5]` seed the
 /// chunking; the rest is the byte stream. Feeds the stream whole and in chunks
 /// and checks the invariants: same messages and error either way, poisoning,
 /// every message within the limits and well-formed, and decoded messages
@@ -725,15 +727,26 @@ pub fn fuzz_decode(data: &[u8]) {
     let (seed, stream) = rest
         .split_first_chunk::<4>()
         .map_or(([0; 4], rest), |(s, r)| (*s, r));
-    let max = LIMITS[usize::from(cfg & 7)];
+    let deflate = cfg & 0x80 != 0;
+    let max = match LIMITS[usize::from(cfg & 7)] {
+        m if deflate => m.min(1 << 20),
+        m => m,
+    };
     let max_chunk = CHUNKS[usize::from((cfg >> 3) & 7)];
     let empty_feeds = cfg & 0x40 != 0;
+    let decoder = || {
+        if deflate {
+            Decoder::with_inflater(max, Inflater::new(15, cfg & 0x10 != 0))
+        } else {
+            Decoder::new(max)
+        }
+    };
 
-    let mut whole = Decoder::new(max);
+    let mut whole = decoder();
     let (msgs, err) = whole.decode(stream);
 
     let mut rng = u64::from(u32::from_le_bytes(seed)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut chunked = Decoder::new(max);
+    let mut chunked = decoder();
     let (mut got, mut got_err) = (Vec::new(), None);
     let mut left = stream;
     while !left.is_empty() {
