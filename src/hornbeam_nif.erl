@@ -8,6 +8,9 @@
 %% in about 135 us, so a 1 MiB one (the default max_frame_size) takes about
 %% 2 ms, over the 1 ms a NIF should run. Everything smaller, and every
 %% encoder (about 8 GB/s for a raw payload), stays on normal schedulers.
+%% `ws_deflate/2' (permessage-deflate) goes dirty for frames over 64 KiB too;
+%% inflating happens inside `ws_decode/2', bounded by the decoder's
+%% max_frame_size.
 -module(hornbeam_nif).
 
 -export([ws_decoder_new/1, ws_decode/2, ws_buffered/1, ws_pending/1,

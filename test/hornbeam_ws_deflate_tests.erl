@@ -99,3 +99,10 @@ parse_offers_test() ->
     ?assertEqual([{<<"permessage-deflate">>, [{<<"client_max_window_bits">>, true}]},
                   {<<"x-foo">>, [{<<"a">>, <<"b,c">>}]}],
                  hornbeam_ws_deflate:parse_offers([<<"Permessage-Deflate ; Client_Max_Window_Bits, x-foo; a=\"b,c\"">>])).
+
+%% The endpoint refuses a bad compress option by name (hornbeam:start/2 then fails).
+bad_compress_options_are_refused_test_() ->
+    [?_assertEqual({error, {bad_option, K, V}}, hornbeam_endpoint:config(#{K => V}))
+     || {K, V} <- [{compress, yes}, {compress_threshold, -1}, {compress_level, 10},
+                   {compress_window_bits, 8}, {compress_window_bits, 16},
+                   {compress_server_context_takeover, 1}, {compress_client_context_takeover, "no"}]].
