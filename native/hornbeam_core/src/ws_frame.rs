@@ -8,6 +8,10 @@
 //!   returned at once, and text is UTF-8 validated once the message is complete.
 //! * [`encode`], [`encode_header`] and [`encode_close`] write unmasked, final
 //!   server frames.
+//! * With permessage-deflate ([`Decoder::with_inflater`]) a data message whose
+//!   first frame has RSV1 is inflated once reassembled, its inflated size
+//!   bounded by `max_frame_size` (see [`crate::permessage_deflate`]); without
+//!   it, RSV1 is a protocol error as RSV2 and RSV3 always are.
 //!
 //! # Limits and errors
 //!
