@@ -32,6 +32,7 @@ run_usage() ->
     "  --max-connections N     live connections before acceptors pause (default 16384)\n"
     "  --public-host HOST      host (or host:port) browsers reach this server by, for the\n"
     "                          WebSocket Origin check (repeatable; default: the --bind host)\n"
+    "  --compress on|off       permessage-deflate for clients that offer it (default off)\n"
     "  --name NODE             Erlang node name, e.g. a@127.0.0.1 (enables clustering)\n"
     "  --cookie-file PATH      file holding the distribution cookie (mode 600); default:\n"
     "                          $HORNBEAM_COOKIE, else ~/.erlang.cookie (random, made once)\n"
@@ -133,6 +134,9 @@ option("--max-connections", V, O, N) ->
 option("--ws-path", V = [$/ | _], O, N) -> {ok, O#{ws_path => V}, N};
 option("--ws-path", V, _, _) -> {error, "--ws-path must start with /, got " ++ V};
 option("--public-host", V, O, N) -> {ok, O#{public_hosts => [V | maps:get(public_hosts, O, [])]}, N};
+option("--compress", "on", O, N) -> {ok, O#{compress => true}, N};
+option("--compress", "off", O, N) -> {ok, O#{compress => false}, N};
+option("--compress", V, _, _) -> {error, "--compress must be on or off, got " ++ V};
 option("--name", V, O, N) -> {ok, O, N#{name => V}};
 option("--cookie", _, _, _) ->
     {error, "--cookie would show the cookie in `ps`: set HORNBEAM_COOKIE, or use --cookie-file PATH"};

@@ -8,9 +8,14 @@
 %% in about 135 us, so a 1 MiB one (the default max_frame_size) takes about
 %% 2 ms, over the 1 ms a NIF should run. Everything smaller, and every
 %% encoder (about 8 GB/s for a raw payload), stays on normal schedulers.
+%% `ws_deflate/2' (permessage-deflate) goes dirty for frames over 64 KiB too;
+%% inflating happens inside `ws_decode/2', bounded by the decoder's
+%% max_frame_size.
 -module(hornbeam_nif).
 
 -export([ws_decoder_new/1, ws_decode/2, ws_buffered/1, ws_pending/1,
+         ws_decoder_new_deflate/3, ws_deflater_new/4, ws_deflate/2, ws_deflater_release/1, ws_deflate_contexts/0,
+         nif_ws_deflate/2, nif_ws_deflate_dirty/2,
          nif_ws_decode/2, nif_ws_decode_dirty/2, nif_msg_decode/2, nif_msg_decode_dirty/2,
          ws_encode/2, ws_encode_close/2,
          msg_decode/2, msg_encode/5, msg_encode_frame/5,
@@ -27,6 +32,7 @@
 -on_load(init/0).
 
 -type ws_decoder() :: reference().
+-type ws_deflater() :: reference().
 -type router() :: reference().
 -type tracker() :: reference().
 %% [{Topic, DiffJson}]: DiffJson is a ready `presence_diff' payload.
@@ -36,10 +42,12 @@
                     | {close, none | {1000..4999, binary()}}.
 -type ws_error() :: unmasked_frame | reserved_bits | unknown_opcode | control_frame_too_long
                   | fragmented_control_frame | frame_too_large | invalid_utf8
-                  | unexpected_continuation | expected_continuation | invalid_close_payload.
+                  | unexpected_continuation | expected_continuation | invalid_close_payload
+                  | invalid_compressed_data.
 -type opcode() :: text | binary | ping | pong.
 -type msg_ref() :: null | integer() | binary().
 -type json() :: null | true | false | number() | binary() | [json()] | #{binary() => json()}.
+-export_type([ws_deflater/0]).
 -export_type([tracker/0, presence_diffs/0, replica/0, ws_decoder/0, router/0, ws_message/0, ws_error/0, opcode/0, msg_ref/0, json/0]).
 
 -define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
@@ -78,6 +86,45 @@ priv_dir() ->
 %% bytes (also the limit for a reassembled message).
 -spec ws_decoder_new(pos_integer()) -> ws_decoder().
 ws_decoder_new(_MaxFrameSize) -> ?NOT_LOADED.
+
+%% @doc A decoder for a connection that negotiated permessage-deflate: a
+%% message with RSV1 is inflated (the client compresses with at most
+%% WindowBits, 9-15; with NoContextTakeover the context is dropped after each
+%% message), and its inflated size counts against MaxFrameSize (1009).
+-spec ws_decoder_new_deflate(pos_integer(), 9..15, boolean()) -> ws_decoder().
+ws_decoder_new_deflate(_MaxFrameSize, _WindowBits, _NoContextTakeover) -> ?NOT_LOADED.
+
+%% @doc The outgoing half of permessage-deflate: window bits 9-15, zlib
+%% level 0-9, context takeover or not, and the payload size under which a
+%% frame goes uncompressed. No zlib context until the first message.
+-spec ws_deflater_new(9..15, 0..9, boolean(), non_neg_integer()) -> ws_deflater().
+ws_deflater_new(_WindowBits, _Level, _NoContextTakeover, _Threshold) -> ?NOT_LOADED.
+
+%% @doc Frame (one complete server frame, as encoded for any client) with
+%% its payload compressed and RSV1 set; control frames and payloads under
+%% the threshold come back as they are.
+-spec ws_deflate(ws_deflater(), iodata()) -> binary().
+ws_deflate(Deflater, Frame) when is_binary(Frame), byte_size(Frame) > ?DIRTY_BYTES ->
+    nif_ws_deflate_dirty(Deflater, Frame);
+ws_deflate(Deflater, Frame) ->
+    nif_ws_deflate(Deflater, Frame).
+
+-spec nif_ws_deflate(ws_deflater(), iodata()) -> binary().
+nif_ws_deflate(_Deflater, _Frame) -> ?NOT_LOADED.
+
+-spec nif_ws_deflate_dirty(ws_deflater(), iodata()) -> binary().
+nif_ws_deflate_dirty(_Deflater, _Frame) -> ?NOT_LOADED.
+
+%% @doc Drop the deflate context of an idle connection (the next message
+%% starts a fresh stream; valid whatever was negotiated).
+-spec ws_deflater_release(ws_deflater()) -> ok.
+ws_deflater_release(_Deflater) -> ?NOT_LOADED.
+
+%% @doc `{Deflate, Inflate}': zlib contexts allocated now in this VM, over
+%% all connections (each deflate context ~262 KiB at 15 window bits, each
+%% inflate context ~39 KiB; README "Compression").
+-spec ws_deflate_contexts() -> {non_neg_integer(), non_neg_integer()}.
+ws_deflate_contexts() -> ?NOT_LOADED.
 
 %% @doc Feed bytes; get every complete message, and the protocol error that
 %% stopped decoding, if any (with its RFC 6455 close code).

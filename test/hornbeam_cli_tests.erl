@@ -31,6 +31,11 @@ every_option_test() ->
     ?assertEqual(#{name => "n@127.0.0.1", cookie_file => "/run/cookie", dist_interface => "10.0.0.5",
                    log_level => debug}, Node).
 
+compress_flag_test_() ->
+    [?_assertMatch({run, _, #{compress := false}, _}, hornbeam_cli:parse(["run", "a:b", "--compress", "off"])),
+     ?_assertMatch({run, _, #{compress := true}, _}, hornbeam_cli:parse(["run", "a:b", "--compress", "on"])),
+     ?_assertMatch({error, "--compress must be on or off" ++ _}, hornbeam_cli:parse(["run", "a:b", "--compress", "yes"]))].
+
 %% The cookie never goes on a command line (`ps' shows it to every user).
 cookie_on_the_command_line_is_refused_test() ->
     ?assertMatch({error, "--cookie would show the cookie in `ps`" ++ _},

@@ -27,6 +27,12 @@
     longpoll_timeout := pos_integer(),
     longpoll_poll_timeout := pos_integer(),
     longpoll_max_sessions := non_neg_integer(),
+    compress := boolean(),
+    compress_threshold := non_neg_integer(),
+    compress_level := 0..9,
+    compress_window_bits := 9..15,
+    compress_server_context_takeover := boolean(),
+    compress_client_context_takeover := boolean(),
     router := hornbeam_nif:router(),
     handlers := tuple(),                      %% {{Module, Pattern}, ...} by router pattern id
     %% {ok, Assigns, SocketId}: the socket id (hornbeam:disconnect/1), binary or undefined
@@ -56,6 +62,13 @@ defaults() ->
       longpoll_timeout => 20000,               %% ms a long-poll session lives without a poll → it ends
       longpoll_poll_timeout => 10000,          %% ms a poll waits for messages → answered 204 (none)
       longpoll_max_sessions => 100000,         %% long-poll sessions on this node → new ones refused
+      %% permessage-deflate (RFC 7692; README "Compression", hornbeam_ws_deflate)
+      compress => false,                       %% accept a client's permessage-deflate offer (README "Compression": why off)
+      compress_threshold => 32,                %% payload bytes under which a frame goes uncompressed
+      compress_level => 1,                     %% zlib level 0-9
+      compress_window_bits => 15,              %% our window, and the client's when it lets us choose (9-15)
+      compress_server_context_takeover => true,   %% false: server_no_context_takeover
+      compress_client_context_takeover => false,  %% false: client_no_context_takeover (no inflate context kept)
       channels => [],                          %% [{Pattern, Module}] Erlang channels
       connect => undefined,
       api_key => undefined}.                   %% HTTP publishing API key (hornbeam_api); none: no API
@@ -65,6 +78,24 @@ defaults() ->
 -spec config(map()) -> {ok, config()} | {error, term()}.
 config(Opts) ->
     Merged0 = maps:merge(defaults(), maps:with(maps:keys(defaults()), Opts)),
+    case bad_compress_option(Merged0) of
+        none -> config_checked(Opts, Merged0);
+        {Key, Value} -> {error, {bad_option, Key, Value}}
+    end.
+
+bad_compress_option(Merged) ->
+    Checks = [{compress, fun is_boolean/1},
+              {compress_threshold, fun(V) -> is_integer(V) andalso V >= 0 end},
+              {compress_level, fun(V) -> is_integer(V) andalso V >= 0 andalso V =< 9 end},
+              {compress_window_bits, fun(V) -> is_integer(V) andalso V >= 9 andalso V =< 15 end},
+              {compress_server_context_takeover, fun is_boolean/1},
+              {compress_client_context_takeover, fun is_boolean/1}],
+    case [{K, maps:get(K, Merged)} || {K, Valid} <- Checks, not Valid(maps:get(K, Merged))] of
+        [] -> none;
+        [Bad | _] -> Bad
+    end.
+
+config_checked(Opts, Merged0) ->
     case {valid_hosts(maps:get(public_hosts, Merged0)), hornbeam_api:seal(maps:get(api_key, Merged0))} of
         {_, error} ->
             %% never the key itself in an error (it is logged)
@@ -185,14 +216,16 @@ websocket_upgrade(Req = #{path := Path}, Config = #{check_origin := Policy}) ->
 
 connect_upgrade(Req, Params, Echo, AuthToken, Config) ->
     case connect_conn(Req, Params, AuthToken, websocket, Config) of
-        {ok, Conn} ->
+        {ok, Conn0} ->
+            {Deflate, DeflateHeaders} = negotiate_deflate(Req, Config),
+            Conn = Conn0#{deflate => Deflate},
             %% The client offered `phoenix' (and its token): name the one we
             %% speak, or `ws' and browsers abort the handshake.
             Headers = case Echo of
                           none -> [];
                           _ -> [{<<"sec-websocket-protocol">>, Echo}]
                       end,
-            {ok, Conn, Headers};
+            {ok, Conn, Headers ++ DeflateHeaders};
         {error, overloaded} ->
             refuse(503, <<"server overloaded, try again later\n">>);
         {error, _} ->
@@ -217,6 +250,18 @@ connect_conn(Req, Params, AuthToken, Transport, Config) ->
                         [case Transport of websocket -> "WebSocket"; longpoll -> "long-poll" end,
                          Reason]),
             {error, Reason}
+    end.
+
+%% permessage-deflate, when the client offers it and `compress' allows it.
+negotiate_deflate(_Req, #{compress := false}) ->
+    {none, []};
+negotiate_deflate(Req, Config) ->
+    Opts = #{window_bits => maps:get(compress_window_bits, Config),
+             server_context_takeover => maps:get(compress_server_context_takeover, Config),
+             client_context_takeover => maps:get(compress_client_context_takeover, Config)},
+    case hornbeam_ws_deflate:negotiate(Req, Opts) of
+        {ok, Agreed, Response} -> {Agreed, [{<<"sec-websocket-extensions">>, Response}]};
+        none -> {none, []}
     end.
 
 -spec websocket_enter(gen_tcp:socket(), binary(), hornbeam_socket:conn_info()) -> no_return().

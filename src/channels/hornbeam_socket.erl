@@ -6,7 +6,9 @@
 %% events to joined channels, writes what channels and broadcasts send back,
 %% answers heartbeats, and enforces the connection's limits. A broadcast
 %% arrives already encoded (`{'$hb_broadcast', Topic, Frame, Exclude}') and is
-%% written as it is.
+%% written as it is; on a connection that negotiated permessage-deflate each
+%% frame is rewritten compressed just before the write (`ws_deflate/2'), and
+%% the decoder inflates what the client compressed (README "Compression").
 %%
 %% Writes use `port_command/3' with `nosuspend': when the kernel buffer and
 %% the port queue (`max_send_queue' bytes, the socket's high watermark) are
@@ -51,7 +53,8 @@
     params := map(),
     assigns := map(),
     connect_info := map(),
-    endpoint := hornbeam_endpoint:config()
+    endpoint := hornbeam_endpoint:config(),
+    deflate => none | hornbeam_ws_deflate:agreed()   %% permessage-deflate, if negotiated
 }.
 -export_type([conn_info/0]).
 
@@ -75,6 +78,8 @@
     %% the transport: a TCP socket, or a long-poll session's buffer in `lp'
     sock :: gen_tcp:socket() | longpoll,
     decoder :: hornbeam_nif:ws_decoder() | undefined,
+    %% permessage-deflate's outgoing half; none: frames go as encoded
+    deflater = none :: none | hornbeam_nif:ws_deflater(),
     id :: binary(),
     socket_id :: hornbeam_endpoint:socket_id(),
     params :: map(),
@@ -119,7 +124,8 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     %% Every socket with this id, on every node, is one pg group:
     %% hornbeam:disconnect/1 reaches them all (pg leaves it when we exit).
     _ = is_binary(SocketId) andalso pg:join(hornbeam_pubsub:scope(), {socket_id, SocketId}, self()),
-    State = #state{sock = Sock, decoder = hornbeam_nif:ws_decoder_new(MaxFrame),
+    {Decoder, Deflater} = codec(MaxFrame, maps:get(deflate, Conn, none), Config),
+    State = #state{sock = Sock, decoder = Decoder, deflater = Deflater,
                    id = Id, socket_id = SocketId, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
                    config = Config, last_recv = now_ms()},
     schedule_heartbeat_check(State),
@@ -128,6 +134,17 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     %% hibernate (most of a socket's life is waiting for a heartbeat).
     erlang:garbage_collect(),
     gen_server:enter_loop(?MODULE, [{hibernate_after, maps:get(hibernate_after, Config)}], State).
+
+%% The frame decoder, and the deflater when permessage-deflate was agreed.
+codec(MaxFrame, none, _Config) ->
+    {hornbeam_nif:ws_decoder_new(MaxFrame), none};
+codec(MaxFrame, #{server_window_bits := ServerBits, client_window_bits := ClientBits,
+                  server_no_context_takeover := ServerNoTakeover,
+                  client_no_context_takeover := ClientNoTakeover}, Config) ->
+    #{compress_level := Level, compress_threshold := Threshold} = Config,
+    {hornbeam_nif:ws_decoder_new_deflate(MaxFrame, ClientBits, ClientNoTakeover),
+     hornbeam_nif:ws_deflater_new(ServerBits, Level, ServerNoTakeover, Threshold)}.
+
 
 %% @doc Start a long-poll session (from `hornbeam_longpoll_sup'); Key is its
 %% registry key (`hornbeam_longpoll:register/2').
@@ -186,7 +203,11 @@ handle_info({inet_reply, _Sock, ok}, State = #state{unacked = 1, hibernate_now =
     %% only be woken up by it; an answer of several writes, such as a join's
     %% reply and presence_state, waits for the last one.)
     case erlang:process_info(self(), message_queue_len) of
-        {message_queue_len, 0} -> {noreply, State#state{unacked = 0, hibernate_now = false}, hibernate};
+        {message_queue_len, 0} ->
+            %% A quiet spell: the deflate context (~260 KiB of zlib state)
+            %% goes too; the next message starts a fresh DEFLATE stream.
+            _ = State#state.deflater =:= none orelse hornbeam_nif:ws_deflater_release(State#state.deflater),
+            {noreply, State#state{unacked = 0, hibernate_now = false}, hibernate};
         _ -> {noreply, State#state{unacked = 0}}
     end;
 handle_info({inet_reply, _Sock, ok}, State = #state{unacked = N}) ->
@@ -670,7 +691,7 @@ wants_broadcast(Topic, Exclude, #state{channels = Channels}) ->
 write_batch(First, State = #state{config = Config}) ->
     #{write_batch_frames := MaxFrames, write_batch_bytes := MaxBytes} = Config,
     {Frames, Next} = collect_frames([First], 1, iolist_size(First), MaxFrames, MaxBytes, State),
-    case {after_write(do_write(Frames, length(Frames), State)), Next} of
+    case {after_write(write_frames(Frames, State)), Next} of
         {{noreply, State1}, none} -> {noreply, State1};
         {{noreply, State1}, Msg} -> handle_info(Msg, State1);
         {Stop, _} -> Stop
@@ -697,8 +718,9 @@ collect_frames(Acc, N, Bytes, MaxFrames, MaxBytes, State) ->
         {lists:reverse(Acc), none}
     end.
 
-%% Queue Frame on the socket without blocking; a full queue marks the
-%% connection for closing (checked by after_write/1).
+%% Queue Frame on the socket without blocking (compressed first where
+%% permessage-deflate was agreed); a full queue marks the connection for
+%% closing (checked by after_write/1).
 do_write(Frame, State) ->
     do_write(Frame, 1, State).
 
@@ -707,10 +729,26 @@ do_write(_Frame, _N, State = #state{closing = true}) ->
     State;
 do_write(Frames, _N, State = #state{sock = longpoll}) ->
     lp_write(Frames, State);
-do_write(Frame, N, State = #state{sock = Sock}) ->
-    case send_now(Frame, State) of
+do_write(Frame, N, State = #state{deflater = none}) ->
+    queue_bytes(Frame, N, State);
+do_write(Frame, N, State = #state{deflater = Deflater}) ->
+    queue_bytes(hornbeam_nif:ws_deflate(Deflater, Frame), N, State).
+
+%% A batch (write_batch/2): on a deflate connection each frame is
+%% compressed on its own (a message per frame, RFC 7692).
+write_frames(Frames, State = #state{sock = longpoll}) ->
+    do_write(Frames, length(Frames), State);
+write_frames(Frames, State = #state{deflater = none}) ->
+    do_write(Frames, length(Frames), State);
+write_frames(_Frames, State = #state{closing = true}) ->
+    State;
+write_frames(Frames, State = #state{deflater = Deflater}) ->
+    queue_bytes([hornbeam_nif:ws_deflate(Deflater, F) || F <- Frames], length(Frames), State).
+
+queue_bytes(Bytes, N, State = #state{sock = Sock}) ->
+    case send_now(Bytes, State) of
         true ->
-            hornbeam_metrics:messages_out(N, Frame),
+            hornbeam_metrics:messages_out(N, Bytes),
             State#state{unacked = State#state.unacked + 1};
         false ->
             ok = hornbeam_metrics:inc(slow_consumer_closes),

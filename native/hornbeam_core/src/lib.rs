@@ -2,6 +2,7 @@
 //! `cargo test` links it on its own.
 //!
 //! * [`ws_frame`]  — RFC 6455 server-side frame decoder/encoder.
+//! * [`permessage_deflate`] — RFC 7692 message compression (zlib via flate2).
 //! * [`message`]   — Phoenix V2 `[join_ref, ref, topic, event, payload]` codec.
 //! * [`json`]      — depth-limited JSON parsing shared by the NIF's term conversion.
 //! * [`router`]    — compiled topic patterns (`room:*`, `chat:{id}`).
@@ -11,6 +12,7 @@
 pub mod etf;
 pub mod json;
 pub mod message;
+pub mod permessage_deflate;
 pub mod presence;
 pub mod router;
 pub mod ws_frame;

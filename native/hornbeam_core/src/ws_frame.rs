@@ -8,6 +8,10 @@
 //!   returned at once, and text is UTF-8 validated once the message is complete.
 //! * [`encode`], [`encode_header`] and [`encode_close`] write unmasked, final
 //!   server frames.
+//! * With permessage-deflate ([`Decoder::with_inflater`]) a data message whose
+//!   first frame has RSV1 is inflated once reassembled, its inflated size
+//!   bounded by `max_frame_size` (see [`crate::permessage_deflate`]); without
+//!   it, RSV1 is a protocol error as RSV2 and RSV3 always are.
 //!
 //! # Limits and errors
 //!
@@ -58,6 +62,8 @@
 use std::fmt;
 use std::mem;
 
+use crate::permessage_deflate::{InflateError, Inflater};
+
 /// A complete message received from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -79,7 +85,8 @@ pub enum Message {
 pub enum FrameError {
     /// A client frame without the mask bit (1002).
     Unmasked,
-    /// RSV1-3 set; no extension is ever negotiated (1002).
+    /// RSV2 or RSV3 set, or RSV1 without permessage-deflate, on a control
+    /// frame or on a continuation (1002).
     ReservedBits,
     /// A reserved opcode: 0x3-0x7 or 0xB-0xF (1002).
     UnknownOpcode(u8),
@@ -98,6 +105,8 @@ pub enum FrameError {
     ExpectedContinuation,
     /// A 1-byte close payload, or a close code not allowed on the wire (1002).
     InvalidClosePayload,
+    /// A compressed (RSV1) message that is not valid DEFLATE data (1007).
+    InvalidCompressedData,
 }
 
 impl FrameError {
@@ -105,7 +114,7 @@ impl FrameError {
     pub fn close_code(self) -> u16 {
         match self {
             FrameError::TooLarge => 1009,
-            FrameError::InvalidUtf8 => 1007,
+            FrameError::InvalidUtf8 | FrameError::InvalidCompressedData => 1007,
             FrameError::Unmasked
             | FrameError::ReservedBits
             | FrameError::UnknownOpcode(_)
@@ -130,6 +139,7 @@ impl FrameError {
             FrameError::UnexpectedContinuation => "unexpected_continuation",
             FrameError::ExpectedContinuation => "expected_continuation",
             FrameError::InvalidClosePayload => "invalid_close_payload",
+            FrameError::InvalidCompressedData => "invalid_compressed_data",
         }
     }
 }
@@ -175,6 +185,8 @@ enum FrameKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
     fin: bool,
+    /// RSV1: a compressed message (permessage-deflate), first frame only.
+    rsv1: bool,
     kind: FrameKind,
     mask: [u8; 4],
     len: u64,
@@ -191,13 +203,16 @@ fn array_at<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
 /// Returns `Ok(None)` when `buf` holds only part of the header, otherwise the
 /// header and its length in bytes. Checks that need only the first byte are made
 /// as soon as it is present, then those needing the second byte, so the error a
-/// stream yields does not depend on how it was chunked.
+/// stream yields does not depend on how it was chunked. RSV1 passes only
+/// with `deflate` (permessage-deflate negotiated) and on a text or binary
+/// frame (RFC 7692 §6.1: never on control frames or continuations).
 #[inline]
-fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, FrameError> {
+fn parse_header(buf: &[u8], deflate: bool) -> Result<Option<(Header, usize)>, FrameError> {
     let Some(&b0) = buf.first() else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    let rsv1 = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (rsv1 && !(deflate && matches!(b0 & 0x0F, 0x1 | 0x2))) {
         return Err(FrameError::ReservedBits);
     }
     let fin = b0 & 0x80 != 0;
@@ -245,6 +260,7 @@ fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, FrameError> {
         Some(mask) => Ok(Some((
             Header {
                 fin,
+                rsv1,
                 kind,
                 mask,
                 len,
@@ -349,6 +365,10 @@ pub struct Decoder {
     /// Unmasked payload of the control frame in progress.
     ctrl: Vec<u8>,
     error: Option<FrameError>,
+    /// permessage-deflate negotiated: RSV1 messages are inflated with it.
+    inflater: Option<Inflater>,
+    /// The data message in progress came with RSV1.
+    compressed: bool,
 }
 
 impl Decoder {
@@ -364,7 +384,24 @@ impl Decoder {
             msg: Vec::new(),
             ctrl: Vec::new(),
             error: None,
+            inflater: None,
+            compressed: false,
         }
+    }
+
+    /// A decoder for a connection with permessage-deflate: messages with
+    /// RSV1 are inflated with `inflater`, and the inflated size counts
+    /// against `max_frame_size` (1009 past it, never allocated beyond it).
+    pub fn with_inflater(max_frame_size: usize, inflater: Inflater) -> Self {
+        Decoder {
+            inflater: Some(inflater),
+            ..Decoder::new(max_frame_size)
+        }
+    }
+
+    /// Whether the inflater holds a zlib context now (for memory checks).
+    pub fn inflater_allocated(&self) -> bool {
+        self.inflater.as_ref().is_some_and(Inflater::is_allocated)
     }
 
     /// Appends bytes and returns every complete message now available, in order.
@@ -464,8 +501,9 @@ impl Decoder {
     /// used, or `None` if it used all of them and the header is still incomplete.
     fn read_header(&mut self, input: &[u8]) -> Result<Option<usize>, FrameError> {
         let old = self.hdr_len;
+        let deflate = self.inflater.is_some();
         let (header, used) = if old == 0 {
-            match parse_header(input)? {
+            match parse_header(input, deflate)? {
                 Some(parsed) => parsed,
                 None => {
                     self.stash(input);
@@ -476,7 +514,7 @@ impl Decoder {
             let take = (MAX_HEADER_LEN - old).min(input.len());
             self.stash(input.get(..take).unwrap_or_default());
             let held = self.hdr.get(..self.hdr_len).unwrap_or_default();
-            match parse_header(held)? {
+            match parse_header(held, deflate)? {
                 // A complete header is longer than what was held before.
                 Some((header, len)) => (header, len.saturating_sub(old)),
                 // Incomplete although `hdr` has room for any header: `take`
@@ -507,6 +545,7 @@ impl Decoder {
                 if self.fragmented.is_some() {
                     return Err(FrameError::ExpectedContinuation);
                 }
+                self.compressed = h.rsv1;
                 Target::Data(kind)
             }
             FrameKind::Control(kind) => Target::Control(kind),
@@ -548,7 +587,18 @@ impl Decoder {
             }
             Target::Data(kind) => {
                 self.fragmented = None;
-                let data = mem::take(&mut self.msg);
+                let mut data = mem::take(&mut self.msg);
+                if mem::take(&mut self.compressed) {
+                    if let Some(inflater) = self.inflater.as_mut() {
+                        data =
+                            inflater
+                                .inflate(&data, self.max_frame_size)
+                                .map_err(|e| match e {
+                                    InflateError::TooLarge => FrameError::TooLarge,
+                                    InflateError::Corrupt => FrameError::InvalidCompressedData,
+                                })?;
+                    }
+                }
                 match kind {
                     DataKind::Binary => Message::Binary(data),
                     DataKind::Text => {
@@ -663,7 +713,9 @@ fn encode_client_frame(b0: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>)
 
 /// Body of the `frame_decoder` fuzz target, also run by the property tests.
 ///
-/// `data[0]` picks `max_frame_size` and the chunk sizes, `data[1..5]` seed the
+/// `data[0]` picks `max_frame_size`, the chunk sizes and whether the decoder
+/// has permessage-deflate (then RSV1 messages are inflated, within at most
+/// 1 MiB so a fuzzed bomb stays small), `data[1..5]` seed the
 /// chunking; the rest is the byte stream. Feeds the stream whole and in chunks
 /// and checks the invariants: same messages and error either way, poisoning,
 /// every message within the limits and well-formed, and decoded messages
@@ -679,15 +731,26 @@ pub fn fuzz_decode(data: &[u8]) {
     let (seed, stream) = rest
         .split_first_chunk::<4>()
         .map_or(([0; 4], rest), |(s, r)| (*s, r));
-    let max = LIMITS[usize::from(cfg & 7)];
+    let deflate = cfg & 0x80 != 0;
+    let max = match LIMITS[usize::from(cfg & 7)] {
+        m if deflate => m.min(1 << 20),
+        m => m,
+    };
     let max_chunk = CHUNKS[usize::from((cfg >> 3) & 7)];
     let empty_feeds = cfg & 0x40 != 0;
+    let decoder = || {
+        if deflate {
+            Decoder::with_inflater(max, Inflater::new(15, cfg & 0x10 != 0))
+        } else {
+            Decoder::new(max)
+        }
+    };
 
-    let mut whole = Decoder::new(max);
+    let mut whole = decoder();
     let (msgs, err) = whole.decode(stream);
 
     let mut rng = u64::from(u32::from_le_bytes(seed)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut chunked = Decoder::new(max);
+    let mut chunked = decoder();
     let (mut got, mut got_err) = (Vec::new(), None);
     let mut left = stream;
     while !left.is_empty() {
@@ -1277,6 +1340,124 @@ mod tests {
         assert_eq!(f.len(), 2 + 125);
     }
 
+    fn deflating_decoder(max: usize, no_takeover: bool) -> Decoder {
+        Decoder::with_inflater(max, Inflater::new(15, no_takeover))
+    }
+
+    fn compressed(d: &mut crate::permessage_deflate::Deflater, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        d.compress(text, &mut out);
+        out
+    }
+
+    #[test]
+    fn rfc7692_compressed_hello_frame_decodes() {
+        // §7.2.3.1: c1 07 f2 48 cd c9 c9 07 00, here masked as a client sends it.
+        let wire = frame(0xC1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        let mut dec = deflating_decoder(100, false);
+        assert_eq!(
+            dec.decode(&wire),
+            (vec![Message::Text(b"Hello".to_vec())], None)
+        );
+        // The same frame without negotiation: RSV1 is a protocol error (1002).
+        assert_eq!(decode_all(100, &wire).1, Some(FrameError::ReservedBits));
+    }
+
+    #[test]
+    fn rfc7692_fragmented_compressed_message() {
+        // §7.2.3.1's second example: the compressed "Hello" in two fragments,
+        // RSV1 on the first only.
+        let mut wire = frame(0x41, &[0xf2, 0x48, 0xcd]);
+        wire.extend(frame(0x80, &[0xc9, 0xc9, 0x07, 0x00]));
+        let mut dec = deflating_decoder(100, false);
+        assert_eq!(
+            dec.decode(&wire),
+            (vec![Message::Text(b"Hello".to_vec())], None)
+        );
+        // RSV1 on a continuation, or on a control frame, is a protocol error.
+        let mut bad = frame(0x41, &[0xf2, 0x48, 0xcd]);
+        bad.extend(frame(0xC0, &[0xc9, 0xc9, 0x07, 0x00]));
+        assert_eq!(
+            deflating_decoder(100, false).decode(&bad).1,
+            Some(FrameError::ReservedBits)
+        );
+        assert_eq!(
+            deflating_decoder(100, false).decode(&frame(0xC9, b"")).1,
+            Some(FrameError::ReservedBits)
+        );
+        // RSV2 and RSV3 stay errors with deflate.
+        assert_eq!(
+            deflating_decoder(100, false).decode(&frame(0xA1, b"x")).1,
+            Some(FrameError::ReservedBits)
+        );
+    }
+
+    #[test]
+    fn uncompressed_frames_pass_on_a_deflate_connection() {
+        let mut dec = deflating_decoder(100, false);
+        let mut d = crate::permessage_deflate::Deflater::new(15, 6, false, 0);
+        let mut wire = frame(0x81, b"plain");
+        wire.extend(frame(0xC1, &compressed(&mut d, b"packed packed packed")));
+        wire.extend(frame(0x82, &[1, 2, 3]));
+        wire.extend(frame(0xC1, &compressed(&mut d, b"packed packed packed")));
+        let (msgs, err) = dec.decode(&wire);
+        assert_eq!(err, None);
+        assert_eq!(
+            msgs,
+            vec![
+                Message::Text(b"plain".to_vec()),
+                Message::Text(b"packed packed packed".to_vec()),
+                Message::Binary(vec![1, 2, 3]),
+                Message::Text(b"packed packed packed".to_vec()),
+            ]
+        );
+        assert!(
+            dec.inflater_allocated(),
+            "context takeover keeps the inflater"
+        );
+        let mut nt = deflating_decoder(100, true);
+        let mut d = crate::permessage_deflate::Deflater::new(15, 6, true, 0);
+        assert_eq!(
+            nt.decode(&frame(0xC1, &compressed(&mut d, b"abcabc"))).1,
+            None
+        );
+        assert!(
+            !nt.inflater_allocated(),
+            "no context takeover frees it after each message"
+        );
+    }
+
+    #[test]
+    fn compressed_bomb_closes_1009_without_inflating_past_the_limit() {
+        let mut d = crate::permessage_deflate::Deflater::new(15, 9, true, 0);
+        let bomb = compressed(&mut d, &vec![b'a'; 5 << 20]);
+        assert!(bomb.len() < 10_000);
+        let mut dec = deflating_decoder(1 << 20, false);
+        let (msgs, err) = dec.decode(&frame(0xC1, &bomb));
+        assert!(msgs.is_empty());
+        assert_eq!(err, Some(FrameError::TooLarge));
+        assert_eq!(FrameError::TooLarge.close_code(), 1009);
+        // Exactly max_frame_size inflated is fine.
+        let exact = compressed(&mut d, &vec![b'a'; 1 << 20]);
+        assert_eq!(
+            deflating_decoder(1 << 20, false)
+                .decode(&frame(0xC1, &exact))
+                .1,
+            None
+        );
+        // Invalid DEFLATE data is 1007.
+        let (_, err) = deflating_decoder(100, false).decode(&frame(0xC1, &[0xff, 0xff, 0xff]));
+        assert_eq!(err.map(FrameError::close_code), Some(1007));
+        // Inflated text is UTF-8 checked.
+        let bad_utf8 = compressed(&mut d, &[0xff, 0xfe]);
+        assert_eq!(
+            deflating_decoder(100, false)
+                .decode(&frame(0xC1, &bad_utf8))
+                .1,
+            Some(FrameError::InvalidUtf8)
+        );
+    }
+
     #[test]
     fn fuzz_decode_smoke() {
         fuzz_decode(&[]);
@@ -1349,7 +1530,7 @@ mod tests {
         let ours = median(n_small, || {
             let mut pos = 0;
             while let Some(rest) = small.get(pos..) {
-                match parse_header(black_box(rest)) {
+                match parse_header(black_box(rest), false) {
                     Ok(Some((h, n))) => pos += n + h.len as usize,
                     _ => break,
                 }

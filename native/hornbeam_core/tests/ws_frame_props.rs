@@ -455,3 +455,64 @@ fn fuzz_decode_handles_tiny_inputs() {
         fuzz_decode(&[a, 1, 2, 3, 4, 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
     }
 }
+
+// --- permessage-deflate ---------------------------------------------------------
+
+proptest! {
+    // Messages compressed by our Deflater (with and without context
+    // takeover), sent as masked client frames with RSV1 on the first
+    // fragment, decode to themselves whatever the chunking, mixed with
+    // uncompressed messages.
+    #[test]
+    fn compressed_client_messages_decode(
+        msgs in prop::collection::vec(
+            (any::<bool>(), prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                "[a-z ]{0,400}".prop_map(String::into_bytes),
+            ], 1usize..4),
+            1..6,
+        ),
+        takeover in any::<bool>(),
+        mask in any::<[u8; 4]>(),
+        cuts in prop::collection::vec(any::<Index>(), 0..8),
+    ) {
+        use hornbeam_core::permessage_deflate::{Deflater, Inflater};
+        let mut deflater = Deflater::new(15, 1, !takeover, 0);
+        let mut bytes = Vec::new();
+        for (compress, payload, fragments) in &msgs {
+            let body = if *compress {
+                let mut c = Vec::new();
+                deflater.compress(payload, &mut c);
+                c
+            } else {
+                payload.clone()
+            };
+            let n = *fragments;
+            let step = body.len().div_ceil(n).max(1);
+            let parts: Vec<&[u8]> = if body.is_empty() { vec![&body[..]] } else { body.chunks(step).collect() };
+            for (i, part) in parts.iter().enumerate() {
+                let fin = i + 1 == parts.len();
+                let opcode = if i == 0 { 0x2 } else { 0x0 };
+                let start = bytes.len();
+                client_frame(fin, opcode, part, mask, LenForm::Minimal, &mut bytes);
+                if i == 0 && *compress {
+                    bytes[start] |= 0x40;
+                }
+            }
+        }
+        let mut cut_at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        cut_at.sort_unstable();
+        cut_at.push(bytes.len());
+        let mut d = Decoder::with_inflater(1 << 20, Inflater::new(15, !takeover));
+        let mut got = Vec::new();
+        let mut start = 0;
+        for end in cut_at {
+            let (m, e) = d.decode(&bytes[start..end]);
+            prop_assert_eq!(e, None);
+            got.extend(m);
+            start = end;
+        }
+        let want: Vec<Message> = msgs.into_iter().map(|(_, p, _)| Message::Binary(p)).collect();
+        prop_assert_eq!(got, want);
+    }
+}

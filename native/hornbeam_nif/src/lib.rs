@@ -10,6 +10,7 @@ mod presence;
 use std::sync::Mutex;
 
 use hornbeam_core::message::{self, Ref};
+use hornbeam_core::permessage_deflate::{Deflater, Inflater};
 use hornbeam_core::router::{Match, Router};
 use hornbeam_core::ws_frame::{self, Decoder, Message, OpCode, Pending};
 use rustler::{Atom, Binary, Encoder, Env, NewBinary, NifResult, Resource, ResourceArc, Term};
@@ -34,6 +35,94 @@ impl Resource for WsDecoder {}
 #[rustler::nif]
 fn ws_decoder_new(max_frame_size: usize) -> ResourceArc<WsDecoder> {
     ResourceArc::new(WsDecoder(Mutex::new(Decoder::new(max_frame_size))))
+}
+
+/// A decoder for a permessage-deflate connection: RSV1 messages are inflated
+/// (client window `window_bits`, context dropped after each message with
+/// `no_context_takeover`), within `max_frame_size`.
+#[rustler::nif]
+fn ws_decoder_new_deflate(
+    max_frame_size: usize,
+    window_bits: u8,
+    no_context_takeover: bool,
+) -> ResourceArc<WsDecoder> {
+    let inflater = Inflater::new(window_bits, no_context_takeover);
+    ResourceArc::new(WsDecoder(Mutex::new(Decoder::with_inflater(
+        max_frame_size,
+        inflater,
+    ))))
+}
+
+/// The outgoing half of permessage-deflate for one connection, owned by its
+/// process (uncontended mutex, as for the decoder).
+struct WsDeflater(Mutex<Deflater>);
+
+#[rustler::resource_impl]
+impl Resource for WsDeflater {}
+
+#[rustler::nif]
+fn ws_deflater_new(
+    window_bits: u8,
+    level: u32,
+    no_context_takeover: bool,
+    threshold: usize,
+) -> ResourceArc<WsDeflater> {
+    ResourceArc::new(WsDeflater(Mutex::new(Deflater::new(
+        window_bits,
+        level,
+        no_context_takeover,
+        threshold,
+    ))))
+}
+
+#[rustler::nif]
+fn nif_ws_deflate<'a>(
+    env: Env<'a>,
+    deflater: ResourceArc<WsDeflater>,
+    frame: Term<'a>,
+) -> NifResult<Term<'a>> {
+    ws_deflate(env, deflater, frame)
+}
+
+/// `nif_ws_deflate` on a dirty CPU scheduler, for frames over 64 KiB.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn nif_ws_deflate_dirty<'a>(
+    env: Env<'a>,
+    deflater: ResourceArc<WsDeflater>,
+    frame: Term<'a>,
+) -> NifResult<Term<'a>> {
+    ws_deflate(env, deflater, frame)
+}
+
+/// The compressed frame (RSV1) for one complete server frame, or the frame
+/// itself when it stays as it is (control frame, under the threshold).
+fn ws_deflate<'a>(
+    env: Env<'a>,
+    deflater: ResourceArc<WsDeflater>,
+    frame: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let bytes = Binary::from_iolist(frame)?;
+    let mut guard = deflater.0.lock().map_err(|_| rustler::Error::BadArg)?;
+    Ok(match guard.frame(bytes.as_slice()) {
+        Some(out) => bin(env, &out),
+        None => bytes.to_term(env),
+    })
+}
+
+/// Drops the deflate context (an idle connection then holds none); the next
+/// message starts a fresh DEFLATE stream, which every client accepts.
+#[rustler::nif]
+fn ws_deflater_release(deflater: ResourceArc<WsDeflater>) -> NifResult<Atom> {
+    let mut guard = deflater.0.lock().map_err(|_| rustler::Error::BadArg)?;
+    guard.release();
+    Ok(atoms::ok())
+}
+
+/// `{Deflate, Inflate}`: zlib contexts allocated now in this VM (all
+/// connections), for memory checks and tests.
+#[rustler::nif]
+fn ws_deflate_contexts() -> (usize, usize) {
+    hornbeam_core::permessage_deflate::live_contexts()
 }
 
 fn bin<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
