@@ -22,8 +22,7 @@
 %% <li>Backpressure: each channel acknowledges every event it handled
 %%     (`{'$hb_done', Pid}'). When one channel has `max_pending_events'
 %%     events sent and not yet handled, this process stops handling frames
-%%     and stops reading the socket (`{active, false}'; it reads in
-%%     `{active, 16}' otherwise), so the client's
+%%     and stops reading the socket (no `{active, once}'), so the client's
 %%     sends wait in TCP instead of in the channel's mailbox. The frames of
 %%     the read in progress are held, in order, and handled once the channel
 %%     is below its bound again (or gone). The heartbeat and fragment timers
@@ -58,9 +57,15 @@
 }.
 -export_type([conn_info/0]).
 
-%% Reads delivered as messages before the socket goes passive and is re-armed:
-%% `{active, once}' cost a port control call and two epoll_ctl calls per read.
--define(ACTIVE_N, 16).
+%% The socket reads in `{active, once}'. ({active, 16} saved a port control
+%% call per read, 16 % of the CPU of an Erlang round trip, but made fan-out
+%% to 5,000 subscribers bimodal, half the runs at 60 % of the deliveries/s;
+%% bench/README.md, "Idle memory and reads".) inet_drv allocates a receive
+%% buffer of `buffer' bytes each time the socket is armed, so an idle
+%% connection holds one: it starts small and grows to the OTP default the
+%% first time a read fills it.
+-define(SMALL_RECV_BUFFER, 256).
+-define(RECV_BUFFER, 1460).
 
 -record(channel, {
     pid :: pid(),
@@ -99,8 +104,10 @@
     paused_on = undefined :: pid() | undefined,
     %% runs while a message has partly arrived (fragment_timeout)
     fragment_timer = undefined :: reference() | undefined,
-    %% the socket is in `{active, ?ACTIVE_N}' (not passive, not paused)
+    %% the socket is armed (`{active, once}', not paused)
     active = false :: boolean(),
+    %% the receive buffer is still ?SMALL_RECV_BUFFER
+    small_buffer = true :: boolean(),
     %% port_commands whose inet_reply has not arrived yet
     unacked = 0 :: non_neg_integer(),
     %% long-poll only: what the next poll takes, the POSTs waiting for their
@@ -118,7 +125,8 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     ok = hornbeam_metrics:connection_opened(),
     %% So a supervisor shutdown runs terminate/2 and the client gets 1001.
     process_flag(trap_exit, true),
-    ok = inet:setopts(Sock, [{high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
+    ok = inet:setopts(Sock, [{buffer, ?SMALL_RECV_BUFFER},
+                             {high_watermark, MaxQueue}, {low_watermark, MaxQueue div 2},
                              {send_timeout, 30000}, {send_timeout_close, true}]),
     SocketId = maps:get(socket_id, Conn, undefined),
     %% Every socket with this id, on every node, is one pg group:
@@ -181,12 +189,15 @@ handle_cast(_Msg, State) ->
 
 -spec handle_info(term(), #state{}) ->
     {noreply, #state{}} | {noreply, #state{}, hibernate} | {stop, term(), #state{}}.
+handle_info({tcp, Sock, Data}, State = #state{sock = Sock, small_buffer = true})
+  when byte_size(Data) >= ?SMALL_RECV_BUFFER ->
+    %% a read filled the small buffer: this client sends more than a heartbeat
+    _ = inet:setopts(Sock, [{buffer, ?RECV_BUFFER}]),
+    received(Data, State#state{last_recv = now_ms(), active = false, small_buffer = false});
 handle_info({tcp, Sock, Data}, State = #state{sock = Sock}) ->
-    received(Data, State#state{last_recv = now_ms()});
+    received(Data, State#state{last_recv = now_ms(), active = false});
 handle_info({'$hb_data', <<>>}, State) ->
     handle_held(State);
-handle_info({tcp_passive, Sock}, State = #state{sock = Sock}) ->
-    handle_held(State#state{active = false});
 handle_info({'$hb_data', Data}, State) ->
     received(Data, State);
 handle_info({tcp_closed, Sock}, State = #state{sock = Sock}) ->
@@ -370,7 +381,7 @@ handle_held(State = #state{held = [], sock = longpoll, lp_posts = Posts}) ->
 handle_held(State = #state{held = [], active = true}) ->
     {noreply, State};
 handle_held(State = #state{held = [], sock = Sock}) ->
-    ok = setopts_active(Sock, ?ACTIVE_N),
+    ok = setopts_active(Sock, once),
     {noreply, State#state{active = true}};
 handle_held(State = #state{held = [Frame | Rest]}) ->
     case handle_frame(Frame, State#state{held = Rest}) of
