@@ -20,20 +20,11 @@
 // scripts/bootstrap.sh); this test reuses that install.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { startChatServer, STEP } from './chat_server.mjs'
+import { launchChromium, repoRoot, skip, startChatServer, STEP } from './support.mjs'
 
-const here = dirname(fileURLToPath(import.meta.url))
-const repoRoot = join(here, '..', '..')
-const CHROMIUM = '/usr/bin/chromium'
 const SCREENSHOT = join(repoRoot, '_build', 'browser', 'chat.png')
-
-const skip = existsSync(CHROMIUM)
-  ? false
-  : `${CHROMIUM} is missing (Debian package "chromium", installed by \`make bootstrap\`): browser test skipped`
 
 describe('channels chat example in headless Chromium', { skip, timeout: 120_000 }, () => {
   let server
@@ -41,14 +32,8 @@ describe('channels chat example in headless Chromium', { skip, timeout: 120_000 
   const problems = [] // page errors and console errors, from every page
 
   before(async () => {
-    const { chromium } = createRequire(join(repoRoot, 'test', 'js', 'package.json'))('playwright-core')
     server = await startChatServer()
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-quic', '--no-first-run', '--disable-sync'],
-      timeout: STEP,
-    })
+    browser = await launchChromium(STEP)
   })
 
   after(async () => {

@@ -14,64 +14,12 @@
 // A screenshot goes to _build/browser/dashboard.png.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { launchChromium, repoRoot, skip, startChatServer } from './support.mjs'
 
-const here = dirname(fileURLToPath(import.meta.url))
-const repoRoot = join(here, '..', '..')
-const CHROMIUM = '/usr/bin/chromium'
 const STEP = 15_000 // the longest any single step may take, in ms
 const SCREENSHOT = join(repoRoot, '_build', 'browser', 'dashboard.png')
-
-const skip = existsSync(CHROMIUM)
-  ? false
-  : `${CHROMIUM} is missing (Debian package "chromium", installed by \`make bootstrap\`): browser test skipped`
-
-/** Start the chat example with metrics on; resolve with its app and metrics URLs. */
-async function startServer() {
-  const proc = spawn(join(repoRoot, 'bin', 'hornbeam'), [
-    'run', 'app:app', '--bind', '127.0.0.1:0', '--workers', '1',
-    '--pythonpath', 'examples/channels_chat', '--channel-module', 'app',
-    '--metrics-bind', '127.0.0.1:0',
-  ], {
-    cwd: repoRoot,
-    env: { ...process.env, ERL_CRASH_DUMP_SECONDS: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  proc.stdout.on('data', (d) => { output += d })
-  proc.stderr.on('data', (d) => { output += d })
-  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal)))
-  const urls = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`bin/hornbeam did not start in ${STEP} ms:\n${output}`)), STEP)
-    const onData = () => {
-      const app = output.match(/hornbeam: serving app:app on (http:\/\/127\.0\.0\.1:\d+)/)
-      const metrics = output.match(/dashboard on (http:\/\/127\.0\.0\.1:\d+)\//)
-      if (app && metrics) {
-        clearTimeout(timer)
-        resolve({ app: app[1], metrics: metrics[1] })
-      }
-    }
-    proc.stdout.on('data', onData)
-    proc.stderr.on('data', onData)
-    exited.then((status) => {
-      clearTimeout(timer)
-      reject(new Error(`bin/hornbeam exited (${status}) before it listened:\n${output}`))
-    })
-  })
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return exited
-    proc.kill('SIGINT')
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 2 * STEP)
-    const status = await exited
-    clearTimeout(timer)
-    return status
-  }
-  return { ...urls, output: () => output, stop }
-}
 
 describe('metrics dashboard in headless Chromium', { skip, timeout: 120_000 }, () => {
   let server
@@ -79,14 +27,8 @@ describe('metrics dashboard in headless Chromium', { skip, timeout: 120_000 }, (
   const problems = []
 
   before(async () => {
-    const { chromium } = createRequire(join(repoRoot, 'test', 'js', 'package.json'))('playwright-core')
-    server = await startServer()
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-quic', '--no-first-run', '--disable-sync'],
-      timeout: STEP,
-    })
+    server = await startChatServer(['--metrics-bind', '127.0.0.1:0'], { metrics: true, startTimeout: STEP })
+    browser = await launchChromium(STEP)
   })
 
   after(async () => {
@@ -127,7 +69,7 @@ describe('metrics dashboard in headless Chromium', { skip, timeout: 120_000 }, (
 
     // A chat page connects (one WebSocket) and joins a room.
     const room = `dash${process.pid}`
-    const chat = await open(server.app + '/', 'chat', false)
+    const chat = await open(server.url + '/', 'chat', false)
     await chat.page.locator('#conn', { hasText: /^connected$/ }).waitFor()
     await tile(dash.page, 'connections', /^1$/)
     await chat.page.fill('#username', 'ada')
@@ -142,7 +84,7 @@ describe('metrics dashboard in headless Chromium', { skip, timeout: 120_000 }, (
     await tile(dash.page, 'p99', /ms$/)
 
     // A second client, then both gone.
-    const chat2 = await open(server.app + '/', 'chat2', false)
+    const chat2 = await open(server.url + '/', 'chat2', false)
     await chat2.page.locator('#conn', { hasText: /^connected$/ }).waitFor()
     await tile(dash.page, 'connections', /^2$/)
     await chat.context.close()

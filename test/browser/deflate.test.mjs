@@ -6,53 +6,12 @@
 // Needs the build and test/js's playwright-core, like chat.test.mjs.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-
-const here = dirname(fileURLToPath(import.meta.url))
-const repoRoot = join(here, '..', '..')
-const CHROMIUM = '/usr/bin/chromium'
-const STEP = 10_000
-
-const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: browser test skipped`
-
-async function startChat(extraArgs) {
-  const proc = spawn(join(repoRoot, 'bin', 'hornbeam'), ['run', 'app:app', '--bind', '127.0.0.1:0', '--workers', '1',
-    '--pythonpath', 'examples/channels_chat', '--channel-module', 'app', ...extraArgs],
-  { cwd: repoRoot, env: { ...process.env, ERL_CRASH_DUMP_SECONDS: '0' }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  proc.stdout.on('data', (d) => { output += d })
-  proc.stderr.on('data', (d) => { output += d })
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`bin/hornbeam did not start:\n${output}`)), 3 * STEP)
-    const poll = setInterval(() => {
-      const m = output.match(/hornbeam: serving app:app on (http:\/\/127\.0\.0\.1:\d+)/)
-      if (m) { clearInterval(poll); clearTimeout(timer); resolve(m[1]) }
-    }, 20)
-  })
-  // SIGINT: bin/hornbeam stops its node gracefully (SIGKILL would leave it running).
-  const stop = () => new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve()
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 2 * STEP)
-    proc.once('exit', () => { clearTimeout(timer); resolve() })
-    proc.kill('SIGINT')
-  })
-  return { url, stop }
-}
+import { launchChromium, skip, startChatServer, STEP } from './support.mjs'
 
 describe('permessage-deflate in headless Chromium (chat example)', { skip, timeout: 120_000 }, () => {
   let browser
   before(async () => {
-    const { chromium } = createRequire(join(repoRoot, 'test', 'js', 'package.json'))('playwright-core')
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-quic', '--no-first-run', '--disable-sync'],
-      timeout: STEP,
-    })
+    browser = await launchChromium(STEP)
   })
   after(async () => { await browser?.close() })
 
@@ -81,7 +40,7 @@ describe('permessage-deflate in headless Chromium (chat example)', { skip, timeo
 
   for (const [label, args, compressed] of [['--compress on', ['--compress', 'on'], true], ['compress off (default)', [], false]]) {
     it(`${label}: Chromium's offer is ${compressed ? 'accepted' : 'declined'} and the chat works`, async () => {
-      const server = await startChat(args)
+      const server = await startChatServer(args, { startTimeout: 3 * STEP })
       try {
         const room = `deflate${process.pid}`
         const alice = await openChat(server.url, 'alice', room)

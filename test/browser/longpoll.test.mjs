@@ -15,18 +15,9 @@
 //     Node lacks) in a page of the same origin chats with the chat page.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { startChatServer, STEP } from './chat_server.mjs'
-
-const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
-const CHROMIUM = '/usr/bin/chromium'
-
-const skip = existsSync(CHROMIUM)
-  ? false
-  : `${CHROMIUM} is missing (Debian package "chromium", installed by \`make bootstrap\`): browser test skipped`
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { launchChromium, repoRoot, skip, startChatServer, STEP } from './support.mjs'
 
 describe('chat example over long-poll in headless Chromium (WebSocket blocked)', { skip, timeout: 120_000 }, () => {
   let server
@@ -34,14 +25,8 @@ describe('chat example over long-poll in headless Chromium (WebSocket blocked)',
   const problems = []
 
   before(async () => {
-    const { chromium } = createRequire(join(repoRoot, 'test', 'js', 'package.json'))('playwright-core')
     server = await startChatServer()
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-quic', '--no-first-run', '--disable-sync'],
-      timeout: STEP,
-    })
+    browser = await launchChromium(STEP)
   })
 
   after(async () => {
