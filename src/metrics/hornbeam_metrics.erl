@@ -23,7 +23,7 @@
 -module(hornbeam_metrics).
 
 -export([enable/0, enabled/0]).
--export([inc/1, add/2, message_in/1, messages_out/2, python_call/3, http_response/2,
+-export([inc/1, add/2, broadcast/1, message_in/1, messages_out/2, python_call/3, http_response/2,
          connection_opened/0, channel_joined/1, forget/0]).
 -export([snapshot/0, buckets/0, handler_label/2]).
 
@@ -72,6 +72,18 @@ add(Name, N) ->
     case persistent_term:get(?KEY, undefined) of
         undefined -> ok;
         Ref -> counters:add(Ref, index(Name), N)
+    end.
+
+%% @doc One local broadcast delivered to the processes in `Recipients'
+%% (lists of pids): counted only when enabled, so the hot path does not walk
+%% a 5,000-subscriber list for nothing.
+-spec broadcast([[pid()]]) -> ok.
+broadcast(Recipients) ->
+    case persistent_term:get(?KEY, undefined) of
+        undefined -> ok;
+        Ref ->
+            counters:add(Ref, index(broadcasts), 1),
+            counters:add(Ref, index(deliveries), lists:sum([length(L) || L <- Recipients]))
     end.
 
 %% @doc One data message (text or binary frame) read from a client.

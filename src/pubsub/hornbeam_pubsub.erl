@@ -168,13 +168,11 @@ deliver_local(Topic, Event, Json, Exclude) ->
         {[], []} ->
             ok;
         {Subscribers, []} ->
-            ok = hornbeam_metrics:inc(broadcasts),
-            ok = hornbeam_metrics:add(deliveries, length(Subscribers)),
+            ok = hornbeam_metrics:broadcast([Subscribers]),
             Frame = broadcast_frame(Topic, Event, Json),
             send_all(Subscribers, {'$hb_broadcast', Topic, Frame, Exclude});
         {Subscribers, Channels} ->
-            ok = hornbeam_metrics:inc(broadcasts),
-            ok = hornbeam_metrics:add(deliveries, length(Subscribers) + length(Channels)),
+            ok = hornbeam_metrics:broadcast([Subscribers, Channels]),
             Frame = broadcast_frame(Topic, Event, Json),
             send_all(Subscribers, {'$hb_broadcast', Topic, Frame, Exclude}),
             send_all(Channels, {'$hb_channel_broadcast', Topic, Event, channel_payload(Json), Frame,
