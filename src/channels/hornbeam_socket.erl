@@ -104,8 +104,6 @@
     paused_on = undefined :: pid() | undefined,
     %% runs while a message has partly arrived (fragment_timeout)
     fragment_timer = undefined :: reference() | undefined,
-    %% the socket is armed (`{active, once}', not paused)
-    active = false :: boolean(),
     %% the receive buffer is still ?SMALL_RECV_BUFFER
     small_buffer = true :: boolean(),
     %% port_commands whose inet_reply has not arrived yet
@@ -193,9 +191,9 @@ handle_info({tcp, Sock, Data}, State = #state{sock = Sock, small_buffer = true})
   when byte_size(Data) >= ?SMALL_RECV_BUFFER ->
     %% a read filled the small buffer: this client sends more than a heartbeat
     _ = inet:setopts(Sock, [{buffer, ?RECV_BUFFER}]),
-    received(Data, State#state{last_recv = now_ms(), active = false, small_buffer = false});
+    received(Data, State#state{last_recv = now_ms(), small_buffer = false});
 handle_info({tcp, Sock, Data}, State = #state{sock = Sock}) ->
-    received(Data, State#state{last_recv = now_ms(), active = false});
+    received(Data, State#state{last_recv = now_ms()});
 handle_info({'$hb_data', <<>>}, State) ->
     handle_held(State);
 handle_info({'$hb_data', Data}, State) ->
@@ -378,30 +376,20 @@ handle_held(State = #state{paused_on = Pid}) when is_pid(Pid) ->
 handle_held(State = #state{held = [], sock = longpoll, lp_posts = Posts}) ->
     _ = [From ! {'$hb_lp_posted', Ref} || {From, Ref} <- Posts],
     {noreply, State#state{lp_posts = []}};
-handle_held(State = #state{held = [], active = true}) ->
-    {noreply, State};
 handle_held(State = #state{held = [], sock = Sock}) ->
-    ok = setopts_active(Sock, once),
-    {noreply, State#state{active = true}};
+    ok = setopts_active(Sock),
+    {noreply, State};
 handle_held(State = #state{held = [Frame | Rest]}) ->
     case handle_frame(Frame, State#state{held = Rest}) of
         {noreply, State1} -> handle_held(State1);
         Stop -> Stop
     end.
 
-setopts_active(Sock, Active) ->
-    case inet:setopts(Sock, [{active, Active}]) of
+setopts_active(Sock) ->
+    case inet:setopts(Sock, [{active, once}]) of
         ok -> ok;
         {error, _} -> self() ! {tcp_closed, Sock}, ok
     end.
-
-%% Stop reading (paused on a channel): `{active, false}' at once, so at most
-%% the reads already delivered reach the mailbox.
-stop_reading(State = #state{active = false}) ->
-    State;
-stop_reading(State = #state{sock = Sock}) ->
-    ok = setopts_active(Sock, false),
-    State#state{active = false}.
 
 %% A channel acknowledged an event: below the bound again, reading resumes.
 event_done(Pid, State = #state{by_pid = ByPid, channels = Channels}) ->
@@ -611,7 +599,7 @@ event(JoinRef, Ref, Topic, Event, Payload, State = #state{channels = Channels, c
                 true ->
                     logger:debug("channel ~s has ~b events pending (max_pending_events); "
                                  "reading paused", [Topic, N + 1]),
-                    {noreply, stop_reading(State1#state{paused_on = Pid})};
+                    {noreply, State1#state{paused_on = Pid}};
                 false ->
                     {noreply, State1}
             end;
