@@ -33,6 +33,7 @@ all() ->
      idle_socket_hibernates_after_join_and_heartbeat,
      unfinished_fragmented_message_closes_1008, partial_frame_closes_1008,
      slow_channel_pauses_reading_and_answers_everything_in_order,
+     busy_socket_reads_counted_with_a_bounded_mailbox_and_quiet_goes_back_to_once,
      waiting_broadcasts_are_written_in_order_in_batches_of_write_batch_frames,
      write_batch_bytes_bounds_a_batch].
 
@@ -687,6 +688,51 @@ sample_queue(Pid, Max, Parent) ->
             undefined -> sample_queue(Pid, Max, Parent)
         end
     end.
+
+
+%% Reads (hornbeam_socket, ?BUSY_READS): a socket starts in {active, once};
+%% one that reads 64 or more times a second switches to a topped-up
+%% {active, N}. A client sending faster than the socket handles its frames
+%% (here: the socket is suspended) runs that count down, so at most
+%% 2 * 32 reads wait in the mailbox; with {active, true} every read of the
+%% flood would. A heartbeat's answer (a quiet spell) puts it back on once.
+busy_socket_reads_counted_with_a_bounded_mailbox_and_quiet_goes_back_to_once(Config) ->
+    C = connect(Config),
+    Topic = <<"room:reads">>,
+    _ = join(C, <<"1">>, Topic),
+    [Socket] = pg:get_local_members(hornbeam, {topic, Topic}),
+    {links, Links} = erlang:process_info(Socket, links),
+    [Port] = [P || P <- Links, is_port(P)],
+    ?assertEqual({ok, [{active, once}]}, inet:getopts(Port, [active])),
+    %% 100 events one at a time: 100 reads within a second
+    [begin
+         Ref = integer_to_binary(I),
+         ok = ?C:push(C, <<"1">>, Ref, Topic, <<"echo">>, #{}),
+         [_, Ref, Topic, <<"phx_reply">>, _] = ?C:recv_json(C)
+     end || I <- lists:seq(1, 100)],
+    {ok, [{active, Count}]} = inet:getopts(Port, [active]),
+    ?assert(is_integer(Count) andalso Count > 32 andalso Count =< 64, {active, Count}),
+    %% a flood while the socket cannot keep up
+    ok = sys:suspend(Socket),
+    Frame = hornbeam_ws_client:client_frame(
+              1, hornbeam_nif:msg_encode(<<"1">>, <<"f">>, Topic, <<"noreply">>,
+                                         iolist_to_binary([<<"{\"x\":\"">>, binary:copy(<<"x">>, 1300), <<"\"}">>])),
+              true, 0),
+    %% (the test client writes what send_raw gives it from its own process)
+    [ok = ?C:send_raw(C, Frame) || _ <- lists:seq(1, 400)],
+    timer:sleep(1000),
+    {message_queue_len, Queued} = erlang:process_info(Socket, message_queue_len),
+    ct:pal("suspended busy socket flooded with 400 frames of ~b bytes: ~b messages queued",
+           [byte_size(Frame), Queued]),
+    ?assert(Queued =< 2 * 32 + 2, {queued, Queued}),
+    ?assertEqual({ok, [{active, false}]}, inet:getopts(Port, [active])),  %% the count ran out
+    ok = sys:resume(Socket),
+    %% everything arrives and is handled: the answer to a heartbeat after the flood
+    ok = ?C:push(C, null, <<"hb">>, <<"phoenix">>, <<"heartbeat">>, #{}),
+    ?assertEqual(ok_reply(null, <<"hb">>, <<"phoenix">>), ?C:recv_json(C, 10000)),
+    %% the heartbeat's answer is a quiet spell: one-shot reads again
+    timer:sleep(200),
+    ?assertEqual({ok, [{active, once}]}, inet:getopts(Port, [active])).
 
 
 %% --- write batching: write_batch_frames, write_batch_bytes ---------------------

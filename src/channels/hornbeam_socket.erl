@@ -57,13 +57,28 @@
 }.
 -export_type([conn_info/0]).
 
-%% The socket reads in `{active, once}'. ({active, 16} saved a port control
-%% call per read, 16 % of the CPU of an Erlang round trip, but made fan-out
-%% to 5,000 subscribers bimodal, half the runs at 60 % of the deliveries/s;
-%% bench/README.md, "Idle memory and reads".) inet_drv allocates a receive
-%% buffer of `buffer' bytes each time the socket is armed, so an idle
-%% connection holds one: it starts small and grows to the OTP default the
-%% first time a read fills it.
+%% Reads: a socket starts in `{active, once}' and, once it reads at
+%% ?BUSY_READS or more a second, switches to `{active, N}' whose count it
+%% tops up before it runs out (?ACTIVE_TOPUP more each time at most
+%% ?ACTIVE_TOPUP are left), so a busy socket is never switched off. Only
+%% then does the runtime move its fd to the schedulers' own pollset (after
+%% ten reads without a deselect): no ONESHOT re-arm and no poll-thread
+%% wake-up per read, which halved the CPU of an Erlang round trip. Quieter
+%% sockets stay on one-shot reads: with thousands of idle sockets armed for
+%% good, fan-out to 5,000 subscribers ran at 60-70 % of its deliveries/s,
+%% and a publisher at 30 reads/s in the schedulers' pollset (checked
+%% between longer runs) is read later and pipelines less, -10 %
+%% (bench/README.md, "Reads"). A quiet spell (the hibernation after a
+%% heartbeat's answer) puts a socket back on `{active, once}'.
+%% A client sending faster than this process handles its frames runs the
+%% count down and the socket goes passive by itself: at most
+%% 2 * ?ACTIVE_TOPUP reads wait in the mailbox. A pause
+%% (max_pending_events) switches reading off at once with `{active, false}'.
+%% inet_drv allocates a receive buffer of `buffer' bytes while the socket is
+%% armed, so an idle connection holds one: it starts small and grows to the
+%% OTP default the first time a read fills it.
+-define(BUSY_READS, 64).
+-define(ACTIVE_TOPUP, 32).
 -define(SMALL_RECV_BUFFER, 256).
 -define(RECV_BUFFER, 1460).
 
@@ -106,6 +121,14 @@
     fragment_timer = undefined :: reference() | undefined,
     %% the receive buffer is still ?SMALL_RECV_BUFFER
     small_buffer = true :: boolean(),
+    %% reads inet_drv may still deliver before it makes the socket passive
+    %% (our copy of its count: 1 in {active, once}; see ?ACTIVE_TOPUP)
+    active_left = 0 :: non_neg_integer(),
+    %% once: {active, once}; counted: {active, N} topped up (?BUSY_READS)
+    read_mode = once :: once | counted,
+    %% reads in the second that started at reads_since (erlang:monotonic_time ms)
+    reads = 0 :: non_neg_integer(),
+    reads_since = 0 :: integer(),
     %% port_commands whose inet_reply has not arrived yet
     unacked = 0 :: non_neg_integer(),
     %% long-poll only: what the next poll takes, the POSTs waiting for their
@@ -133,7 +156,7 @@ enter(Sock, Buffered, Conn = #{id := Id, endpoint := Config}) ->
     {Decoder, Deflater} = codec(MaxFrame, maps:get(deflate, Conn, none), Config),
     State = #state{sock = Sock, decoder = Decoder, deflater = Deflater,
                    id = Id, socket_id = SocketId, params = maps:get(params, Conn), assigns = maps:get(assigns, Conn),
-                   config = Config, last_recv = now_ms()},
+                   config = Config, last_recv = now_ms(), reads_since = now_ms()},
     schedule_heartbeat_check(State),
     self() ! {'$hb_data', Buffered},
     %% Drop what the HTTP request left on the heap; idle connections
@@ -191,9 +214,14 @@ handle_info({tcp, Sock, Data}, State = #state{sock = Sock, small_buffer = true})
   when byte_size(Data) >= ?SMALL_RECV_BUFFER ->
     %% a read filled the small buffer: this client sends more than a heartbeat
     _ = inet:setopts(Sock, [{buffer, ?RECV_BUFFER}]),
-    received(Data, State#state{last_recv = now_ms(), small_buffer = false});
+    received(Data, read_one(State#state{last_recv = now_ms(), small_buffer = false}));
 handle_info({tcp, Sock, Data}, State = #state{sock = Sock}) ->
-    received(Data, State#state{last_recv = now_ms()});
+    received(Data, read_one(State#state{last_recv = now_ms()}));
+handle_info({tcp_passive, Sock}, State = #state{sock = Sock}) ->
+    %% The count ran out before we topped it up (this process fell behind):
+    %% active_left is already 0, and handle_held arms it again once the held
+    %% frames are handled.
+    {noreply, State};
 handle_info({'$hb_data', <<>>}, State) ->
     handle_held(State);
 handle_info({'$hb_data', Data}, State) ->
@@ -216,7 +244,7 @@ handle_info({inet_reply, _Sock, ok}, State = #state{unacked = 1, hibernate_now =
             %% A quiet spell: the deflate context (~260 KiB of zlib state)
             %% goes too; the next message starts a fresh DEFLATE stream.
             _ = State#state.deflater =:= none orelse hornbeam_nif:ws_deflater_release(State#state.deflater),
-            {noreply, State#state{unacked = 0, hibernate_now = false}, hibernate};
+            {noreply, quiet_reads(State#state{unacked = 0, hibernate_now = false}), hibernate};
         _ -> {noreply, State#state{unacked = 0}}
     end;
 handle_info({inet_reply, _Sock, ok}, State = #state{unacked = N}) ->
@@ -369,6 +397,30 @@ received(Data, State = #state{decoder = Decoder, held = Held}) ->
             handle_held(State#state{held = Held ++ Messages ++ [{protocol_error, Why, Code}]})
     end.
 
+%% Paused: no more reads until the channel catches up. Reads already in the
+%% mailbox still arrive (and are held); the count starts again from zero.
+stop_reading(State = #state{sock = longpoll}) ->
+    State;
+stop_reading(State = #state{sock = Sock}) ->
+    ok = setopts_active(Sock, false),
+    State#state{active_left = 0}.
+
+read_one(State = #state{active_left = Left, reads = Reads, reads_since = Since, last_recv = Now}) ->
+    case Now - Since >= 1000 of
+        true -> State#state{active_left = max(0, Left - 1), reads = 1, reads_since = Now};
+        false -> State#state{active_left = max(0, Left - 1), reads = Reads + 1}
+    end.
+
+%% A quiet spell: a socket in counted reads goes back to one-shot reads (see
+%% ?BUSY_READS); {active, once} replaces the count.
+quiet_reads(State = #state{sock = longpoll}) ->
+    State;
+quiet_reads(State = #state{read_mode = once}) ->
+    State;
+quiet_reads(State = #state{sock = Sock}) ->
+    ok = setopts_active(Sock, once),
+    State#state{read_mode = once, reads = 0, active_left = 1}.
+
 %% Handle the held frames in order, until none is left (then read again) or
 %% a channel reached max_pending_events (then wait for its '$hb_done').
 handle_held(State = #state{paused_on = Pid}) when is_pid(Pid) ->
@@ -376,17 +428,31 @@ handle_held(State = #state{paused_on = Pid}) when is_pid(Pid) ->
 handle_held(State = #state{held = [], sock = longpoll, lp_posts = Posts}) ->
     _ = [From ! {'$hb_lp_posted', Ref} || {From, Ref} <- Posts],
     {noreply, State#state{lp_posts = []}};
-handle_held(State = #state{held = [], sock = Sock}) ->
-    ok = setopts_active(Sock),
-    {noreply, State};
+handle_held(State = #state{held = [], read_mode = counted, sock = Sock, active_left = Left}) ->
+    case Left =< ?ACTIVE_TOPUP of
+        true ->
+            ok = setopts_active(Sock, ?ACTIVE_TOPUP),
+            {noreply, State#state{active_left = Left + ?ACTIVE_TOPUP}};
+        false ->
+            {noreply, State}
+    end;
+handle_held(State = #state{held = [], sock = Sock, reads = Reads}) when Reads >= ?BUSY_READS ->
+    %% {active, N} replaces a pending {active, once}
+    ok = setopts_active(Sock, 2 * ?ACTIVE_TOPUP),
+    {noreply, State#state{read_mode = counted, active_left = 2 * ?ACTIVE_TOPUP}};
+handle_held(State = #state{held = [], sock = Sock, active_left = 0}) ->
+    ok = setopts_active(Sock, once),
+    {noreply, State#state{active_left = 1}};
+handle_held(State = #state{held = []}) ->
+    {noreply, State};  %% still armed
 handle_held(State = #state{held = [Frame | Rest]}) ->
     case handle_frame(Frame, State#state{held = Rest}) of
         {noreply, State1} -> handle_held(State1);
         Stop -> Stop
     end.
 
-setopts_active(Sock) ->
-    case inet:setopts(Sock, [{active, once}]) of
+setopts_active(Sock, Active) ->
+    case inet:setopts(Sock, [{active, Active}]) of
         ok -> ok;
         {error, _} -> self() ! {tcp_closed, Sock}, ok
     end.
@@ -599,7 +665,7 @@ event(JoinRef, Ref, Topic, Event, Payload, State = #state{channels = Channels, c
                 true ->
                     logger:debug("channel ~s has ~b events pending (max_pending_events); "
                                  "reading paused", [Topic, N + 1]),
-                    {noreply, State1#state{paused_on = Pid}};
+                    {noreply, stop_reading(State1#state{paused_on = Pid})};
                 false ->
                     {noreply, State1}
             end;
