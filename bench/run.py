@@ -532,7 +532,7 @@ def targets(results: List[Dict[str, Any]]) -> List[Tuple[str, str, str]]:
             out.append((f"fan-out 5,000 subs ({hb}): ≥ 0.5× the batched raw Rust server",
                         f"{fmt(r, 2)}×" if r else "no Rust figure", verdict(r, lambda x: x >= 0.5)))
         pr = find(results, "paced", "1000", hb)
-        if pr is not None:
+        if pr is not None and pr.get("status") != "not_supported":
             f = pr.get("figures", {})
             lat = prim("paced", "1000", hb)
             kept = pr.get("status") == "ok" and f.get("lost") == 0 and f.get("delivery_ratio") == 1.0
