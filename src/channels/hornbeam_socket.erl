@@ -22,9 +22,9 @@
 %% <li>Backpressure: each channel acknowledges every event it handled
 %%     (`{'$hb_done', Pid}'). When one channel has `max_pending_events'
 %%     events sent and not yet handled, this process stops handling frames
-%%     and stops reading the socket (no `{active, once}'), so the client's
+%%     and stops reading the socket (`{active, false}'), so the client's
 %%     sends wait in TCP instead of in the channel's mailbox. The frames of
-%%     the read in progress are held, in order, and handled once the channel
+%%     the reads already delivered are held, in order, and handled once the channel
 %%     is below its bound again (or gone). The heartbeat and fragment timers
 %%     do not count that time against the client.</li>
 %% <li>`fragment_timeout': a message that has partly arrived (an open
