@@ -13,7 +13,7 @@ all() ->
      remote_node_gets_one_message_per_broadcast, binary_broadcast_reaches_every_node_as_a_binary_frame].
 
 init_per_suite(Config) ->
-    case ensure_distributed() of
+    case hornbeam_ct_peer:ensure_distributed(hornbeam_ct) of
         ok ->
             {ok, _} = application:ensure_all_started(hornbeam),
             Peers = [start_peer(N) || N <- [a, b, c]],
@@ -34,31 +34,9 @@ end_per_suite(Config) ->
     [peer:stop(Pid) || {Pid, _, _} <- ?config(peers, Config)],
     ok.
 
-ensure_distributed() ->
-    case node() of
-        nonode@nohost ->
-            case net_kernel:start(['hornbeam_ct@127.0.0.1', longnames]) of
-                {ok, _} -> erlang:set_cookie(hornbeam_ct), ok;
-                {error, Reason} -> {skip, {no_distribution, Reason}}
-            end;
-        _ -> ok
-    end.
-
 start_peer(Name) ->
-    Dirs = lists:usort([filename:dirname(code:which(M))
-                        || M <- [hornbeam, hornbeam_test_channel, hornbeam_ws_client]]),
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie())]
-           ++ lists:append([["-pa", D] || D <- Dirs]),
-    %% Not linked: init_per_suite's process ends before the test cases run.
-    {ok, Pid, Node} = peer:start(#{name => peer:random_name(Name), host => "127.0.0.1",
-                                        longnames => true, args => Args}),
-    ok = erpc:call(Node, fun() ->
-        {ok, _} = application:ensure_all_started(hornbeam),
-        hornbeam:start(none, #{bind => "127.0.0.1:0",
-                               channels => [{<<"room:*">>, hornbeam_test_channel}]})
-    end),
-    Port = erpc:call(Node, hornbeam, port, []),
-    {Pid, Node, Port}.
+    hornbeam_ct_peer:start(Name, [hornbeam_test_channel],
+                           #{bind => "127.0.0.1:0", channels => [{<<"room:*">>, hornbeam_test_channel}]}).
 
 join_everywhere(Config, Topic) ->
     Clients = [begin

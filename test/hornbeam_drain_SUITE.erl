@@ -92,7 +92,7 @@ bad_drain_options_are_refused_at_start(_Config) ->
 %% application stops, the drain runs; the presences of its channels leave
 %% (a client on another node sees the leaves at once, not after down_period).
 sigterm_drains_in_batches_and_its_presences_leave_the_other_nodes(_Config) ->
-    case ensure_distributed() of
+    case hornbeam_ct_peer:ensure_distributed(hornbeam_drain_ct) of
         ok -> sigterm_drains();
         {skip, _} = Skip -> Skip
     end.
@@ -166,16 +166,6 @@ waves([T | Ts], Gap, [[Last | _] = W | Ws]) when T - Last =< Gap -> waves(Ts, Ga
 waves([T | Ts], Gap, Ws) -> waves(Ts, Gap, [[T] | Ws]).
 
 now_ms() -> erlang:monotonic_time(millisecond).
-
-ensure_distributed() ->
-    case node() of
-        nonode@nohost ->
-            case net_kernel:start(['hornbeam_drain_ct@127.0.0.1', longnames]) of
-                {ok, _} -> erlang:set_cookie(hornbeam_ct), ok;
-                {error, Reason} -> {skip, {no_distribution, Reason}}
-            end;
-        _ -> ok
-    end.
 
 peer_args() ->
     Dirs = lists:usort([filename:dirname(code:which(M))

@@ -598,7 +598,7 @@ shard_drops_malformed_messages(_Config) ->
 
 %% An atom event used to crash the relay of every node with subscribers.
 bad_broadcast_on_one_node_crashes_no_relay_in_the_cluster(Config) ->
-    case ensure_distributed() of
+    case hornbeam_ct_peer:ensure_distributed(hornbeam_heal_ct) of
         {skip, _} = Skip ->
             Skip;
         ok ->
@@ -623,16 +623,6 @@ bad_broadcast_on_one_node_crashes_no_relay_in_the_cluster(Config) ->
             after
                 peer:stop(Peer)
             end
-    end.
-
-ensure_distributed() ->
-    case node() of
-        nonode@nohost ->
-            case net_kernel:start(['hornbeam_heal_ct@127.0.0.1', longnames]) of
-                {ok, _} -> erlang:set_cookie(hornbeam_ct), ok;
-                {error, Reason} -> {skip, {no_distribution, Reason}}
-            end;
-        _ -> ok
     end.
 
 %% A peer node running hornbeam (its relay joins ours through pg) with one

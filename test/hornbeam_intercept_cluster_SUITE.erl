@@ -30,17 +30,8 @@ end_per_suite(Config) ->
     ok.
 
 start_peer(Name) ->
-    Dirs = lists:usort([filename:dirname(code:which(M))
-                        || M <- [hornbeam, hornbeam_test_intercept_channel, hornbeam_ws_client]]),
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie())] ++ lists:append([["-pa", D] || D <- Dirs]),
-    {ok, Pid, Node} = peer:start(#{name => peer:random_name(Name), host => "127.0.0.1",
-                                   longnames => true, args => Args}),
-    ok = erpc:call(Node, fun() ->
-        {ok, _} = application:ensure_all_started(hornbeam),
-        hornbeam:start(none, #{bind => "127.0.0.1:0",
-                               channels => [{<<"sec:*">>, hornbeam_test_intercept_channel}]})
-    end),
-    {Pid, Node, erpc:call(Node, hornbeam, port, [])}.
+    hornbeam_ct_peer:start(Name, [hornbeam_test_intercept_channel],
+                           #{bind => "127.0.0.1:0", channels => [{<<"sec:*">>, hornbeam_test_intercept_channel}]}).
 
 join(Port, Topic, Role) ->
     {ok, C} = ?C:connect(Port, "/ws?vsn=2.0.0"),

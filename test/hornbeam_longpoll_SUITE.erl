@@ -47,7 +47,7 @@ end_per_suite(_Config) ->
     ok = application:stop(hornbeam).
 
 init_per_group(cluster, Config) ->
-    case ensure_distributed() of
+    case hornbeam_ct_peer:ensure_distributed(hornbeam_ct_lp) of
         ok ->
             Peers = [{_, A, _}, {_, B, _}] = [start_peer(N) || N <- [lpa, lpb]],
             true = erpc:call(A, net_kernel, connect_node, [B]),
@@ -570,27 +570,7 @@ wait_until(Fun, N) ->
         false -> timer:sleep(100), wait_until(Fun, N - 1)
     end.
 
-ensure_distributed() ->
-    case node() of
-        nonode@nohost ->
-            case net_kernel:start(['hornbeam_ct_lp@127.0.0.1', longnames]) of
-                {ok, _} -> erlang:set_cookie(hornbeam_ct), ok;
-                {error, Reason} -> {skip, {no_distribution, Reason}}
-            end;
-        _ -> ok
-    end.
-
 start_peer(Name) ->
-    Dirs = lists:usort([filename:dirname(code:which(M))
-                        || M <- [hornbeam, hornbeam_test_channel, hornbeam_ws_client]]),
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie())]
-           ++ lists:append([["-pa", D] || D <- Dirs]),
-    {ok, Pid, Node} = peer:start(#{name => peer:random_name(Name), host => "127.0.0.1",
-                                   longnames => true, args => Args}),
-    ok = erpc:call(Node, fun() ->
-        {ok, _} = application:ensure_all_started(hornbeam),
-        hornbeam:start(none, #{bind => "127.0.0.1:0", longpoll_poll_timeout => 1000,
-                               channels => [{<<"room:*">>, hornbeam_test_channel}]})
-    end),
-    Port = erpc:call(Node, hornbeam, port, []),
-    {Pid, Node, Port}.
+    hornbeam_ct_peer:start(Name, [hornbeam_test_channel],
+                           #{bind => "127.0.0.1:0", longpoll_poll_timeout => 1000,
+                             channels => [{<<"room:*">>, hornbeam_test_channel}]}).

@@ -19,7 +19,7 @@ all() ->
      late_node_receives_existing_presences].
 
 init_per_suite(Config) ->
-    case hornbeam_cluster_SUITE:ensure_distributed() of
+    case hornbeam_ct_peer:ensure_distributed(hornbeam_ct) of
         ok ->
             {ok, _} = application:ensure_all_started(hornbeam),
             ok = application:set_env(kernel, prevent_overlapping_partitions, false),
@@ -34,23 +34,15 @@ end_per_suite(Config) ->
     ok.
 
 start_peer(Name) ->
-    Dirs = lists:usort([filename:dirname(code:which(M))
-                        || M <- [hornbeam, hornbeam_test_channel, hornbeam_ws_client, ?MODULE]]),
     %% The partition test cuts connections on purpose: keep global from
     %% cutting more, and keep the peer's control channel off distribution
     %% (over stdio) so a cut does not stop the node.
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie()),
-            "-kernel", "prevent_overlapping_partitions", "false"]
-           ++ lists:append([["-pa", D] || D <- Dirs]),
-    {ok, Pid, Node} = peer:start(#{name => peer:random_name(Name), host => "127.0.0.1",
-                                   longnames => true, args => Args, connection => standard_io}),
-    ok = erpc:call(Node, fun() ->
-        {ok, _} = application:ensure_all_started(hornbeam),
-        hornbeam:start(none, #{bind => "127.0.0.1:0", broadcast_period => ?PERIOD,
-                               down_period => ?DOWN, permdown_period => 60000,
-                               channels => [{<<"room:*">>, hornbeam_test_channel}]})
-    end),
-    {Pid, Node, erpc:call(Node, hornbeam, port, [])}.
+    hornbeam_ct_peer:start(Name, [hornbeam_test_channel, ?MODULE],
+                           #{bind => "127.0.0.1:0", broadcast_period => ?PERIOD,
+                             down_period => ?DOWN, permdown_period => 60000,
+                             channels => [{<<"room:*">>, hornbeam_test_channel}]},
+                           #{args => ["-kernel", "prevent_overlapping_partitions", "false"],
+                             connection => standard_io}).
 
 mesh(Nodes) ->
     [true = erpc:call(N1, net_kernel, connect_node, [N2]) || N1 <- Nodes, N2 <- Nodes, N1 =/= N2],

@@ -56,7 +56,7 @@ init_per_group(one_node, Config) ->
     ok = hornbeam:start(none, server_opts()),
     [{port, hornbeam:port()} | Config];
 init_per_group(cluster, Config) ->
-    case ensure_distributed() of
+    case hornbeam_ct_peer:ensure_distributed(hornbeam_socket_id_ct) of
         ok ->
             Peers = [start_peer(N) || N <- [a, b, c]],
             Nodes = [Node || {_, Node, _} <- Peers],
@@ -90,27 +90,8 @@ end_per_testcase(_TC, _Config) ->
 server_opts() ->
     #{bind => "127.0.0.1:0", channels => [{<<"room:*">>, ?MODULE}], connect => fun ?MODULE:connect/2}.
 
-ensure_distributed() ->
-    case node() of
-        nonode@nohost ->
-            case net_kernel:start(['hornbeam_socket_id_ct@127.0.0.1', longnames]) of
-                {ok, _} -> erlang:set_cookie(hornbeam_ct), ok;
-                {error, Reason} -> {skip, {no_distribution, Reason}}
-            end;
-        _ -> ok
-    end.
-
 start_peer(Name) ->
-    Dirs = lists:usort([filename:dirname(code:which(M)) || M <- [hornbeam, ?MODULE, hornbeam_ws_client]]),
-    Args = ["-setcookie", atom_to_list(erlang:get_cookie())] ++ lists:append([["-pa", D] || D <- Dirs]),
-    %% Not linked: init_per_group's process ends before the test cases run.
-    {ok, Pid, Node} = peer:start(#{name => peer:random_name(Name), host => "127.0.0.1",
-                                  longnames => true, args => Args}),
-    ok = erpc:call(Node, fun() ->
-                                 {ok, _} = application:ensure_all_started(hornbeam),
-                                 hornbeam:start(none, server_opts())
-                         end),
-    {Pid, Node, erpc:call(Node, hornbeam, port, [])}.
+    hornbeam_ct_peer:start(Name, [?MODULE], server_opts()).
 
 %% --- one node ---------------------------------------------------------------------
 
