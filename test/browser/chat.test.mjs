@@ -22,7 +22,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { launchChromium, repoRoot, skip, startChatServer, STEP } from './support.mjs'
+import { launchChromium, repoRoot, seesMessage, seesOnline, skip, startChatServer, STEP } from './support.mjs'
 
 const SCREENSHOT = join(repoRoot, '_build', 'browser', 'chat.png')
 
@@ -82,25 +82,6 @@ describe('channels chat example in headless Chromium', { skip, timeout: 120_000 
     // The sender's own line appears on the server's ok reply, and the input clears.
     await page.locator('#log p.me', { hasText: `you: ${body}` }).waitFor()
     await page.waitForFunction(() => document.getElementById('message').value === '', null, { timeout: STEP })
-  }
-
-  /** Wait until a page's log has a message line "<from>: <body>" (from the other user). */
-  const seesMessage = ({ page }, from, body) =>
-    page.locator('#log p:not(.me):not(.notice)', { hasText: `${from}: ${body}` }).waitFor()
-
-  /** Wait until the online list is exactly `entries` ([name, status] pairs, any order). */
-  async function seesOnline({ page }, entries) {
-    const want = entries.map(([n, s]) => `${n} ${s}`).sort()
-    try {
-      await page.waitForFunction((want) => {
-        const got = [...document.querySelectorAll('#online li')]
-          .map((li) => `${li.dataset.user} ${li.querySelector('.status')?.textContent}`).sort()
-        return JSON.stringify(got) === JSON.stringify(want)
-      }, want, { timeout: STEP, polling: 50 })
-    } catch (err) {
-      const got = await page.locator('#online li').allTextContents()
-      throw new Error(`online list: wanted ${JSON.stringify(want)}, have ${JSON.stringify(got)} (${err.message})`)
-    }
   }
 
   it('two users chat, see each other online, change status, and see a leave', async () => {

@@ -17,7 +17,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { launchChromium, repoRoot, skip, startChatServer, STEP } from './support.mjs'
+import { launchChromium, repoRoot, seesMessage, seesOnline, skip, startChatServer, STEP } from './support.mjs'
 
 describe('chat example over long-poll in headless Chromium (WebSocket blocked)', { skip, timeout: 120_000 }, () => {
   let server
@@ -86,23 +86,6 @@ describe('chat example over long-poll in headless Chromium (WebSocket blocked)',
     await page.fill('#message', body)
     await page.click('#send-btn')
     await page.locator('#log p.me', { hasText: `you: ${body}` }).waitFor()
-  }
-
-  const seesMessage = ({ page }, from, body) =>
-    page.locator('#log p:not(.me):not(.notice)', { hasText: `${from}: ${body}` }).waitFor()
-
-  async function seesOnline({ page }, entries) {
-    const want = entries.map(([n, s]) => `${n} ${s}`).sort()
-    try {
-      await page.waitForFunction((want) => {
-        const got = [...document.querySelectorAll('#online li')]
-          .map((li) => `${li.dataset.user} ${li.querySelector('.status')?.textContent}`).sort()
-        return JSON.stringify(got) === JSON.stringify(want)
-      }, want, { timeout: STEP, polling: 50 })
-    } catch (err) {
-      const got = await page.locator('#online li').allTextContents()
-      throw new Error(`online list: wanted ${JSON.stringify(want)}, have ${JSON.stringify(got)} (${err.message})`)
-    }
   }
 
   const PHOENIX = { '1.6': 'phoenix16', '1.7': 'phoenix17', '1.8': 'phoenix' }

@@ -80,3 +80,24 @@ export async function startChatServer(extraArgs = [], { metrics = false, startTi
   }
   return { ...urls, output: () => output, stop }
 }
+
+// --- checks on the chat example's page (chat and long-poll tests) ---
+
+/** Wait until a page's log has a message line "<from>: <body>" (from the other user). */
+export const seesMessage = ({ page }, from, body) =>
+  page.locator('#log p:not(.me):not(.notice)', { hasText: `${from}: ${body}` }).waitFor()
+
+/** Wait until the online list is exactly `entries` ([name, status] pairs, any order). */
+export async function seesOnline({ page }, entries) {
+  const want = entries.map(([n, s]) => `${n} ${s}`).sort()
+  try {
+    await page.waitForFunction((want) => {
+      const got = [...document.querySelectorAll('#online li')]
+        .map((li) => `${li.dataset.user} ${li.querySelector('.status')?.textContent}`).sort()
+      return JSON.stringify(got) === JSON.stringify(want)
+    }, want, { timeout: STEP, polling: 50 })
+  } catch (err) {
+    const got = await page.locator('#online li').allTextContents()
+    throw new Error(`online list: wanted ${JSON.stringify(want)}, have ${JSON.stringify(got)} (${err.message})`)
+  }
+}
