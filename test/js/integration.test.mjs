@@ -13,7 +13,7 @@ import WebSocket from 'ws'
 import { Socket as PhxSocket, Presence as PhxPresence } from 'phoenix'
 import { Socket, Presence } from '../../priv/static/hornbeam.mjs'
 import { createRequire } from 'node:module'
-import { startServer, waitFor, outcome } from './support/server.mjs'
+import { startServer, waitFor, outcome, joinOk as join } from './support/server.mjs'
 
 /** hornbeam.js as a page's <script> loads it: it sets globalThis.Hornbeam. */
 function loadBrowserGlobal() {
@@ -43,13 +43,6 @@ function connectPhoenix(opts = {}) {
   sockets.push(socket)
   socket.connect()
   return socket
-}
-
-async function join(socket, topic, params = {}) {
-  const channel = socket.channel(topic, params)
-  const result = await outcome(channel.join())
-  assert.equal(result.status, 'ok', `join ${topic}: ${JSON.stringify(result)}`)
-  return { channel, response: result.response }
 }
 
 /** Collect the payloads of `event` on `channel`. */

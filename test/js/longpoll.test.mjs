@@ -16,7 +16,7 @@ import { createServer } from 'node:net'
 import WebSocket from 'ws'
 import { Socket, LongPoll, Presence } from 'phoenix'
 import * as Hornbeam from '../../priv/static/hornbeam.mjs'
-import { startServer, waitFor, outcome } from './support/server.mjs'
+import { startServer, waitFor, outcome, joinOk } from './support/server.mjs'
 
 const sockets = []
 afterEach(() => {
@@ -31,10 +31,7 @@ function open(url, opts = {}) {
 }
 
 async function join(socket, topic, params = {}) {
-  const channel = socket.channel(topic, params)
-  const result = await outcome(channel.join())
-  assert.equal(result.status, 'ok', `join ${topic}: ${JSON.stringify(result)}`)
-  return channel
+  return (await joinOk(socket, topic, params)).channel
 }
 
 describe('phoenix.js 1.8 LongPoll', { timeout: 60000 }, () => {

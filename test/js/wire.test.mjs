@@ -13,7 +13,7 @@ import { Socket as Phx18, Serializer } from 'phoenix'
 import { Socket as Phx17 } from 'phoenix17'
 import { Socket as Phx16 } from 'phoenix16'
 import { Socket } from '../../priv/static/hornbeam.mjs'
-import { startServer, waitFor, outcome } from './support/server.mjs'
+import { startServer, waitFor, outcome, joinOk as join } from './support/server.mjs'
 
 const sockets = []
 afterEach(() => {
@@ -25,13 +25,6 @@ function open(SocketClass, url, opts = {}) {
   sockets.push(socket)
   socket.connect()
   return socket
-}
-
-async function join(socket, topic, params = {}) {
-  const channel = socket.channel(topic, params)
-  const result = await outcome(channel.join())
-  assert.equal(result.status, 'ok', `join ${topic}: ${JSON.stringify(result)}`)
-  return { channel, response: result.response }
 }
 
 describe('heartbeat timeout: every phoenix.js version reconnects (heartbeat_timeout 300 ms)', { timeout: 30000 }, () => {

@@ -3,6 +3,7 @@
 // directory, runs `erl` with the app's ebin, mounts the channel on "room:*"
 // on 127.0.0.1 with a free port, and reads the port from stdout.
 // Needs `rebar3 compile` first (make test does it).
+import assert from 'node:assert/strict'
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -92,4 +93,12 @@ export function outcome(push) {
   return new Promise((resolve) => {
     for (const status of ['ok', 'error', 'timeout']) push.receive(status, (response) => resolve({ status, response }))
   })
+}
+
+/** Join `topic` on a connected socket (either client); fails the test unless the reply is ok. */
+export async function joinOk(socket, topic, params = {}) {
+  const channel = socket.channel(topic, params)
+  const result = await outcome(channel.join())
+  assert.equal(result.status, 'ok', `join ${topic}: ${JSON.stringify(result)}`)
+  return { channel, response: result.response }
 }
