@@ -22,7 +22,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { launchChromium, repoRoot, seesMessage, seesOnline, skip, startChatServer, STEP } from './support.mjs'
+import { closeAll, launchChromium, repoRoot, seesMessage, seesOnline, skip, startChatServer, STEP } from './support.mjs'
 
 const SCREENSHOT = join(repoRoot, '_build', 'browser', 'chat.png')
 
@@ -36,13 +36,7 @@ describe('channels chat example in headless Chromium', { skip, timeout: 120_000 
     browser = await launchChromium(STEP)
   })
 
-  after(async () => {
-    await browser?.close()
-    if (server) {
-      const status = await server.stop()
-      assert.equal(status, 0, `bin/hornbeam did not stop cleanly on SIGINT (${status}):\n${server.output()}`)
-    }
-  })
+  after(() => closeAll(browser, server))
 
   /** A fresh browser context (its own cookies/storage: another user) with the chat page open. */
   async function openChat(name) {

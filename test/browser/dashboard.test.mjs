@@ -16,7 +16,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { launchChromium, repoRoot, skip, startChatServer } from './support.mjs'
+import { closeAll, launchChromium, repoRoot, skip, startChatServer } from './support.mjs'
 
 const STEP = 15_000 // the longest any single step may take, in ms
 const SCREENSHOT = join(repoRoot, '_build', 'browser', 'dashboard.png')
@@ -31,13 +31,7 @@ describe('metrics dashboard in headless Chromium', { skip, timeout: 120_000 }, (
     browser = await launchChromium(STEP)
   })
 
-  after(async () => {
-    await browser?.close()
-    if (server) {
-      const status = await server.stop()
-      assert.equal(status, 0, `bin/hornbeam did not stop cleanly on SIGINT (${status}):\n${server.output()}`)
-    }
-  })
+  after(() => closeAll(browser, server))
 
   async function open(url, name, watch) {
     const context = await browser.newContext({ viewport: { width: 1100, height: 900 } })

@@ -17,7 +17,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { launchChromium, repoRoot, seesMessage, seesOnline, skip, startChatServer, STEP } from './support.mjs'
+import { closeAll, launchChromium, repoRoot, seesMessage, seesOnline, skip, startChatServer, STEP } from './support.mjs'
 
 describe('chat example over long-poll in headless Chromium (WebSocket blocked)', { skip, timeout: 120_000 }, () => {
   let server
@@ -29,13 +29,7 @@ describe('chat example over long-poll in headless Chromium (WebSocket blocked)',
     browser = await launchChromium(STEP)
   })
 
-  after(async () => {
-    await browser?.close()
-    if (server) {
-      const status = await server.stop()
-      assert.equal(status, 0, `bin/hornbeam did not stop cleanly on SIGINT (${status}):\n${server.output()}`)
-    }
-  })
+  after(() => closeAll(browser, server))
 
   /**
    * The chat page in a fresh context. `blockWebSocket`: `true` removes

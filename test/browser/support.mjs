@@ -1,6 +1,7 @@
 // What the browser tests share: headless Chromium (Debian's package driven
 // by test/js's playwright-core) and the channels chat example
 // (examples/channels_chat/) started with bin/hornbeam on a free port.
+import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -99,5 +100,14 @@ export async function seesOnline({ page }, entries) {
   } catch (err) {
     const got = await page.locator('#online li').allTextContents()
     throw new Error(`online list: wanted ${JSON.stringify(want)}, have ${JSON.stringify(got)} (${err.message})`)
+  }
+}
+
+/** For `after`: close Chromium, stop the chat server and check it stopped cleanly on SIGINT. */
+export async function closeAll(browser, server) {
+  await browser?.close()
+  if (server) {
+    const status = await server.stop()
+    assert.equal(status, 0, `bin/hornbeam did not stop cleanly on SIGINT (${status}):\n${server.output()}`)
   }
 }

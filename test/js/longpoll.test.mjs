@@ -23,6 +23,7 @@ afterEach(() => {
   for (const socket of sockets.splice(0)) socket.disconnect()
 })
 
+/** A connected phoenix.js socket: long-poll, unless `opts.transport` says otherwise. */
 function open(url, opts = {}) {
   const socket = new Socket(url, { transport: LongPoll, ...opts })
   sockets.push(socket)
@@ -59,9 +60,7 @@ describe('phoenix.js 1.8 LongPoll', { timeout: 60000 }, () => {
 
   it('a broadcast reaches a long-poll client and a WebSocket client alike, both ways', async () => {
     const lp = open(server.url)
-    const ws = new Socket(server.url, { transport: WebSocket })
-    sockets.push(ws)
-    ws.connect()
+    const ws = open(server.url, { transport: WebSocket })
     const lpChan = await join(lp, 'room:mix')
     const wsChan = await join(ws, 'room:mix')
     const atLp = []
@@ -77,9 +76,7 @@ describe('phoenix.js 1.8 LongPoll', { timeout: 60000 }, () => {
 
   it('presence syncs over long-poll (state, then diffs)', async () => {
     const lp = open(server.url)
-    const ws = new Socket(server.url, { transport: WebSocket })
-    sockets.push(ws)
-    ws.connect()
+    const ws = open(server.url, { transport: WebSocket })
     const lpChan = lp.channel('room:pres', { presence: { key: 'ana', meta: { via: 'longpoll' } } })
     const presence = new Presence(lpChan)
     let names = []
@@ -94,9 +91,7 @@ describe('phoenix.js 1.8 LongPoll', { timeout: 60000 }, () => {
 
   it('an ArrayBuffer push travels over long-poll (base64) to a WebSocket client as bytes', async () => {
     const lp = open(server.url)
-    const ws = new Socket(server.url, { transport: WebSocket })
-    sockets.push(ws)
-    ws.connect()
+    const ws = open(server.url, { transport: WebSocket })
     const lpChan = await join(lp, 'room:bytes')
     const wsChan = await join(ws, 'room:bytes')
     const got = new Promise((resolve) => wsChan.on('bin', resolve))
@@ -189,9 +184,7 @@ describe('our client (hornbeam.mjs) LongPoll', { timeout: 60000 }, () => {
     assert.ok(socket.conn instanceof Hornbeam.LongPoll)
     assert.deepEqual(await outcome(channel.push('assigns', {})),
       { status: 'ok', response: { auth_token: 'user-7', transport: 'longpoll' } })
-    const ws = new Socket(server.url, { transport: WebSocket })
-    sockets.push(ws)
-    ws.connect()
+    const ws = open(server.url, { transport: WebSocket })
     const wsChan = await join(ws, 'room:ours')
     const atOurs = []
     channel.on('said', (p) => atOurs.push(p.n))
