@@ -414,6 +414,18 @@ def _dispatch(call_id: int, kind: str, args: Mapping[str, Any], later: Optional[
     _submit(call_id, kind, functools.partial(_run_sync, call_id, kind, prepared))
 
 
+def submit_event(call_id: int, fn: Callable[..., Any], payload: Any, socket: hc.Socket) -> None:
+    """The worker's fast path for a client event whose handler is a ``def``:
+    the worker (in Rust) has found ``fn`` and built ``payload`` and
+    ``socket`` itself, skipping :func:`dispatch`'s conversions; this queues
+    the call on the pool as :func:`_dispatch` would."""
+    _submit(call_id, "event", functools.partial(_run_event, call_id, fn, payload, socket))
+
+
+def _run_event(call_id: int, fn: Callable[..., Any], payload: Any, socket: hc.Socket) -> None:
+    _run_sync(call_id, "event", Prepared(fn, (payload, socket), lambda value: _event_result(value, socket), _crash))
+
+
 def _submit(call_id: int, kind: str, run: Callable[[], None]) -> bool:
     """Run ``run`` on the pool; answer ``overloaded`` (and return False)
     when the queue is full."""

@@ -61,6 +61,10 @@
         (St#st.status =/= ready andalso
          length(St#st.queued) >= map_get(max_queued_calls, St#st.opts))).
 
+%% The first byte of a packet that carries several frames (see the
+%% worker's bundle.rs); an encoded term starts with 131.
+-define(BUNDLE, 0).
+
 -record(call, {from :: gen_server:from() | {stream, pid(), reference()},
                %% undefined while the worker has it queued for a thread
                timer :: reference() | undefined,
@@ -88,11 +92,11 @@
              backoff = ?BACKOFF_MIN :: pos_integer(),
              calls = #{} :: #{pos_integer() => #call{}},
              streams = #{} :: #{reference() => pos_integer()},
-             queued = [] :: [{pos_integer(), atom(), map()}],
+             queued = [] :: [{pos_integer(), atom(), encoded_args()}],
              %% calls of a burst not yet written to the port (newest first):
              %% written as one `{calls, [...]}' frame once the mailbox is
              %% empty (or before anything else goes to the port)
-             out = [] :: [{pos_integer(), atom(), map()}],
+             out = [] :: [{pos_integer(), atom(), encoded_args()}],
              next_id = 1 :: pos_integer(),
              waiters = [] :: [gen_server:from()],
              info = #{} :: map(),
@@ -100,6 +104,9 @@
              restarts = 0 :: non_neg_integer()}).
 
 -type state() :: #st{}.
+%% A call's arguments as term_to_binary/1 made them (see
+%% hornbeam_python:encode_args/1).
+-type encoded_args() :: binary().
 
 %% ---------------------------------------------------------------------------
 %% API
@@ -221,12 +228,10 @@ handle_info(timeout, St) ->
 handle_info(Info, St) ->
     burst(info1(Info, St)).
 
+info1({Port, {data, <<?BUNDLE, Frames/binary>>}}, #st{port = Port} = St) ->
+    {noreply, bundle(Frames, St)};
 info1({Port, {data, Bin}}, #st{port = Port} = St) ->
-    try binary_to_term(Bin, [safe]) of
-        Frame -> {noreply, frame(Frame, St)}
-    catch
-        error:badarg -> {noreply, undecodable(Bin, St)}
-    end;
+    {noreply, packet(Bin, St)};
 info1({Port, {exit_status, Status}}, #st{port = Port} = St) ->
     ?LOG_WARNING("python worker ~b (os pid ~p) exited with status ~b",
                  [St#st.ix, St#st.os_pid, Status]),
@@ -296,12 +301,11 @@ await_exit(#st{port = Port} = St, Deadline) ->
     receive
         {Port, {exit_status, _}} ->
             St#st{port = undefined};
+        {Port, {data, <<?BUNDLE, Frames/binary>>}} ->
+            _ = [log_frame(F, St) || <<Len:32, F:Len/binary>> <= Frames],
+            await_exit(St, Deadline);
         {Port, {data, Bin}} ->
-            _ = try binary_to_term(Bin, [safe]) of
-                    {log, _, _} = Log -> frame(Log, St);
-                    _ -> St
-                catch error:badarg -> St
-                end,
+            _ = log_frame(Bin, St),
             await_exit(St, Deadline)
     after Left ->
         ?LOG_WARNING("python worker ~b did not stop within shutdown_timeout; killing it",
@@ -312,6 +316,14 @@ await_exit(#st{port = Port} = St, Deadline) ->
 %% ---------------------------------------------------------------------------
 %% Frames from the worker
 %% ---------------------------------------------------------------------------
+
+%% What a stopping worker still says: only its logs matter now.
+log_frame(Bin, St) ->
+    try binary_to_term(Bin, [safe]) of
+        {log, _, _} = Log -> frame(Log, St);
+        _ -> St
+    catch error:badarg -> St
+    end.
 
 frame({result, Id, overloaded}, St) ->
     %% the worker's queue for handler threads was full
@@ -419,6 +431,24 @@ frame({startup_failed, Message}, #st{status = starting} = St) ->
     port_down(kill_port(St), {lifespan_startup_failed, Message});
 frame(Other, St) ->
     ?LOG_WARNING("unexpected frame from python worker ~b: ~0P", [St#st.ix, Other, 20]),
+    St.
+
+%% One frame: an encoded term.
+packet(Bin, St) ->
+    try binary_to_term(Bin, [safe]) of
+        Frame -> frame(Frame, St)
+    catch
+        error:badarg -> undecodable(Bin, St)
+    end.
+
+%% The frames of one writer round, each with its length (see the worker's
+%% bundle.rs): handled in order, each as if it had come alone.
+bundle(<<Len:32, Frame:Len/binary, Rest/binary>>, St) ->
+    bundle(Rest, packet(Frame, St));
+bundle(<<>>, St) ->
+    St;
+bundle(Torn, St) ->
+    ?LOG_ERROR("python worker ~b sent a torn bundle (~b bytes left)", [St#st.ix, byte_size(Torn)]),
     St.
 
 %% A frame `binary_to_term(_, [safe])' refused: an atom missing from
@@ -655,7 +685,8 @@ flush_queue(#st{queued = []} = St) ->
     St;
 flush_queue(#st{queued = Queued, port = Port, calls = Calls0} = St) ->
     Calls = lists:foldl(fun({Id, Kind, Args}, Acc) ->
-                                send(Port, {call, Id, Kind, Args}),
+                                send_encoded(Port, [<<131, 104, 4, 119, 4, "call">>,
+                                                    call_etf(Id, Kind, Args)]),
                                 maps:update_with(Id, fun(C) -> C#call{sent = true} end, Acc)
                         end, Calls0, lists:reverse(Queued)),
     St#st{queued = [], calls = Calls}.
@@ -747,16 +778,30 @@ mailbox_empty() ->
 flush_out(#st{out = []} = St) ->
     St;
 flush_out(#st{out = [{Id, Kind, Args}], port = Port} = St) ->
-    send(Port, {call, Id, Kind, Args}),
+    send_encoded(Port, [<<131, 104, 4, 119, 4, "call">>, call_etf(Id, Kind, Args)]),
     St#st{out = []};
 flush_out(#st{out = Out, port = Port} = St) ->
-    send(Port, {calls, lists:reverse(Out)}),
+    Calls = lists:foldl(fun({Id, Kind, Args}, Acc) -> [<<104, 3>>, call_etf(Id, Kind, Args) | Acc] end,
+                        [], Out),
+    send_encoded(Port, [<<131, 104, 2, 119, 5, "calls", 108, (length(Out)):32>>, Calls, <<106>>]),
     St#st{out = []}.
 
-send(undefined, _Term) ->
-    ok;
+%% `Id, Kind, Args' in the external term format (the elements of a call
+%% tuple), around the caller's encoding of Args (see
+%% hornbeam_python:encode_args/1): the args were encoded in the calling
+%% process, so this process neither copies nor encodes them.
+call_etf(Id, Kind, <<131, Args/binary>>) ->
+    <<131, IdEtf/binary>> = term_to_binary(Id),
+    KindText = atom_to_binary(Kind),
+    [IdEtf, <<119, (byte_size(KindText))>>, KindText, Args].
+
 send(Port, Term) ->
-    try port_command(Port, term_to_binary(Term))
+    send_encoded(Port, term_to_binary(Term)).
+
+send_encoded(undefined, _Data) ->
+    ok;
+send_encoded(Port, Data) ->
+    try port_command(Port, Data)
     catch error:badarg -> ok   % port already closed; exit_status follows
     end.
 

@@ -56,7 +56,7 @@ call(Kind, Args, Timeout0) ->
             atomics:add(Load, Ix, 1),
             Name = element(Ix, Names),
             T0 = erlang:monotonic_time(microsecond),
-            Result = call_worker(Name, Ix, Load, {call, Kind, Args, Timeout}),
+            Result = call_worker(Name, Ix, Load, {call, Kind, encode_args(Args), Timeout}),
             ok = hornbeam_metrics:python_call(hornbeam_metrics:handler_label(Kind, Args),
                                               erlang:monotonic_time(microsecond) - T0,
                                               outcome(Result)),
@@ -64,6 +64,12 @@ call(Kind, Args, Timeout0) ->
             apply_emits(Emits, Ix),
             Result
     end.
+
+%% A call's arguments go to the worker process already encoded: a large
+%% binary travels in a message by reference, where the map would be copied
+%% into the worker process and encoded there (both measurable per call).
+encode_args(Args) ->
+    term_to_binary(Args).
 
 %% How a call ended, for hornbeam_metrics.
 outcome({error, overloaded}) -> refused;
@@ -131,7 +137,7 @@ stream(Kind, Args, Timeout0) ->
                 Pid ->
                     atomics:add(Load, Ix, 1),
                     Ref = monitor(process, Pid),
-                    gen_server:cast(Pid, {stream, self(), Ref, Kind, Args, Timeout}),
+                    gen_server:cast(Pid, {stream, self(), Ref, Kind, encode_args(Args), Timeout}),
                     {ok, Ref, {hornbeam_py_stream, Pid, Ref}}
             end
     end.

@@ -13,6 +13,9 @@
 //!   acquisition, and the calls among them go together to
 //!   `hornbeam_runtime.dispatch_batch` (one loop wakeup per burst). Erlang
 //!   may send a burst as one `{calls, [{Id, Kind, Args}, ...]}` frame.
+//!   A client event whose handler is a `def` skips `dispatch`: the reader
+//!   finds the handler and builds the payload and `Socket` itself
+//!   (`fast_event.rs`) and queues it with `hornbeam_runtime.submit_event`.
 //!   `erl_reply` frames wake the waiting `_hornbeam.call` without the GIL.
 //! * `python`: owns the asyncio event loop. Runs `hornbeam_runtime.init`,
 //!   then `loop.run_forever()`; `async def` handlers run as tasks, so
@@ -22,7 +25,8 @@
 //!   a synchronous `erl_call`) without stalling the loop or each other.
 //! * `writer`: the single writer of stdout. Everything (results, emits,
 //!   logs, erl_calls) is queued on one channel and written length-prefixed,
-//!   flushing when the queue is empty; an emit queued before a result (by
+//!   the frames of one round as one packet (`bundle.rs`), flushing when the
+//!   queue is empty; an emit queued before a result (by
 //!   the same thread: a handler runs on one thread) is written before it.
 //!   A handler thread running a burst of calls holds its frames back
 //!   (`_hornbeam.hold`) so the burst costs one writer wakeup; the writer
@@ -40,7 +44,9 @@
 //! stdout are kept for the protocol only: Python sees `/dev/null` as fd 0 and
 //! stderr as fd 1, so a stray `print()` cannot corrupt a frame.
 
+mod bundle;
 mod convert;
+mod fast_event;
 mod hbmod;
 mod interpreter;
 mod state;
@@ -55,7 +61,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use std::io::{Read, Write};
 
+use crate::bundle::Bundle;
 use crate::convert::{json_to_py, py_to_term, term_to_py};
+use crate::fast_event::FastEvent;
 use crate::state::{event_loop, shared, Held, Job, LoopRef, Out, Pending, Reply, Shared, HOLD_LIMIT};
 
 /// Frames larger than this are a protocol error (the VM never sends them).
@@ -235,6 +243,9 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
         }
         return;
     };
+    if let Some(fast) = &lr.fast_event {
+        calls.retain(|(id, kind, args)| kind != "event" || !submitted_fast(py, st, fast, *id, args));
+    }
     if calls.len() == 1 {
         if let Some((id, kind, args)) = calls.pop() {
             run_job(py, Job::Call { id, kind, args });
@@ -255,6 +266,19 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
             if let Ok((id, _, _)) = item.extract::<(i64, Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
             }
+        }
+    }
+}
+
+/// Whether call `id` went the fast way (see `fast_event.rs`); a call that
+/// failed on the way there is answered with a crash and counts as gone.
+fn submitted_fast(py: Python<'_>, st: &Shared, fast: &FastEvent, id: i64, args: &Term) -> bool {
+    match fast.try_submit(py, id, args) {
+        Ok(taken) => taken,
+        Err(e) => {
+            st.log("error", &format!("hornbeam_runtime.submit_event failed: {e}"));
+            send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
+            true
         }
     }
 }
@@ -388,6 +412,8 @@ fn send_result(st: &Shared, id: i64, result: Term) {
 
 fn writer(file: File, rx: mpsc::Receiver<Out>) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, file);
+    // the round's frames, written as one packet (see bundle.rs)
+    let mut bundle = Bundle::default();
     // buffers of threads that hold their frames back (see Shared::hold)
     let mut holders: Vec<Arc<Held>> = Vec::new();
     loop {
@@ -409,11 +435,11 @@ fn writer(file: File, rx: mpsc::Receiver<Out>) {
         // write everything queued, then flush once
         while let Some(msg) = next.take() {
             match msg {
-                Out::Frame(bytes) => write_frame(&mut out, &bytes),
+                Out::Frame(bytes) => bundled(&mut bundle, &mut out, bytes),
                 Out::Hold(held) => holders.push(held),
                 Out::Release(held, done) => {
                     for bytes in held.take(None) {
-                        write_frame(&mut out, &bytes);
+                        bundled(&mut bundle, &mut out, bytes);
                     }
                     if done {
                         holders.retain(|h| !Arc::ptr_eq(h, &held));
@@ -426,10 +452,10 @@ fn writer(file: File, rx: mpsc::Receiver<Out>) {
         let now = Instant::now();
         for held in &holders {
             for bytes in held.take(Some(now)) {
-                write_frame(&mut out, &bytes);
+                bundled(&mut bundle, &mut out, bytes);
             }
         }
-        if let Err(e) = out.flush() {
+        if let Err(e) = bundle.write(&mut out).and_then(|()| out.flush()) {
             stdout_gone(e);
         }
         for ack in acks {
@@ -438,15 +464,8 @@ fn writer(file: File, rx: mpsc::Receiver<Out>) {
     }
 }
 
-fn write_frame(out: &mut impl Write, bytes: &[u8]) {
-    let Ok(len) = u32::try_from(bytes.len()) else {
-        eprintln!("hornbeam_worker: dropping a frame over 4 GiB");
-        return;
-    };
-    let written = out
-        .write_all(&len.to_be_bytes())
-        .and_then(|()| out.write_all(bytes));
-    if let Err(e) = written {
+fn bundled(bundle: &mut Bundle, out: &mut impl Write, frame: Vec<u8>) {
+    if let Err(e) = bundle.push(out, frame) {
         stdout_gone(e);
     }
 }
@@ -589,6 +608,7 @@ fn run_python(py: Python<'_>, config: &Term) -> PyResult<bool> {
         dispatch_batch: rt.getattr("dispatch_batch")?.unbind(),
         notify: rt.getattr("notify")?.unbind(),
         resolve: rt.getattr("resolve")?.unbind(),
+        fast_event: FastEvent::new(py, &rt),
     };
     state::set_loop(lr);
     // The ASGI lifespan startup runs on the loop (so async erl_calls made

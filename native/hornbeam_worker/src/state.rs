@@ -10,6 +10,8 @@ use hornbeam_core::etf::{self, Term};
 use once_cell::sync::OnceCell;
 use pyo3::prelude::*;
 
+use crate::fast_event::FastEvent;
+
 /// What the writer task receives.
 pub enum Out {
     /// One encoded term (version byte included, no length prefix).
@@ -101,6 +103,9 @@ pub struct LoopRef {
     /// `hornbeam_runtime.resolve(future, ok, value)`: completes a
     /// `call_async` future on its own loop; callable from any thread.
     pub resolve: Py<PyAny>,
+    /// The reader's own routing of `def` event handlers (see
+    /// `fast_event.rs`); `None` if the runtime lacks what it needs.
+    pub fast_event: Option<FastEvent>,
 }
 
 pub struct Shared {
