@@ -28,6 +28,8 @@ pub struct FastEvent {
     async_cache: Py<PyDict>,
     is_async: Py<PyAny>,
     socket_type: Py<PyType>,
+    /// `object.__new__`, which makes a Socket without running `__init__`.
+    object_new: Py<PyAny>,
     /// `hornbeam_channels._UNSET`: a socket field not decoded yet.
     unset: Py<PyAny>,
     submit_event: Py<PyAny>,
@@ -56,6 +58,14 @@ impl FastEvent {
                 .ok()?
                 .unbind(),
             is_async: runtime.getattr("_is_async").ok()?.unbind(),
+            object_new: py
+                .import("builtins")
+                .ok()?
+                .getattr("object")
+                .ok()?
+                .getattr("__new__")
+                .ok()?
+                .unbind(),
             socket_type: channels_mod
                 .getattr("Socket")
                 .ok()?
@@ -120,9 +130,10 @@ impl FastEvent {
                 "socket is not a map",
             ));
         }
-        let socket_type = self.socket_type.bind(py);
-        // object.__new__(Socket): the class's own __new__ is object's
-        let socket = socket_type.call_method1("__new__", (socket_type,))?;
+        let socket = self
+            .object_new
+            .call1(py, (self.socket_type.bind(py),))?
+            .into_bound(py);
         let unset = self.unset.bind(py);
         let none = py.None().into_bound(py);
         let text = |key: &str| match wire.get(key) {

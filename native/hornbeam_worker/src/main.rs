@@ -68,6 +68,8 @@ use crate::state::{event_loop, shared, Held, Job, LoopRef, Out, Pending, Reply, 
 
 /// Frames larger than this are a protocol error (the VM never sends them).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// The read buffer keeps at most this much memory between frames.
+const KEEP_BUFFER: usize = 1024 * 1024;
 /// How long a stopping worker waits for the writer to flush.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a stopping worker waits for the loop to wind down (the lifespan
@@ -178,12 +180,15 @@ fn reader(file: File, init_tx: mpsc::Sender<Term>, st: &'static Shared) {
     let mut input = io::BufReader::with_capacity(64 * 1024, file);
     let mut init_tx = Some(init_tx);
     let mut jobs = Vec::new();
+    // one buffer for every frame: a fresh one per burst frame (kilobytes)
+    // made glibc consolidate its free lists on every read
+    let mut body = Vec::new();
     loop {
         // Block for one frame, then take every complete frame already
         // buffered, so a burst of calls costs one GIL acquisition.
         loop {
-            match read_frame(&mut input) {
-                Ok(Some(body)) => match etf::decode(&body) {
+            match read_frame(&mut input, &mut body) {
+                Ok(true) => match etf::decode(&body) {
                     Ok(term) => {
                         if handle_frame(term, &mut init_tx, &mut jobs, st) == Flow::Stop {
                             run_jobs(&mut jobs);
@@ -192,7 +197,7 @@ fn reader(file: File, init_tx: mpsc::Sender<Term>, st: &'static Shared) {
                     }
                     Err(e) => st.log("error", &format!("undecodable frame from Erlang: {e}")),
                 },
-                Ok(None) => {
+                Ok(false) => {
                     run_jobs(&mut jobs);
                     return;
                 }
@@ -290,12 +295,13 @@ enum Flow {
     Stop,
 }
 
-/// One `{packet, 4}` frame; `None` at a clean end of input.
-fn read_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+/// Reads one `{packet, 4}` frame into `body`; `false` at a clean end of
+/// input.
+fn read_frame(input: &mut impl Read, body: &mut Vec<u8>) -> io::Result<bool> {
     let mut header = [0u8; 4];
     if let Err(e) = input.read_exact(&mut header) {
         return if e.kind() == io::ErrorKind::UnexpectedEof {
-            Ok(None)
+            Ok(false)
         } else {
             Err(e)
         };
@@ -307,9 +313,14 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
             format!("frame of {len} bytes is over the limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body)?;
-    Ok(Some(body))
+    body.clear();
+    body.resize(len, 0);
+    input.read_exact(body)?;
+    if body.capacity() > KEEP_BUFFER && len <= KEEP_BUFFER {
+        // an occasional huge frame (an HTTP body) does not pin its memory
+        body.shrink_to(KEEP_BUFFER);
+    }
+    Ok(true)
 }
 
 /// Whether `buf` starts with a complete frame.
