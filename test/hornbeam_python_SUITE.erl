@@ -30,7 +30,9 @@
          a_waiting_call_is_timed_once_it_runs/1,
          bad_pool_options_are_refused/1,
          a_held_reply_is_not_kept_back_by_a_blocking_job_after_it/1,
-         an_undecodable_result_answers_its_call_at_once/1]).
+         an_undecodable_result_answers_its_call_at_once/1,
+         a_bundle_with_an_undecodable_frame_still_delivers_the_others/1,
+         event_socket_fields/1]).
 
 -define(ROOM, <<"room:*">>).
 
@@ -54,7 +56,9 @@ all() ->
      time_waiting_for_a_thread_does_not_count_toward_the_timeout,
      a_waiting_call_is_timed_once_it_runs, bad_pool_options_are_refused,
      a_held_reply_is_not_kept_back_by_a_blocking_job_after_it,
-     an_undecodable_result_answers_its_call_at_once].
+     an_undecodable_result_answers_its_call_at_once,
+     a_bundle_with_an_undecodable_frame_still_delivers_the_others,
+     event_socket_fields].
 
 %% ---------------------------------------------------------------------------
 %% setup
@@ -239,6 +243,22 @@ socket_fields(_) ->
 %% ---------------------------------------------------------------------------
 %% events
 %% ---------------------------------------------------------------------------
+
+event_socket_fields(_) ->
+    %% the same fields as join's (socket_fields/1), from the Socket the
+    %% worker builds itself for a def event handler; an empty payload is {},
+    %% a binary one is bytes
+    Fields = <<"\"id\":\"conn-1\",\"topic\":\"room:1\",\"join_ref\":\"1\","
+               "\"params\":{\"token\":\"t\"},\"assigns\":{\"n\":1},">>,
+    ?assertEqual({ok, {reply, ok, <<"{", Fields/binary, "\"payload\":{}}">>, <<"{\"n\":1}">>}},
+                 event(<<"socket_info">>, <<>>, <<"{\"n\":1}">>)),
+    ?assertEqual({ok, {reply, ok, <<"{", Fields/binary, "\"payload\":\"0001ff\"}">>, <<"{\"n\":1}">>}},
+                 event(<<"socket_info">>, {binary, <<0, 1, 255>>}, <<"{\"n\":1}">>)),
+    %% an id-less socket (no on_connect id) is None
+    Args = event_args(<<"socket_info">>, <<"{}">>, <<"{}">>),
+    #{socket := Sock} = Args,
+    {ok, {reply, ok, Resp, _}} = hornbeam_python:call(event, Args#{socket := maps:remove(id, Sock)}),
+    ?assertMatch({match, _}, re:run(Resp, "^\\{\"id\":null,")).
 
 event_reply(_) ->
     ?assertEqual({ok, {reply, ok, <<"{\"got\":{\"a\":[1,2.5,null,\"é\"]},\"n\":3}"/utf8>>,
@@ -599,5 +619,19 @@ an_undecodable_result_answers_its_call_at_once(_) ->
     ?assertEqual({ok, {crash, <<"the worker sent an undecodable result (see the log)">>}}, Result),
     ?assert(Ms < 5000),
     _ = await_log(<<"undecodable result frame for call">>),
+    ?assertEqual(Before, os_pid()),
+    ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).
+
+a_bundle_with_an_undecodable_frame_still_delivers_the_others(_) ->
+    %% the worker writes a round's frames as one packet (bundle.rs); each
+    %% frame of it is decoded on its own, so a bad one in the middle answers
+    %% its call and the frames around it still arrive
+    capture_logs(),
+    Suffix = integer_to_binary(erlang:unique_integer([positive])),
+    Before = os_pid(),
+    Result = event(<<"bad_frame_in_a_bundle">>, <<"{\"suffix\":\"", Suffix/binary, "\"}">>),
+    ?assertEqual({ok, {crash, <<"the worker sent an undecodable result (see the log)">>}}, Result),
+    _ = await_log(<<"bundle-before-", Suffix/binary>>),
+    _ = await_log(<<"bundle-after-", Suffix/binary>>),
     ?assertEqual(Before, os_pid()),
     ?assertMatch({ok, {reply, ok, _, _}}, event(<<"reply">>)).
