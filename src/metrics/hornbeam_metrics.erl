@@ -155,8 +155,11 @@ forget() ->
     end.
 
 %% The Python call label: `"join room:*"', `"event room:* new_msg"'.
--spec handler_label(atom(), map()) -> binary().
+-spec handler_label(atom(), map() | tuple()) -> binary().
 handler_label(event, #{pattern := P, event := E}) when is_binary(P), is_binary(E) ->
+    <<"event ", P/binary, " ", E/binary>>;
+handler_label(event, {P, E, _Payload, _Assigns, _Key, _Fixed}) when is_binary(P), is_binary(E) ->
+    %% the compact form of an event call (hornbeam_py_channel)
     <<"event ", P/binary, " ", E/binary>>;
 handler_label(Kind, #{pattern := P}) when is_binary(P) ->
     <<(atom_to_binary(Kind))/binary, " ", P/binary>>;

@@ -60,7 +60,11 @@ join(Topic, {_, _} = Payload, Socket0) ->
     | {reply, hornbeam_channel:reply(), hornbeam_channel:socket()}
     | {stop, term(), hornbeam_channel:socket()}.
 handle_in(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
-    Args = #{pattern => Pattern, event => Event, payload => wire_payload(Payload), socket => py_socket(Socket)},
+    %% the compact form of an event call (the hot path; see the README's
+    %% "The worker protocol"): the socket's fixed fields go as one binary
+    %% encoded once per channel, named by a key the worker caches them under
+    {Key, Fixed} = socket_fixed(Socket),
+    Args = {Pattern, Event, wire_payload(Payload), maps:get(py_assigns, Socket, <<"{}">>), Key, Fixed},
     case hornbeam_python:call(event, Args) of
         {ok, {reply, Status, Resp, Assigns}} ->
             {reply, {Status, response(Resp)}, Socket#{py_assigns := Assigns}};
@@ -192,13 +196,23 @@ channel_token(#{transport_pid := T, channel_pid := C, topic := Topic, join_ref :
 %% The parts that do not change while the channel lives (the join_ref and
 %% params as JSON, the channel token) are encoded once and kept in the
 %% channel process's dictionary, checked against the socket on every use.
-py_socket(Socket = #{topic := Topic, join_ref := JoinRef}) ->
+py_socket(Socket) ->
     Assigns = maps:get(py_assigns, Socket, <<"{}">>),
+    {Wire, _Key, _Fixed} = socket_wire(Socket),
+    Wire#{assigns => Assigns}.
+
+%% The fixed fields as the compact event call carries them: a key unique
+%% in this VM and their encoding.
+socket_fixed(Socket) ->
+    {_Wire, Key, Fixed} = socket_wire(Socket),
+    {Key, Fixed}.
+
+socket_wire(Socket = #{topic := Topic, join_ref := JoinRef}) ->
     Key = {?MODULE, Topic},
     Check = maps:with([id, join_ref, params, transport_pid, channel_pid], Socket),
     case get(Key) of
-        {Check, Wire} ->
-            Wire#{assigns => Assigns};
+        {Check, Cached} ->
+            Cached;
         _ ->
             #{id := Id, params := Params} = Socket,
             {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
@@ -209,8 +223,9 @@ py_socket(Socket = #{topic := Topic, join_ref := JoinRef}) ->
                        undefined -> Wire0;
                        _ -> Wire0#{id => Id}
                    end,
-            _ = put(Key, {Check, Wire}),
-            Wire#{assigns => Assigns}
+            Cached = {Wire, erlang:unique_integer([positive]), term_to_binary(Wire)},
+            _ = put(Key, {Check, Cached}),
+            Cached
     end.
 
 assigns_json(#{assigns := Assigns}) -> json(Assigns).

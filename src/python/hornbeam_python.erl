@@ -20,6 +20,9 @@
 
 -type kind() :: join | event | leave | connect | http | out | info.
 -type result() :: term().
+%% A map (see src/python/README.md for each kind's keys), or for `event'
+%% the compact tuple hornbeam_py_channel sends.
+-type args() :: map() | tuple().
 -type error() :: timeout | worker_crashed | not_started | overloaded.
 -type pool() :: #{size := pos_integer(),
                   names := tuple(),
@@ -31,10 +34,10 @@
 %% A running stream call: its messages are `{hornbeam_py, Ref, Event}'
 %% (see stream/3), and `Ref' is also the monitor of the worker process.
 -opaque stream() :: {hornbeam_py_stream, pid(), reference()}.
--export_type([kind/0, result/0, error/0, pool/0, channel_info/0, stream/0]).
+-export_type([kind/0, args/0, result/0, error/0, pool/0, channel_info/0, stream/0]).
 
 %% @doc `call(Kind, Args, Timeout)' with the pool's default timeout.
--spec call(kind(), map()) -> {ok, result()} | {error, error()}.
+-spec call(kind(), args()) -> {ok, result()} | {error, error()}.
 call(Kind, Args) ->
     call(Kind, Args, default).
 
@@ -45,7 +48,7 @@ call(Kind, Args) ->
 %% that `max_queued_calls' calls were already waiting on that worker. The
 %% call's emits (broadcast, broadcast_from, push) are applied here, in the
 %% calling process, before the result is returned.
--spec call(kind(), map(), timeout() | default) -> {ok, result()} | {error, error()}.
+-spec call(kind(), args(), timeout() | default) -> {ok, result()} | {error, error()}.
 call(Kind, Args, Timeout0) ->
     case pool() of
         undefined ->

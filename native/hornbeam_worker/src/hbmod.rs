@@ -61,7 +61,10 @@ pub mod hornbeam_native {
     fn payload(args: &Bound<'_, PyTuple>, i: usize) -> PyResult<Term> {
         let item = args.get_item(i)?;
         match item.cast::<PyBytes>() {
-            Ok(b) => Ok(Term::tuple(vec![Term::atom("binary"), Term::binary(b.as_bytes())])),
+            Ok(b) => Ok(Term::tuple(vec![
+                Term::atom("binary"),
+                Term::binary(b.as_bytes()),
+            ])),
             Err(_) => Ok(Term::Binary(py_to_json_vec(&item)?)),
         }
     }
@@ -119,7 +122,11 @@ pub mod hornbeam_native {
             }
             "subscribe" | "unsubscribe" => {
                 arity(2)?;
-                Term::tuple(vec![Term::atom(kind), token(args, 0)?, text(args, 1, "topic")?])
+                Term::tuple(vec![
+                    Term::atom(kind),
+                    token(args, 0)?,
+                    text(args, 1, "topic")?,
+                ])
             }
             "send" => {
                 arity(2)?;

@@ -30,8 +30,8 @@ pub fn initialize_from_env() -> Result<(), String> {
         return Ok(());
     };
     use std::os::unix::ffi::OsStrExt;
-    let program = CString::new(program.as_bytes())
-        .map_err(|_| format!("{ENV} contains a NUL byte"))?;
+    let program =
+        CString::new(program.as_bytes()).map_err(|_| format!("{ENV} contains a NUL byte"))?;
     // SAFETY: the PyConfig is initialised by PyConfig_InitPythonConfig before
     // any use and cleared after Py_InitializeFromConfig copied what it needs;
     // nothing else touches the interpreter yet (single thread, before pyo3).
@@ -42,11 +42,8 @@ pub fn initialize_from_env() -> Result<(), String> {
         // as Py_InitializeEx(0), which pyo3 uses: Erlang owns the signals
         config.install_signal_handlers = 0;
         config.parse_argv = 0;
-        let status = ffi::PyConfig_SetBytesString(
-            &mut config,
-            &mut config.program_name,
-            program.as_ptr(),
-        );
+        let status =
+            ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, program.as_ptr());
         if ffi::PyStatus_Exception(status) != 0 {
             ffi::PyConfig_Clear(&mut config);
             return Err(format!("cannot use {ENV}={program:?}"));

@@ -64,7 +64,9 @@ use std::io::{Read, Write};
 use crate::bundle::Bundle;
 use crate::convert::{json_to_py, py_to_term, term_to_py};
 use crate::fast_event::FastEvent;
-use crate::state::{event_loop, shared, Held, Job, LoopRef, Out, Pending, Reply, Shared, HOLD_LIMIT};
+use crate::state::{
+    event_loop, shared, Held, Job, LoopRef, Out, Pending, Reply, Shared, HOLD_LIMIT,
+};
 
 /// Frames larger than this are a protocol error (the VM never sends them).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -249,8 +251,22 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
         return;
     };
     if let Some(fast) = &lr.fast_event {
-        calls.retain(|(id, kind, args)| kind != "event" || !submitted_fast(py, st, fast, *id, args));
+        calls
+            .retain(|(id, kind, args)| kind != "event" || !submitted_fast(py, st, fast, *id, args));
     }
+    // what the fast path declined goes to dispatch, in the map form
+    let mut declined = Vec::with_capacity(calls.len());
+    for (id, kind, args) in calls.drain(..) {
+        if kind != "event" {
+            declined.push((id, kind, args));
+            continue;
+        }
+        match fast_event::expand(args) {
+            Ok(args) => declined.push((id, kind, args)),
+            Err(e) => send_result(st, id, crash(&format!("malformed event call: {e}"))),
+        }
+    }
+    *calls = declined;
     if calls.len() == 1 {
         if let Some((id, kind, args)) = calls.pop() {
             run_job(py, Job::Call { id, kind, args });
@@ -266,7 +282,10 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
     }
     if let Err(e) = lr.dispatch_batch.call1(py, (batch.clone(),)) {
         // dispatch_batch answers every call itself; this is a bug in it
-        st.log("error", &format!("hornbeam_runtime.dispatch_batch failed: {e}"));
+        st.log(
+            "error",
+            &format!("hornbeam_runtime.dispatch_batch failed: {e}"),
+        );
         for item in batch.iter() {
             if let Ok((id, _, _)) = item.extract::<(i64, Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
                 send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
@@ -281,7 +300,10 @@ fn submitted_fast(py: Python<'_>, st: &Shared, fast: &FastEvent, id: i64, args: 
     match fast.try_submit(py, id, args) {
         Ok(taken) => taken,
         Err(e) => {
-            st.log("error", &format!("hornbeam_runtime.submit_event failed: {e}"));
+            st.log(
+                "error",
+                &format!("hornbeam_runtime.submit_event failed: {e}"),
+            );
             send_result(st, id, crash(&format!("cannot schedule the call: {e}")));
             true
         }
