@@ -388,7 +388,7 @@ mod tests {
             Term::binary("{}"),
             Term::binary("{}"),
             Term::Int(7),
-            Term::binary(b"\x83garbage".to_vec()),
+            Term::binary(b"\x83garbage"),
         ]);
         assert!(expand(torn).is_err());
     }
