@@ -18,6 +18,7 @@ use std::sync::Mutex;
 
 use hornbeam_core::etf::{self, Term};
 use pyo3::prelude::*;
+use pyo3::type_object::PyTypeCheck;
 use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 use pyo3::{ffi, intern};
 
@@ -51,36 +52,15 @@ impl FastEvent {
     /// runtime does not have them.
     pub fn new(py: Python<'_>, runtime: &Bound<'_, PyModule>) -> Option<FastEvent> {
         let channels_mod = py.import("hornbeam_channels").ok()?;
+        let object = attr::<PyType>(&py.import("builtins").ok()?, "object")?;
         Some(FastEvent {
-            channels: channels_mod
-                .getattr("_channels")
-                .ok()?
-                .cast_into::<PyDict>()
-                .ok()?
-                .unbind(),
-            async_cache: runtime
-                .getattr("_async_handlers")
-                .ok()?
-                .cast_into::<PyDict>()
-                .ok()?
-                .unbind(),
-            is_async: runtime.getattr("_is_async").ok()?.unbind(),
-            object_new: py
-                .import("builtins")
-                .ok()?
-                .getattr("object")
-                .ok()?
-                .getattr("__new__")
-                .ok()?
-                .unbind(),
-            socket_type: channels_mod
-                .getattr("Socket")
-                .ok()?
-                .cast_into::<PyType>()
-                .ok()?
-                .unbind(),
-            unset: channels_mod.getattr("_UNSET").ok()?.unbind(),
-            submit_event: runtime.getattr("submit_event").ok()?.unbind(),
+            channels: attr(&channels_mod, "_channels")?,
+            async_cache: attr(runtime, "_async_handlers")?,
+            is_async: attr(runtime, "_is_async")?,
+            object_new: object.bind(py).getattr("__new__").ok()?.unbind(),
+            socket_type: attr(&channels_mod, "Socket")?,
+            unset: attr(&channels_mod, "_UNSET")?,
+            submit_event: attr(runtime, "submit_event")?,
             fixed: Mutex::new(HashMap::new()),
         })
     }
@@ -311,6 +291,16 @@ fn json_or<'py>(py: Python<'py>, value: Option<&Term>, default: &[u8]) -> Bound<
         Some(Term::Binary(b)) if !b.is_empty() => PyBytes::new(py, b).into_any(),
         _ => PyBytes::new(py, default).into_any(),
     }
+}
+
+/// `module.name`, if it is a `T`.
+fn attr<T: PyTypeCheck>(module: &Bound<'_, PyModule>, name: &str) -> Option<Py<T>> {
+    module
+        .getattr(name)
+        .ok()?
+        .cast_into::<T>()
+        .ok()
+        .map(Bound::unbind)
 }
 
 /// A client's payload as `hornbeam_runtime._payload` makes it: `bytes` for
