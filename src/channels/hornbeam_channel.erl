@@ -63,6 +63,9 @@
     handler := module(),
     dialect := hornbeam_protocol:dialect(),
     py_assigns => binary(),         %% Python channels keep assigns as JSON text
+    %% Python channels: the socket's fixed fields as the worker gets them,
+    %% encoded once at join (hornbeam_py_channel)
+    py_wire => {map(), pos_integer(), binary()},
     intercepts => [binary()]        %% Python channels: the events of @room.intercept
 }.
 -type reply() :: ok | error | {ok | error, hornbeam_pubsub:payload()}.

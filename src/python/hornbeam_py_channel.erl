@@ -28,7 +28,7 @@ payload_format() -> raw.
 -spec join(binary(), {json, binary()} | {binary, binary()}, hornbeam_channel:socket()) ->
     {ok, hornbeam_pubsub:payload(), hornbeam_channel:socket()} | {error, hornbeam_pubsub:payload()}.
 join(Topic, {_, _} = Payload, Socket0) ->
-    Socket = Socket0#{py_assigns => assigns_json(Socket0)},
+    Socket = Socket0#{py_assigns => assigns_json(Socket0), py_wire => socket_wire(Socket0)},
     #{pattern := Pattern, topic_params := TopicParams} = Socket,
     Args = #{pattern => Pattern, topic => Topic, topic_params => TopicParams,
              payload => wire_payload(Payload), socket => py_socket(Socket)},
@@ -194,39 +194,32 @@ channel_token(#{transport_pid := T, channel_pid := C, topic := Topic, join_ref :
     term_to_binary(#{transport_pid => T, channel_pid => C, topic => Topic, join_ref => JoinRef}).
 
 %% The parts that do not change while the channel lives (the join_ref and
-%% params as JSON, the channel token) are encoded once and kept in the
-%% channel process's dictionary, checked against the socket on every use.
+%% params as JSON, the channel token) are encoded once, at join, and kept in
+%% the channel's socket as `py_wire'.
 py_socket(Socket) ->
     Assigns = maps:get(py_assigns, Socket, <<"{}">>),
-    {Wire, _Key, _Fixed} = socket_wire(Socket),
+    {Wire, _Key, _Fixed} = wire(Socket),
     Wire#{assigns => Assigns}.
 
 %% The fixed fields as the compact event call carries them: a key unique
 %% in this VM and their encoding.
 socket_fixed(Socket) ->
-    {_Wire, Key, Fixed} = socket_wire(Socket),
+    {_Wire, Key, Fixed} = wire(Socket),
     {Key, Fixed}.
 
-socket_wire(Socket = #{topic := Topic, join_ref := JoinRef}) ->
-    Key = {?MODULE, Topic},
-    Check = maps:with([id, join_ref, params, transport_pid, channel_pid], Socket),
-    case get(Key) of
-        {Check, Cached} ->
-            Cached;
-        _ ->
-            #{id := Id, params := Params} = Socket,
-            {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
-            Wire0 = #{topic => Topic, join_ref => RefJson,
-                      params => json(Params), channel => channel_token(Socket)},
-            %% id: the socket id; absent is None in Python
-            Wire = case Id of
-                       undefined -> Wire0;
-                       _ -> Wire0#{id => Id}
-                   end,
-            Cached = {Wire, erlang:unique_integer([positive]), term_to_binary(Wire)},
-            _ = put(Key, {Check, Cached}),
-            Cached
-    end.
+wire(#{py_wire := Cached}) -> Cached;
+wire(Socket) -> socket_wire(Socket).
+
+socket_wire(Socket = #{topic := Topic, join_ref := JoinRef, id := Id, params := Params}) ->
+    {ok, RefJson} = hornbeam_nif:json_encode(JoinRef),
+    Wire0 = #{topic => Topic, join_ref => RefJson,
+              params => json(Params), channel => channel_token(Socket)},
+    %% id: the socket id; absent is None in Python
+    Wire = case Id of
+               undefined -> Wire0;
+               _ -> Wire0#{id => Id}
+           end,
+    {Wire, erlang:unique_integer([positive]), term_to_binary(Wire)}.
 
 assigns_json(#{assigns := Assigns}) -> json(Assigns).
 
