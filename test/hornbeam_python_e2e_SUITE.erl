@@ -23,7 +23,8 @@ all() ->
      events_of_one_channel_run_one_at_a_time_on_the_thread_pool,
      an_async_handler_waiting_on_presence_does_not_delay_another_channel,
      overloaded_worker_answers_events_and_joins_with_an_error,
-     overloaded_worker_refuses_a_connect_with_503].
+     overloaded_worker_refuses_a_connect_with_503,
+     a_channel_outlives_its_worker_process].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(hornbeam),
@@ -476,3 +477,56 @@ overloaded_worker_refuses_a_connect_with_503(Config) ->
     ?assertMatch({error, {status, 503, _}}, ?C:connect(Port, "/ws?token=good")),
     ?assertMatch([_, <<"2">>, _, _, #{<<"status">> := <<"ok">>}], ?C:recv_json(A, 5000)),
     {ok, _} = ?C:connect(Port, "/ws?token=good").
+
+%% A channel monitors its worker process once, not per call
+%% (hornbeam_python:channel_call/2). When that process dies between two
+%% events, the channel's 'DOWN' is recognised as the monitor's (never
+%% passed to Python's on_info, never logged as a dropped message), and the
+%% next event goes to the restarted worker with the channel's state kept.
+a_channel_outlives_its_worker_process(Config) ->
+    ok = logger:add_handler(hb_dropped_capture, ?MODULE, #{config => #{pid => self()}, level => all}),
+    try
+        C = connect(Config),
+        _ = join(C, <<"1">>, <<"room:w">>, #{}),
+        ?assertMatch([_, <<"2">>, _, _, #{<<"response">> := #{<<"n">> := 1}}],
+                     push(C, <<"1">>, <<"2">>, <<"room:w">>, <<"reply">>, #{})),
+        Old = whereis(hornbeam_py_worker_1),
+        exit(Old, kill),
+        ok = wait_for_new_worker(Old, 100),
+        ?assertMatch([_, <<"3">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 2}}],
+                     push(C, <<"1">>, <<"3">>, <<"room:w">>, <<"reply">>, #{}, 10000)),
+        %% and once more: the channel now watches the new worker process
+        Second = whereis(hornbeam_py_worker_1),
+        exit(Second, kill),
+        ok = wait_for_new_worker(Second, 100),
+        ?assertMatch([_, <<"4">>, _, _, #{<<"status">> := <<"ok">>, <<"response">> := #{<<"n">> := 3}}],
+                     push(C, <<"1">>, <<"4">>, <<"room:w">>, <<"reply">>, #{}, 10000)),
+        receive {dropped_log, Msg} -> ct:fail({down_reached_python, Msg})
+        after 200 -> ok
+        end
+    after
+        logger:remove_handler(hb_dropped_capture)
+    end.
+
+wait_for_new_worker(_Old, 0) ->
+    {error, no_new_worker};
+wait_for_new_worker(Old, N) ->
+    case whereis(hornbeam_py_worker_1) of
+        Pid when is_pid(Pid), Pid =/= Old ->
+            case [W || W = #{status := ready} <- hornbeam_python:workers()] of
+                [_] -> ok;
+                _ -> timer:sleep(100), wait_for_new_worker(Old, N - 1)
+            end;
+        _ ->
+            timer:sleep(100),
+            wait_for_new_worker(Old, N - 1)
+    end.
+
+log(#{msg := {Format, Args}}, #{config := #{pid := Pid}}) when is_list(Format) ->
+    Msg = lists:flatten(io_lib:format(Format, Args)),
+    case string:find(Msg, "dropped") of
+        nomatch -> ok;
+        _ -> Pid ! {dropped_log, Msg}
+    end;
+log(_, _) ->
+    ok.

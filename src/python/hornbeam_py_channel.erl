@@ -32,7 +32,7 @@ join(Topic, {_, _} = Payload, Socket0) ->
     #{pattern := Pattern, topic_params := TopicParams} = Socket,
     Args = #{pattern => Pattern, topic => Topic, topic_params => TopicParams,
              payload => wire_payload(Payload), socket => py_socket(Socket)},
-    case hornbeam_python:call(join, Args) of
+    case hornbeam_python:channel_call(join, Args) of
         {ok, {ok, Resp, Assigns}} ->
             {ok, response(Resp), Socket#{py_assigns := Assigns, intercepts => intercepts(Pattern)}};
         {ok, {error, Reason}} ->
@@ -65,7 +65,7 @@ handle_in(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
     %% encoded once per channel, named by a key the worker caches them under
     {Key, Fixed} = socket_fixed(Socket),
     Args = {Pattern, Event, wire_payload(Payload), maps:get(py_assigns, Socket, <<"{}">>), Key, Fixed},
-    case hornbeam_python:call(event, Args) of
+    case hornbeam_python:channel_call(event, Args) of
         {ok, {reply, Status, Resp, Assigns}} ->
             {reply, {Status, response(Resp)}, Socket#{py_assigns := Assigns}};
         {ok, {noreply, Assigns}} ->
@@ -98,7 +98,7 @@ handle_in(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
     {noreply, hornbeam_channel:socket()}.
 handle_out(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
     Args = #{pattern => Pattern, event => Event, payload => wire_payload(Payload), socket => py_socket(Socket)},
-    case hornbeam_python:call(out, Args) of
+    case hornbeam_python:channel_call(out, Args) of
         {ok, {push, Resp, Assigns}} ->
             _ = hornbeam_channel:push(Socket, Event, response(Resp)),
             {noreply, Socket#{py_assigns := Assigns}};
@@ -112,11 +112,19 @@ handle_out(Event, {_, _} = Payload, Socket = #{pattern := Pattern}) ->
 %% @doc A message to the channel process: `@room.on_info' gets it.
 -spec handle_info(term(), hornbeam_channel:socket()) ->
     {noreply, hornbeam_channel:socket()} | {stop, term(), hornbeam_channel:socket()}.
-handle_info(Msg, Socket = #{pattern := Pattern}) ->
+handle_info(Msg = {'DOWN', _, process, _, _}, Socket) ->
+    case hornbeam_python:worker_down(Msg) of
+        true -> {noreply, Socket};   %% our monitor of a worker process (channel_call/2)
+        false -> python_info(Msg, Socket)
+    end;
+handle_info(Msg, Socket) ->
+    python_info(Msg, Socket).
+
+python_info(Msg, Socket = #{pattern := Pattern}) ->
     case info_args(Msg) of
         {ok, What} ->
             Args = What#{pattern => Pattern, socket => py_socket(Socket)},
-            case hornbeam_python:call(info, Args) of
+            case hornbeam_python:channel_call(info, Args) of
                 {ok, {noreply, Assigns}} ->
                     {noreply, Socket#{py_assigns := Assigns}};
                 {ok, {stop, Reason, Assigns}} ->
@@ -170,7 +178,7 @@ intercepts(Pattern) ->
 terminate(Reason, Socket = #{pattern := Pattern, topic := Topic}) ->
     Args = #{pattern => Pattern, topic => Topic, reason => reason_text(Reason),
              socket => py_socket(Socket)},
-    case hornbeam_python:call(leave, Args) of
+    case hornbeam_python:channel_call(leave, Args) of
         {ok, ok} -> ok;
         {ok, {crash, Message}} -> logger:info("Python on_leave crashed: ~ts", [Message]);
         {ok, _} -> ok;
