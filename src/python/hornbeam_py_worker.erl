@@ -681,8 +681,7 @@ flush_queue(#st{queued = []} = St) ->
     St;
 flush_queue(#st{queued = Queued, port = Port, calls = Calls0} = St) ->
     Calls = lists:foldl(fun({Id, Kind, Args}, Acc) ->
-                                send_encoded(Port, [<<131, 104, 4, 119, 4, "call">>,
-                                                    call_etf(Id, Kind, Args)]),
+                                send_encoded(Port, call_frame(Id, Kind, Args)),
                                 maps:update_with(Id, fun(C) -> C#call{sent = true} end, Acc)
                         end, Calls0, lists:reverse(Queued)),
     St#st{queued = [], calls = Calls}.
@@ -774,13 +773,17 @@ mailbox_empty() ->
 flush_out(#st{out = []} = St) ->
     St;
 flush_out(#st{out = [{Id, Kind, Args}], port = Port} = St) ->
-    send_encoded(Port, [<<131, 104, 4, 119, 4, "call">>, call_etf(Id, Kind, Args)]),
+    send_encoded(Port, call_frame(Id, Kind, Args)),
     St#st{out = []};
 flush_out(#st{out = Out, port = Port} = St) ->
     Calls = lists:foldl(fun({Id, Kind, Args}, Acc) -> [<<104, 3>>, call_etf(Id, Kind, Args) | Acc] end,
                         [], Out),
     send_encoded(Port, [<<131, 104, 2, 119, 5, "calls", 108, (length(Out)):32>>, Calls, <<106>>]),
     St#st{out = []}.
+
+%% `{call, Id, Kind, Args}' in the external term format (see call_etf/3).
+call_frame(Id, Kind, Args) ->
+    [<<131, 104, 4, 119, 4, "call">>, call_etf(Id, Kind, Args)].
 
 %% `Id, Kind, Args' in the external term format (the elements of a call
 %% tuple), around the caller's encoding of Args (see

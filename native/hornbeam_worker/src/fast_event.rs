@@ -148,23 +148,20 @@ impl FastEvent {
             .into_bound(py);
         let unset = self.unset.bind(py);
         let assigns = json_or(py, assigns, EMPTY_OBJECT);
-        set_slot(&socket, intern!(py, "_id"), fixed.id.bind(py))?;
-        set_slot(&socket, intern!(py, "_topic"), fixed.topic.bind(py))?;
-        set_slot(&socket, intern!(py, "_channel"), fixed.channel.bind(py))?;
-        set_slot(&socket, intern!(py, "_assigns"), unset)?;
-        set_slot(&socket, intern!(py, "_assigns_json"), &assigns)?;
-        set_slot(&socket, intern!(py, "_params"), unset)?;
-        set_slot(
-            &socket,
-            intern!(py, "_params_json"),
-            fixed.params_json.bind(py),
-        )?;
-        set_slot(&socket, intern!(py, "_join_ref"), unset)?;
-        set_slot(
-            &socket,
-            intern!(py, "_join_ref_json"),
-            fixed.join_ref_json.bind(py),
-        )?;
+        let slots = [
+            (intern!(py, "_id"), fixed.id.bind(py)),
+            (intern!(py, "_topic"), fixed.topic.bind(py)),
+            (intern!(py, "_channel"), fixed.channel.bind(py)),
+            (intern!(py, "_assigns"), unset),
+            (intern!(py, "_assigns_json"), &assigns),
+            (intern!(py, "_params"), unset),
+            (intern!(py, "_params_json"), fixed.params_json.bind(py)),
+            (intern!(py, "_join_ref"), unset),
+            (intern!(py, "_join_ref_json"), fixed.join_ref_json.bind(py)),
+        ];
+        for (name, value) in slots {
+            set_slot(&socket, name, value)?;
+        }
         Ok(socket)
     }
 }

@@ -250,16 +250,18 @@ fn schedule_calls(py: Python<'_>, calls: &mut Vec<(i64, String, Term)>) {
         }
         return;
     };
-    if let Some(fast) = &lr.fast_event {
-        calls
-            .retain(|(id, kind, args)| kind != "event" || !submitted_fast(py, st, fast, *id, args));
-    }
-    // what the fast path declined goes to dispatch, in the map form
+    // events go the fast way when they can; what it declines goes to
+    // dispatch with the other calls, in the map form
     let mut declined = Vec::with_capacity(calls.len());
     for (id, kind, args) in calls.drain(..) {
         if kind != "event" {
             declined.push((id, kind, args));
             continue;
+        }
+        if let Some(fast) = &lr.fast_event {
+            if submitted_fast(py, st, fast, id, &args) {
+                continue;
+            }
         }
         match fast_event::expand(args) {
             Ok(args) => declined.push((id, kind, args)),
